@@ -1,0 +1,186 @@
+//! Bodies of the HTTP API. Times are Unix milliseconds.
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+use utoipa::ToSchema;
+
+use crate::ids::{DeviceId, UserId};
+use crate::keys::DevicePublicKey;
+use crate::room::RoomKind;
+
+/// Create an account with an invite. `signature` is the device's Ed25519
+/// signature over [`crate::keys::register_transcript`].
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct RegisterRequest {
+    pub invite_code: String,
+    pub username: String,
+    pub display_name: String,
+    #[schema(value_type = String)]
+    #[ts(type = "string")]
+    pub device_public_key: DevicePublicKey,
+    #[serde(default)]
+    pub device_name: Option<String>,
+    pub signature: String,
+}
+
+/// A new session: send `token` as `Authorization: Bearer …`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct SessionResponse {
+    pub token: String,
+    #[ts(type = "number")]
+    pub expires_at: i64,
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct ChallengeRequest {
+    #[schema(value_type = String)]
+    #[ts(type = "string")]
+    pub device_public_key: DevicePublicKey,
+}
+
+/// Sign [`crate::keys::login_transcript`] of these and send it to `/api/auth/login`
+/// before `expires_at`. A challenge answers once.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct ChallengeResponse {
+    pub challenge_id: String,
+    /// base64url
+    pub nonce: String,
+    #[ts(type = "number")]
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct LoginRequest {
+    pub challenge_id: String,
+    pub signature: String,
+}
+
+/// The signed-in account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct Me {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub bio: String,
+    pub is_admin: bool,
+    #[ts(type = "number")]
+    pub created_at: i64,
+}
+
+/// A user's public profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct Profile {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub bio: String,
+    pub followers: u32,
+    pub following: u32,
+    /// Whether the signed-in user follows them.
+    pub followed_by_you: bool,
+}
+
+/// A user in a list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct UserSummary {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct UpdateProfileRequest {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub bio: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct DeviceView {
+    pub id: DeviceId,
+    pub name: String,
+    #[schema(value_type = String)]
+    #[ts(type = "string")]
+    pub public_key: DevicePublicKey,
+    #[ts(type = "number")]
+    pub created_at: i64,
+    /// The device of the session making the request.
+    pub current: bool,
+}
+
+/// Authorize another device key for this account. The device of the current
+/// session and the new device each sign [`crate::keys::add_device_transcript`].
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct AddDeviceRequest {
+    #[schema(value_type = String)]
+    #[ts(type = "string")]
+    pub device_public_key: DevicePublicKey,
+    pub name: String,
+    pub authorizer_signature: String,
+    pub new_device_signature: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct CreateInviteRequest {
+    /// 1 to 1000.
+    pub uses: u32,
+    /// 60 s to 90 days.
+    #[ts(type = "number")]
+    pub expires_in_secs: u64,
+}
+
+/// A new invite. The code is shown once; the server keeps only its hash.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct InviteCreated {
+    pub code: String,
+    pub url: String,
+    pub uses: u32,
+    #[ts(type = "number")]
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct CreateRoomRequest {
+    pub title: String,
+    pub kind: RoomKind,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Let a user into a closed room.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct RoomInviteRequest {
+    pub username: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct Health {
+    pub status: String,
+}
