@@ -14,7 +14,9 @@ pub struct KeyPackageStore {
 
 impl std::fmt::Debug for KeyPackageStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPackageStore").field("devices", &self.by_device.len()).finish()
+        f.debug_struct("KeyPackageStore")
+            .field("devices", &self.by_device.len())
+            .finish()
     }
 }
 
@@ -25,7 +27,10 @@ impl KeyPackageStore {
     /// device's registered identity key.
     pub fn upload(&mut self, device_id: &str, bytes: &[u8]) -> Result<Vec<u8>, DeliveryError> {
         if bytes.len() > crate::MAX_HANDSHAKE_LEN {
-            return Err(DeliveryError::TooLarge { len: bytes.len(), max: crate::MAX_HANDSHAKE_LEN });
+            return Err(DeliveryError::TooLarge {
+                len: bytes.len(),
+                max: crate::MAX_HANDSHAKE_LEN,
+            });
         }
         let msg = MlsMessageIn::tls_deserialize_exact(bytes)
             .map_err(|e| DeliveryError::Malformed(e.to_string()))?;
@@ -39,7 +44,10 @@ impl KeyPackageStore {
             return Err(DeliveryError::InvalidKeyPackage("wrong ciphersuite".into()));
         }
         let sig_key = kp.leaf_node().signature_key().as_slice().to_vec();
-        self.by_device.entry(device_id.to_owned()).or_default().push_back(bytes.to_vec());
+        self.by_device
+            .entry(device_id.to_owned())
+            .or_default()
+            .push_back(bytes.to_vec());
         Ok(sig_key)
     }
 

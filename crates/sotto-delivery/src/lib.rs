@@ -34,7 +34,7 @@ mod room;
 
 pub use error::DeliveryError;
 pub use key_packages::KeyPackageStore;
-pub use mailbox::{SealedMailbox, MAX_SEALED_DELIVERY_LEN};
+pub use mailbox::{MAX_SEALED_DELIVERY_LEN, SealedMailbox};
 pub use proposer::ServerProposer;
 pub use room::{Accepted, AcceptedKind, RoomDelivery, StageMemberInfo};
 

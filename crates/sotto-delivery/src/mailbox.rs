@@ -20,13 +20,19 @@ impl SealedMailbox {
     /// A mailbox that keeps at most `per_recipient_limit` undelivered items per
     /// recipient.
     pub fn new(per_recipient_limit: usize) -> Self {
-        Self { boxes: HashMap::new(), per_recipient_limit }
+        Self {
+            boxes: HashMap::new(),
+            per_recipient_limit,
+        }
     }
 
     /// Queue `sealed` for `recipient`.
     pub fn post(&mut self, recipient: &[u8], sealed: Vec<u8>) -> Result<(), DeliveryError> {
         if sealed.len() > MAX_SEALED_DELIVERY_LEN {
-            return Err(DeliveryError::TooLarge { len: sealed.len(), max: MAX_SEALED_DELIVERY_LEN });
+            return Err(DeliveryError::TooLarge {
+                len: sealed.len(),
+                max: MAX_SEALED_DELIVERY_LEN,
+            });
         }
         let queue = self.boxes.entry(recipient.to_vec()).or_default();
         if queue.len() >= self.per_recipient_limit {
@@ -38,7 +44,10 @@ impl SealedMailbox {
 
     /// Take everything queued for `recipient`, oldest first.
     pub fn drain(&mut self, recipient: &[u8]) -> Vec<Vec<u8>> {
-        self.boxes.remove(recipient).map(Vec::from).unwrap_or_default()
+        self.boxes
+            .remove(recipient)
+            .map(Vec::from)
+            .unwrap_or_default()
     }
 
     /// Number of recipients with something queued.

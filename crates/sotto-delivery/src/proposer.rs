@@ -14,7 +14,9 @@ pub struct ServerProposer {
 
 impl std::fmt::Debug for ServerProposer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerProposer").field("public", &self.signer.public()).finish()
+        f.debug_struct("ServerProposer")
+            .field("public", &self.signer.public())
+            .finish()
     }
 }
 
@@ -24,7 +26,10 @@ impl ServerProposer {
     pub fn from_ed25519(seed: [u8; 32], public: [u8; 32], label: &[u8]) -> Self {
         let signer =
             SignatureKeyPair::from_raw(SignatureScheme::ED25519, seed.to_vec(), public.to_vec());
-        Self { signer, credential: BasicCredential::new(label.to_vec()).into() }
+        Self {
+            signer,
+            credential: BasicCredential::new(label.to_vec()).into(),
+        }
     }
 
     /// The public key stage groups list as their external sender.
@@ -42,7 +47,11 @@ impl ServerProposer {
     /// Propose adding the device whose KeyPackage (`MlsMessage` bytes) is
     /// given. Feed the result to [`RoomDelivery::handle_handshake`] and fan it
     /// out to the stage.
-    pub fn propose_add(&self, room: &RoomDelivery, key_package: &[u8]) -> Result<Vec<u8>, DeliveryError> {
+    pub fn propose_add(
+        &self,
+        room: &RoomDelivery,
+        key_package: &[u8],
+    ) -> Result<Vec<u8>, DeliveryError> {
         let msg = MlsMessageIn::tls_deserialize_exact(key_package)
             .map_err(|e| DeliveryError::Malformed(e.to_string()))?;
         let MlsMessageBodyIn::KeyPackage(kp) = msg.extract() else {
@@ -61,11 +70,16 @@ impl ServerProposer {
             SenderExtensionIndex::new(0),
         )
         .map_err(|e| DeliveryError::Internal(e.to_string()))?;
-        out.tls_serialize_detached().map_err(|e| DeliveryError::Internal(e.to_string()))
+        out.tls_serialize_detached()
+            .map_err(|e| DeliveryError::Internal(e.to_string()))
     }
 
     /// Propose removing the member at `leaf_index`.
-    pub fn propose_remove(&self, room: &RoomDelivery, leaf_index: u32) -> Result<Vec<u8>, DeliveryError> {
+    pub fn propose_remove(
+        &self,
+        room: &RoomDelivery,
+        leaf_index: u32,
+    ) -> Result<Vec<u8>, DeliveryError> {
         let g = room.public_group();
         let out = ExternalProposal::new_remove::<OpenMlsRustCrypto>(
             LeafNodeIndex::new(leaf_index),
@@ -75,6 +89,7 @@ impl ServerProposer {
             SenderExtensionIndex::new(0),
         )
         .map_err(|e| DeliveryError::Internal(e.to_string()))?;
-        out.tls_serialize_detached().map_err(|e| DeliveryError::Internal(e.to_string()))
+        out.tls_serialize_detached()
+            .map_err(|e| DeliveryError::Internal(e.to_string()))
     }
 }

@@ -1,7 +1,4 @@
-use openmls::{
-    group::proposal_store::ProposalStore,
-    prelude::{tls_codec::Deserialize as _, tls_codec::Serialize as _, *},
-};
+use openmls::prelude::{tls_codec::Deserialize as _, tls_codec::Serialize as _, *};
 use openmls_rust_crypto::OpenMlsRustCrypto;
 
 use crate::{DeliveryError, MAX_HANDSHAKE_LEN};
@@ -61,7 +58,10 @@ impl std::fmt::Debug for RoomDelivery {
 
 fn parse(bytes: &[u8]) -> Result<MlsMessageBodyIn, DeliveryError> {
     if bytes.len() > MAX_HANDSHAKE_LEN {
-        return Err(DeliveryError::TooLarge { len: bytes.len(), max: MAX_HANDSHAKE_LEN });
+        return Err(DeliveryError::TooLarge {
+            len: bytes.len(),
+            max: MAX_HANDSHAKE_LEN,
+        });
     }
     MlsMessageIn::tls_deserialize_exact(bytes)
         .map(MlsMessageIn::extract)
@@ -76,7 +76,10 @@ impl RoomDelivery {
             return Err(DeliveryError::Malformed("not a group info".into()));
         };
         if ratchet_tree.len() > MAX_HANDSHAKE_LEN {
-            return Err(DeliveryError::TooLarge { len: ratchet_tree.len(), max: MAX_HANDSHAKE_LEN });
+            return Err(DeliveryError::TooLarge {
+                len: ratchet_tree.len(),
+                max: MAX_HANDSHAKE_LEN,
+            });
         }
         let tree = RatchetTreeIn::tls_deserialize_exact(ratchet_tree)
             .map_err(|e| DeliveryError::Malformed(e.to_string()))?;
@@ -92,7 +95,12 @@ impl RoomDelivery {
             ProposalStore::new(),
         )
         .map_err(|e| DeliveryError::Invalid(e.to_string()))?;
-        Ok(Self { provider, group, group_info: group_info.to_vec(), log: Vec::new() })
+        Ok(Self {
+            provider,
+            group,
+            group_info: group_info.to_vec(),
+            log: Vec::new(),
+        })
     }
 
     /// The current epoch.
@@ -152,7 +160,9 @@ impl RoomDelivery {
             }
             ProtocolMessage::PublicMessage(m) => {
                 if m.content_type() == ContentType::Application {
-                    return Err(DeliveryError::Invalid("application data in a PublicMessage".into()));
+                    return Err(DeliveryError::Invalid(
+                        "application data in a PublicMessage".into(),
+                    ));
                 }
                 let processed = self
                     .group
@@ -171,12 +181,20 @@ impl RoomDelivery {
                             .map_err(|e| DeliveryError::Internal(e.to_string()))?;
                         AcceptedKind::Proposal
                     }
-                    _ => return Err(DeliveryError::Invalid("unsupported handshake content".into())),
+                    _ => {
+                        return Err(DeliveryError::Invalid(
+                            "unsupported handshake content".into(),
+                        ));
+                    }
                 }
             }
         };
         self.log.push(bytes.to_vec());
-        Ok(Accepted { seq: self.log.len() as u64 - 1, kind, epoch: self.epoch() })
+        Ok(Accepted {
+            seq: self.log.len() as u64 - 1,
+            kind,
+            epoch: self.epoch(),
+        })
     }
 
     /// Store the GroupInfo a committer uploaded after its commit was
@@ -207,13 +225,18 @@ impl RoomDelivery {
 
     /// Accepted messages from position `seq` on, in order, for fan-out.
     pub fn messages_since(&self, seq: u64) -> &[Vec<u8>] {
-        let start = usize::try_from(seq).unwrap_or(usize::MAX).min(self.log.len());
+        let start = usize::try_from(seq)
+            .unwrap_or(usize::MAX)
+            .min(self.log.len());
         &self.log[start..]
     }
 
     /// Leaf index of the member whose signature key is `key`, if any.
     pub fn leaf_of(&self, signature_key: &[u8]) -> Option<u32> {
-        self.group.members().find(|m| m.signature_key == signature_key).map(|m| m.index.u32())
+        self.group
+            .members()
+            .find(|m| m.signature_key == signature_key)
+            .map(|m| m.index.u32())
     }
 
     pub(crate) fn public_group(&self) -> &PublicGroup {

@@ -14,7 +14,11 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn magic(&mut self, magic: &[u8; 4]) -> Result<(), WireError> {
-        if self.take(4)? == magic { Ok(()) } else { Err(WireError::BadMagic) }
+        if self.take(4)? == magic {
+            Ok(())
+        } else {
+            Err(WireError::BadMagic)
+        }
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
@@ -50,7 +54,11 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn finish(self) -> Result<(), WireError> {
-        if self.buf.is_empty() { Ok(()) } else { Err(WireError::TrailingBytes) }
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::TrailingBytes)
+        }
     }
 }
 
@@ -60,9 +68,6 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        Self { buf: Vec::with_capacity(n) }
-    }
     pub(crate) fn raw(&mut self, b: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(b);
         self

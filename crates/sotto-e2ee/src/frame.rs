@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 
 use sframe::{
+    CipherSuite,
     frame::{EncryptedFrameView, MediaFrameView, MonotonicCounter},
     header::SframeHeader,
     key::{DecryptionKey, EncryptionKey},
-    CipherSuite,
 };
 
 use crate::error::FrameError;
-use crate::keys::{split_kid, AudienceKey, KeyGeneration};
+use crate::keys::{AudienceKey, KeyGeneration, split_kid};
 
 /// The SFrame cipher suites sotto uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +75,12 @@ impl FrameSender {
         let base = key.sender_base_key(u64::from(leaf));
         let key = EncryptionKey::derive_from(suite.sframe(), kid, base.expose())
             .map_err(|e| FrameError::Internal(e.to_string()))?;
-        Ok(Self { suite, key, counter: MonotonicCounter::new(MAX_COUNTER), generation })
+        Ok(Self {
+            suite,
+            key,
+            counter: MonotonicCounter::new(MAX_COUNTER),
+            generation,
+        })
     }
 
     /// The generation frames are encrypted with.
@@ -87,7 +92,9 @@ impl FrameSender {
     pub fn encrypt(&mut self, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
         let media = MediaFrameView::try_new(&mut self.counter, &payload)
             .map_err(|_| FrameError::CounterExhausted)?;
-        let enc = media.encrypt(&self.key).map_err(|e| FrameError::Internal(e.to_string()))?;
+        let enc = media
+            .encrypt(&self.key)
+            .map_err(|e| FrameError::Internal(e.to_string()))?;
         Ok(enc.sframe_cipher_text().to_vec())
     }
 }
@@ -132,7 +139,11 @@ impl ReplayWindow {
             }
             Some(h) if ctr > h => {
                 let shift = ctr - h;
-                self.seen = if shift >= REPLAY_WINDOW { 0 } else { self.seen << shift };
+                self.seen = if shift >= REPLAY_WINDOW {
+                    0
+                } else {
+                    self.seen << shift
+                };
                 self.seen |= 1;
                 self.highest = Some(ctr);
             }
@@ -168,7 +179,14 @@ impl std::fmt::Debug for KeyRing {
         f.debug_struct("KeyRing")
             .field("suite", &self.suite)
             .field("grace_ms", &self.grace_ms)
-            .field("generations", &self.held.iter().map(|h| h.key.generation).collect::<Vec<_>>())
+            .field(
+                "generations",
+                &self
+                    .held
+                    .iter()
+                    .map(|h| h.key.generation)
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -177,12 +195,22 @@ impl KeyRing {
     /// An empty ring. `grace_ms` is how long a replaced generation still
     /// decrypts (default [`DEFAULT_GRACE_MS`]).
     pub fn new(suite: Suite, grace_ms: u64) -> Self {
-        Self { suite, grace_ms, held: Vec::new(), derived: HashMap::new(), replay: HashMap::new() }
+        Self {
+            suite,
+            grace_ms,
+            held: Vec::new(),
+            derived: HashMap::new(),
+            replay: HashMap::new(),
+        }
     }
 
     /// The newest generation held.
     pub fn current(&self) -> Option<KeyGeneration> {
-        self.held.iter().filter(|h| h.expires_at_ms.is_none()).map(|h| h.key.generation).max()
+        self.held
+            .iter()
+            .filter(|h| h.expires_at_ms.is_none())
+            .map(|h| h.key.generation)
+            .max()
     }
 
     /// Whether `generation` is held (current or in grace).
@@ -213,7 +241,11 @@ impl KeyRing {
         self.held.retain(|h| h.key.generation.tag() != tag);
         self.derived.retain(|kid, _| split_kid(*kid).1 != tag);
         self.replay.retain(|kid, _| split_kid(*kid).1 != tag);
-        let expires_at_ms = if newest { None } else { Some(now_ms.saturating_add(self.grace_ms)) };
+        let expires_at_ms = if newest {
+            None
+        } else {
+            Some(now_ms.saturating_add(self.grace_ms))
+        };
         self.held.push(Held { key, expires_at_ms });
     }
 
@@ -221,11 +253,14 @@ impl KeyRing {
     /// `decrypt` doing it.
     pub fn expire(&mut self, now_ms: u64) {
         let before = self.held.len();
-        self.held.retain(|h| h.expires_at_ms.is_none_or(|t| now_ms < t));
+        self.held
+            .retain(|h| h.expires_at_ms.is_none_or(|t| now_ms < t));
         if self.held.len() != before {
             let live: Vec<u64> = self.held.iter().map(|h| h.key.generation.tag()).collect();
-            self.derived.retain(|kid, _| live.contains(&split_kid(*kid).1));
-            self.replay.retain(|kid, _| live.contains(&split_kid(*kid).1));
+            self.derived
+                .retain(|kid, _| live.contains(&split_kid(*kid).1));
+            self.replay
+                .retain(|kid, _| live.contains(&split_kid(*kid).1));
         }
     }
 
@@ -244,23 +279,34 @@ impl KeyRing {
             .iter()
             .any(|h| h.key.generation.tag() == tag && h.expires_at_ms.is_some_and(|t| now_ms >= t));
         self.expire(now_ms);
-        if !self.derived.contains_key(&kid) {
-            let Some(held) = self.held.iter().find(|h| h.key.generation.tag() == tag) else {
-                return Err(if stale { FrameError::StaleKeyId { kid } } else { FrameError::UnknownKeyId { kid } });
-            };
-            let base = held.key.sender_base_key(leaf);
-            let dk = DecryptionKey::derive_from(self.suite.sframe(), kid, base.expose())
-                .map_err(|e| FrameError::Internal(e.to_string()))?;
-            self.derived.insert(kid, (held.key.generation, dk));
-        }
         if self.replay.get(&kid).is_some_and(|w| !w.check(ctr)) {
             return Err(FrameError::Replayed { kid, ctr });
         }
-        let Some((_, dk)) = self.derived.get(&kid) else {
-            return Err(FrameError::UnknownKeyId { kid });
-        };
         let view = EncryptedFrameView::try_new(&frame).map_err(|_| FrameError::MalformedHeader)?;
-        let media = view.decrypt(dk).map_err(|_| FrameError::AuthenticationFailed)?;
+        let media = if let Some((_, dk)) = self.derived.get(&kid) {
+            view.decrypt(dk)
+                .map_err(|_| FrameError::AuthenticationFailed)?
+        } else {
+            // A KID is unauthenticated until its frame decrypts: derive the
+            // key, but cache it only once a frame authenticated with it, so
+            // forged KIDs cannot grow the cache.
+            let Some(held) = self.held.iter().find(|h| h.key.generation.tag() == tag) else {
+                return Err(if stale {
+                    FrameError::StaleKeyId { kid }
+                } else {
+                    FrameError::UnknownKeyId { kid }
+                });
+            };
+            let generation = held.key.generation;
+            let base = held.key.sender_base_key(leaf);
+            let dk = DecryptionKey::derive_from(self.suite.sframe(), kid, base.expose())
+                .map_err(|e| FrameError::Internal(e.to_string()))?;
+            let media = view
+                .decrypt(&dk)
+                .map_err(|_| FrameError::AuthenticationFailed)?;
+            self.derived.insert(kid, (generation, dk));
+            media
+        };
         self.replay.entry(kid).or_default().record(ctr);
         Ok(media.payload().to_vec())
     }

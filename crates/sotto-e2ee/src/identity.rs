@@ -83,7 +83,11 @@ impl std::fmt::Debug for DeviceIdentity {
 
 impl DeviceIdentity {
     /// A new random identity.
-    pub fn generate(rng: &mut (impl CryptoRng + RngCore), account_id: &[u8], device_id: &str) -> Self {
+    pub fn generate(
+        rng: &mut (impl CryptoRng + RngCore),
+        account_id: &[u8],
+        device_id: &str,
+    ) -> Self {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
         let id = Self::from_seed(seed, account_id, device_id);
@@ -98,7 +102,11 @@ impl DeviceIdentity {
         while device_id.len() > MAX_ID_LEN {
             device_id.pop();
         }
-        Self { key: SigningKey::from_bytes(&seed), account_id: cut(account_id), device_id }
+        Self {
+            key: SigningKey::from_bytes(&seed),
+            account_id: cut(account_id),
+            device_id,
+        }
     }
 
     /// The public identity key.
@@ -136,8 +144,11 @@ impl DeviceIdentity {
     /// The MLS credential: a BasicCredential naming account id and device id.
     pub(crate) fn credential_with_key(&self) -> CredentialWithKey {
         CredentialWithKey {
-            credential: BasicCredential::new(encode_credential_identity(&self.account_id, &self.device_id))
-                .into(),
+            credential: BasicCredential::new(encode_credential_identity(
+                &self.account_id,
+                &self.device_id,
+            ))
+            .into(),
             signature_key: self.key.verifying_key().to_bytes().to_vec().into(),
         }
     }
@@ -146,7 +157,9 @@ impl DeviceIdentity {
 /// Encode (account id, device id) as the identity of a BasicCredential.
 pub fn encode_credential_identity(account_id: &[u8], device_id: &str) -> Vec<u8> {
     let mut w = Writer::default();
-    w.raw(b"SID1").bytes16(account_id).bytes16(device_id.as_bytes());
+    w.raw(b"SID1")
+        .bytes16(account_id)
+        .bytes16(device_id.as_bytes());
     w.buf
 }
 
@@ -155,7 +168,9 @@ pub fn decode_credential_identity(bytes: &[u8]) -> Result<(Vec<u8>, String), Wir
     let mut r = Reader::new(bytes);
     r.magic(b"SID1")?;
     let account = r.bytes16(MAX_ID_LEN)?.to_vec();
-    let device = std::str::from_utf8(r.bytes16(MAX_ID_LEN)?).map_err(|_| WireError::BadMagic)?.to_owned();
+    let device = std::str::from_utf8(r.bytes16(MAX_ID_LEN)?)
+        .map_err(|_| WireError::BadMagic)?
+        .to_owned();
     r.finish()?;
     Ok((account, device))
 }

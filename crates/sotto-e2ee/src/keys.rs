@@ -12,7 +12,7 @@
 //! 65,536 (it restarts at every key change) the compact suite's overhead is
 //! at most 1 + 1 + 2 + 4 = 8 bytes.
 
-use crate::secret::{expand, Secret32};
+use crate::secret::{Secret32, expand};
 
 /// MLS exporter label of the audience secret.
 pub(crate) const AUDIENCE_EXPORTER_LABEL: &str = "sotto audience v1";
@@ -71,4 +71,11 @@ impl AudienceKey {
     pub(crate) fn sender_base_key(&self, leaf: u64) -> Secret32 {
         expand(&self.secret, SENDER_LABEL, &leaf.to_be_bytes())
     }
+}
+
+/// An audience key from raw bytes, for known-answer tests and benchmarks
+/// only. Real keys come from the stage group or a sealed delivery.
+#[doc(hidden)]
+pub fn test_audience_key(generation: KeyGeneration, secret: [u8; 32]) -> AudienceKey {
+    AudienceKey::new(generation, Secret32(secret))
 }

@@ -45,11 +45,19 @@ pub struct ServerEnvelope {
 #[ts(export)]
 pub enum ClientMessage {
     /// Authenticate the channel with a session token. Must come first.
-    Hello { token: String },
+    Hello {
+        token: String,
+    },
     /// Receive the state of a room you are in, now and on every change.
-    Subscribe { room_id: RoomId },
-    Unsubscribe { room_id: RoomId },
-    Ping { nonce: u32 },
+    Subscribe {
+        room_id: RoomId,
+    },
+    Unsubscribe {
+        room_id: RoomId,
+    },
+    Ping {
+        nonce: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
@@ -134,7 +142,10 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
     if version.v != PROTOCOL_VERSION {
         return Err((
             ErrorCode::UnsupportedVersion,
-            format!("version {} is not supported; use {}", version.v, PROTOCOL_VERSION),
+            format!(
+                "version {} is not supported; use {}",
+                version.v, PROTOCOL_VERSION
+            ),
         ));
     }
     serde_json::from_str::<ClientEnvelope>(text)

@@ -118,17 +118,14 @@ pub fn decode_b64(text: &str) -> Result<Vec<u8>, KeyError> {
     if text.len() > 4096 {
         return Err(KeyError::Length(text.len()));
     }
-    URL_SAFE_NO_PAD
-        .decode(text)
-        .map_err(|_| KeyError::Encoding)
+    URL_SAFE_NO_PAD.decode(text).map_err(|_| KeyError::Encoding)
 }
 
 /// The bytes a device signs: the context, then each field, every one
 /// prefixed with its length as a big-endian u32.
 pub fn transcript(context: &str, fields: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        4 + context.len() + fields.iter().map(|f| 4 + f.len()).sum::<usize>(),
-    );
+    let mut out =
+        Vec::with_capacity(4 + context.len() + fields.iter().map(|f| 4 + f.len()).sum::<usize>());
     for part in std::iter::once(context.as_bytes()).chain(fields.iter().copied()) {
         out.extend_from_slice(&(part.len() as u32).to_be_bytes());
         out.extend_from_slice(part);
@@ -160,7 +157,11 @@ pub fn add_device_transcript(
 ) -> Vec<u8> {
     transcript(
         ADD_DEVICE_CONTEXT,
-        &[user_id.as_bytes(), authorizer.as_bytes(), new_key.as_bytes()],
+        &[
+            user_id.as_bytes(),
+            authorizer.as_bytes(),
+            new_key.as_bytes(),
+        ],
     )
 }
 

@@ -110,7 +110,7 @@ pub struct RoomView {
     /// Increases with every change of the room; a client keeps the highest.
     #[ts(type = "number")]
     pub version: i64,
-    /// Stage first (host, moderators, speakers), then the audience, each in
+    /// By role (host, moderators, speakers, then the audience), each role in
     /// order of joining.
     pub members: Vec<MemberView>,
 }

@@ -1,0 +1,248 @@
+//! The session channel: one WebSocket per client session. It pushes the
+//! state of the rooms the client subscribed to, on every change.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use sotto_proto::channel::{
+    ClientMessage, MAX_MESSAGE_BYTES, ServerEnvelope, ServerMessage, parse_client_message,
+};
+use sotto_proto::{ErrorCode, RoomId, UserId};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use crate::bus::RoomEvent;
+use crate::error::ApiError;
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open the session channel (WebSocket). The first message must be `hello` with a session token.
+#[utoipa::path(get, path = "/api/ws", tag = "channel",
+    responses((status = 101, description = "WebSocket; see sotto_proto::channel"), (status = "4XX", body = sotto_proto::ErrorResponse)))]
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match ws {
+        Ok(ws) => ws
+            .max_message_size(MAX_MESSAGE_BYTES)
+            .max_frame_size(MAX_MESSAGE_BYTES)
+            .on_upgrade(move |socket| run(socket, state)),
+        Err(rejection) => {
+            ApiError::new(ErrorCode::MalformedRequest, rejection.body_text()).into_response()
+        }
+    }
+}
+
+struct Channel {
+    state: AppState,
+    socket: WebSocket,
+    user: UserId,
+    rooms: HashSet<RoomId>,
+}
+
+async fn run(mut socket: WebSocket, state: AppState) {
+    state.metrics.channel_open.fetch_add(1, Ordering::Relaxed);
+    if let Some(user) = hello(&mut socket, &state).await {
+        let mut channel = Channel {
+            state: state.clone(),
+            socket,
+            user,
+            rooms: HashSet::new(),
+        };
+        channel.serve().await;
+    }
+    state.metrics.channel_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Waits for `hello` and checks its token. On failure, says why and closes.
+async fn hello(socket: &mut WebSocket, state: &AppState) -> Option<UserId> {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, socket.recv())
+        .await
+        .ok()??
+        .ok()?;
+    let result = match first {
+        Message::Text(text) => match parse_client_message(&text) {
+            Ok(ClientMessage::Hello { token }) => state
+                .authenticate(&token)
+                .await
+                .map_err(|e| (e.code, e.message)),
+            Ok(_) => Err((
+                ErrorCode::HelloRequired,
+                "the first message must be hello".into(),
+            )),
+            Err(e) => Err(e),
+        },
+        _ => Err((
+            ErrorCode::HelloRequired,
+            "the first message must be a hello text frame".into(),
+        )),
+    };
+    match result {
+        Ok(session) => {
+            let welcome = ServerEnvelope::new(ServerMessage::Welcome {
+                user_id: session.user_id.clone(),
+            });
+            socket.send(Message::text(welcome.to_json())).await.ok()?;
+            Some(session.user_id)
+        }
+        Err((code, message)) => {
+            state.metrics.channel_errors.fetch_add(1, Ordering::Relaxed);
+            let _ = socket
+                .send(Message::text(
+                    ServerEnvelope::error(code, message).to_json(),
+                ))
+                .await;
+            let _ = socket.send(Message::Close(None)).await;
+            None
+        }
+    }
+}
+
+impl Channel {
+    async fn serve(&mut self) {
+        let mut events = self.state.bus.subscribe();
+        loop {
+            tokio::select! {
+                incoming = self.socket.recv() => match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        self.state.metrics.channel_messages_in.fetch_add(1, Ordering::Relaxed);
+                        if self.handle(&text).await.is_err() { return; }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        if self.refuse(ErrorCode::MalformedRequest, "text frames only").await.is_err() { return; }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                },
+                event = events.recv() => match event {
+                    Ok(event) => if self.deliver(&event).await.is_err() { return; },
+                    Err(RecvError::Lagged(_)) => if self.resync().await.is_err() { return; },
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    async fn send(&mut self, msg: ServerMessage) -> Result<(), axum::Error> {
+        self.socket
+            .send(Message::text(ServerEnvelope::new(msg).to_json()))
+            .await
+    }
+
+    async fn refuse(
+        &mut self,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Result<(), axum::Error> {
+        self.state
+            .metrics
+            .channel_errors
+            .fetch_add(1, Ordering::Relaxed);
+        self.socket
+            .send(Message::text(
+                ServerEnvelope::error(code, message).to_json(),
+            ))
+            .await
+    }
+
+    async fn handle(&mut self, text: &str) -> Result<(), axum::Error> {
+        let msg = match parse_client_message(text) {
+            Ok(msg) => msg,
+            Err((code, message)) => return self.refuse(code, message).await,
+        };
+        match msg {
+            ClientMessage::Hello { .. } => {
+                self.refuse(ErrorCode::MalformedRequest, "already said hello")
+                    .await
+            }
+            ClientMessage::Ping { nonce } => self.send(ServerMessage::Pong { nonce }).await,
+            ClientMessage::Unsubscribe { room_id } => {
+                self.rooms.remove(&room_id);
+                Ok(())
+            }
+            ClientMessage::Subscribe { room_id } => {
+                match self.state.store.is_member(&room_id, &self.user).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return self
+                            .refuse(ErrorCode::NotInRoom, "join the room before subscribing")
+                            .await;
+                    }
+                    Err(e) => return self.refuse(e.code, e.message).await,
+                }
+                match self.state.store.room_for(&room_id, &self.user).await {
+                    Ok(room) => {
+                        self.rooms.insert(room_id);
+                        self.send(ServerMessage::RoomState { room }).await
+                    }
+                    Err(e) => self.refuse(e.code, e.message).await,
+                }
+            }
+        }
+    }
+
+    async fn deliver(&mut self, event: &Arc<RoomEvent>) -> Result<(), axum::Error> {
+        let room_id = &event.view.id;
+        if !self.rooms.contains(room_id) {
+            return Ok(());
+        }
+        if let Some((user, banned)) = &event.departed {
+            if user == &self.user {
+                self.rooms.remove(room_id);
+                return self
+                    .send(ServerMessage::RoomLeft {
+                        room_id: room_id.clone(),
+                        banned: *banned,
+                    })
+                    .await;
+            }
+        }
+        self.send(ServerMessage::RoomState {
+            room: event.view.clone(),
+        })
+        .await?;
+        if event.view.ended {
+            self.rooms.remove(room_id);
+            self.send(ServerMessage::RoomEnded {
+                room_id: room_id.clone(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// After missing events, send each subscribed room's state afresh.
+    async fn resync(&mut self) -> Result<(), axum::Error> {
+        let rooms: Vec<RoomId> = self.rooms.iter().cloned().collect();
+        for room_id in rooms {
+            match self.state.store.room_for(&room_id, &self.user).await {
+                Ok(room)
+                    if self
+                        .state
+                        .store
+                        .is_member(&room_id, &self.user)
+                        .await
+                        .unwrap_or(false) =>
+                {
+                    self.send(ServerMessage::RoomState { room }).await?
+                }
+                _ => {
+                    self.rooms.remove(&room_id);
+                    self.send(ServerMessage::RoomLeft {
+                        room_id,
+                        banned: false,
+                    })
+                    .await?
+                }
+            }
+        }
+        Ok(())
+    }
+}

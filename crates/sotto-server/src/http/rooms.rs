@@ -1,0 +1,178 @@
+//! Rooms: create, the hallway, join, and every participant action.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use sotto_proto::api::{CreateRoomRequest, RoomInviteRequest};
+use sotto_proto::ids::is_valid_text;
+use sotto_proto::room::{RoomSummary, RoomView};
+use sotto_proto::{ErrorCode, ErrorResponse, RoomId, UserId};
+
+use super::extract::{ApiJson, ApiPath, AuthUser};
+use super::{AppState, random_bytes};
+use crate::bus::RoomEvent;
+use crate::error::{ApiError, ApiResult};
+use crate::rooms::Action;
+use crate::store::RoomAccess;
+
+impl AppState {
+    fn announce(&self, access: RoomAccess) -> RoomView {
+        let view = access.view.clone();
+        self.bus.publish(RoomEvent {
+            view: access.view,
+            departed: access.departed,
+        });
+        view
+    }
+}
+
+/// Start a room; you are its host.
+#[utoipa::path(post, path = "/api/rooms", tag = "rooms", security(("bearer" = [])),
+    request_body = CreateRoomRequest,
+    responses((status = 201, body = RoomView), (status = "4XX", body = ErrorResponse)))]
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    ApiJson(req): ApiJson<CreateRoomRequest>,
+) -> ApiResult<(StatusCode, Json<RoomView>)> {
+    let description = req.description.unwrap_or_default();
+    if !is_valid_text(&req.title, 1, 100) || !is_valid_text(&description, 0, 500) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRoom,
+            "a title is 1–100 characters and a description at most 500, no control characters",
+        ));
+    }
+    let id = RoomId::from_bytes(random_bytes());
+    let view = state
+        .store
+        .create_room(
+            &id,
+            &session.user_id,
+            &req.title,
+            &description,
+            req.kind,
+            state.now(),
+        )
+        .await?;
+    tracing::info!(room = id.short(), "room started");
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// The hallway: live rooms you may enter, those with people you follow on stage first.
+#[utoipa::path(get, path = "/api/rooms", tag = "rooms", security(("bearer" = [])),
+    responses((status = 200, body = Vec<RoomSummary>), (status = "4XX", body = ErrorResponse)))]
+pub async fn hallway(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+) -> ApiResult<Json<Vec<RoomSummary>>> {
+    Ok(Json(state.store.hallway(&session.user_id).await?))
+}
+
+/// A room's live state (members, or those who may enter).
+#[utoipa::path(get, path = "/api/rooms/{room_id}", tag = "rooms", security(("bearer" = [])),
+    params(("room_id" = String, Path)),
+    responses((status = 200, body = RoomView), (status = "4XX", body = ErrorResponse)))]
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    ApiPath(room_id): ApiPath<String>,
+) -> ApiResult<Json<RoomView>> {
+    Ok(Json(
+        state
+            .store
+            .room_for(&RoomId(room_id), &session.user_id)
+            .await?,
+    ))
+}
+
+/// Enter a room as a listener (idempotent).
+#[utoipa::path(post, path = "/api/rooms/{room_id}/join", tag = "rooms", security(("bearer" = [])),
+    params(("room_id" = String, Path)),
+    responses((status = 200, body = RoomView), (status = "4XX", body = ErrorResponse)))]
+pub async fn join(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    ApiPath(room_id): ApiPath<String>,
+) -> ApiResult<Json<RoomView>> {
+    let access = state
+        .store
+        .join_room(&RoomId(room_id), &session.user_id)
+        .await?;
+    Ok(Json(state.announce(access)))
+}
+
+/// An action on yourself: `raise-hand`, `lower-hand`, `accept-stage`,
+/// `decline-stage`, `leave`, or (moderators) `end`.
+#[utoipa::path(post, path = "/api/rooms/{room_id}/{action}", tag = "rooms", security(("bearer" = [])),
+    params(("room_id" = String, Path), ("action" = String, Path, description = "raise-hand | lower-hand | accept-stage | decline-stage | leave | end")),
+    responses((status = 200, body = RoomView), (status = "4XX", body = ErrorResponse)))]
+pub async fn self_action(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    ApiPath((room_id, action)): ApiPath<(String, String)>,
+) -> ApiResult<Json<RoomView>> {
+    let action = Action::from_route(&action)
+        .filter(|a| !a.takes_target())
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such room action"))?;
+    let access = state
+        .store
+        .act(
+            &RoomId(room_id),
+            &session.user_id,
+            action,
+            None,
+            state.now(),
+        )
+        .await?;
+    Ok(Json(state.announce(access)))
+}
+
+/// An action on a participant: `invite-to-stage`, `move-to-audience`,
+/// `mute`, `unmute` (yourself only), `make-moderator`, `remove`, `ban`.
+#[utoipa::path(post, path = "/api/rooms/{room_id}/members/{user_id}/{action}", tag = "rooms", security(("bearer" = [])),
+    params(("room_id" = String, Path), ("user_id" = String, Path),
+        ("action" = String, Path, description = "invite-to-stage | move-to-audience | mute | unmute | make-moderator | remove | ban")),
+    responses((status = 200, body = RoomView), (status = "4XX", body = ErrorResponse)))]
+pub async fn member_action(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    ApiPath((room_id, user_id, action)): ApiPath<(String, String, String)>,
+) -> ApiResult<Json<RoomView>> {
+    let action = Action::from_route(&action)
+        .filter(|a| a.takes_target())
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such member action"))?;
+    let access = state
+        .store
+        .act(
+            &RoomId(room_id),
+            &session.user_id,
+            action,
+            Some(&UserId(user_id)),
+            state.now(),
+        )
+        .await?;
+    Ok(Json(state.announce(access)))
+}
+
+/// Let a user into a closed room (moderators).
+#[utoipa::path(post, path = "/api/rooms/{room_id}/access", tag = "rooms", security(("bearer" = [])),
+    params(("room_id" = String, Path)),
+    request_body = RoomInviteRequest,
+    responses((status = 204), (status = "4XX", body = ErrorResponse)))]
+pub async fn grant_access(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    ApiPath(room_id): ApiPath<String>,
+    ApiJson(req): ApiJson<RoomInviteRequest>,
+) -> ApiResult<StatusCode> {
+    state
+        .store
+        .grant_access(
+            &RoomId(room_id),
+            &session.user_id,
+            &req.username,
+            state.now(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

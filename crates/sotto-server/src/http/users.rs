@@ -1,0 +1,78 @@
+//! Profiles and follows.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use sotto_proto::ErrorResponse;
+use sotto_proto::api::{Profile, UserSummary};
+
+use super::AppState;
+use super::extract::{ApiPath, AuthUser};
+use crate::error::ApiResult;
+
+/// A user's profile.
+#[utoipa::path(get, path = "/api/users/{username}", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses((status = 200, body = Profile), (status = "4XX", body = ErrorResponse)))]
+pub async fn profile(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    ApiPath(username): ApiPath<String>,
+) -> ApiResult<Json<Profile>> {
+    Ok(Json(
+        state.store.profile(&session.user_id, &username).await?,
+    ))
+}
+
+/// Follow a user (idempotent).
+#[utoipa::path(put, path = "/api/users/{username}/follow", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorResponse)))]
+pub async fn follow(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    ApiPath(username): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .store
+        .follow(&session.user_id, &username, state.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stop following a user (idempotent).
+#[utoipa::path(delete, path = "/api/users/{username}/follow", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorResponse)))]
+pub async fn unfollow(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    ApiPath(username): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state.store.unfollow(&session.user_id, &username).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who follows a user (newest first, at most 1,000).
+#[utoipa::path(get, path = "/api/users/{username}/followers", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses((status = 200, body = Vec<UserSummary>), (status = "4XX", body = ErrorResponse)))]
+pub async fn followers(
+    State(state): State<AppState>,
+    _auth: AuthUser,
+    ApiPath(username): ApiPath<String>,
+) -> ApiResult<Json<Vec<UserSummary>>> {
+    Ok(Json(state.store.followers(&username).await?))
+}
+
+/// Whom a user follows (newest first, at most 1,000).
+#[utoipa::path(get, path = "/api/users/{username}/following", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses((status = 200, body = Vec<UserSummary>), (status = "4XX", body = ErrorResponse)))]
+pub async fn following(
+    State(state): State<AppState>,
+    _auth: AuthUser,
+    ApiPath(username): ApiPath<String>,
+) -> ApiResult<Json<Vec<UserSummary>>> {
+    Ok(Json(state.store.following(&username).await?))
+}

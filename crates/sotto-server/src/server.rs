@@ -1,0 +1,148 @@
+//! Starting and stopping a server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{ServerConfig, TlsSetting};
+use crate::http::accounts::new_invite_code;
+use crate::http::extract::secret_hash;
+use crate::http::{AppState, router};
+use crate::store::Store;
+use crate::tls;
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    /// `http(s)://host:port` as clients should use it.
+    pub base_url: String,
+    /// On an empty database: the one-time admin invite link.
+    pub bootstrap_invite: Option<String>,
+    /// With TLS: the certificate clients pin and its SHA-256.
+    pub pinned_cert: Option<(Option<PathBuf>, String)>,
+    pub store: Store,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds, migrates the database, and starts serving.
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    if !config.http.ip().is_loopback() && config.tls == TlsSetting::Off {
+        bail!(
+            "refusing to serve plain HTTP on {}, which is not a loopback address: \
+             session tokens and invite codes would cross the network in clear. \
+             Pass --tls-cert FILE --tls-key FILE, or --tls-self-signed.",
+            config.http
+        );
+    }
+    let store = Store::open(&config.database)
+        .await
+        .context("cannot open the database")?;
+    let mut hostnames = vec![config.http.ip().to_string()];
+    if let Some(host) = config.public_url.as_deref().and_then(host_of) {
+        hostnames.push(host);
+    }
+    let tls = tls::prepare(&config.tls, &config.data_dir, &hostnames)?;
+
+    let listener = std::net::TcpListener::bind(config.http)
+        .with_context(|| format!("cannot listen on {}", config.http))?;
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base_url = match &config.public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => format!("{scheme}://{local_addr}"),
+    };
+
+    let config = Arc::new(config);
+    let state = AppState::new(store.clone(), config.clone(), base_url.clone());
+    let now = config.clock.now_ms();
+    let code = new_invite_code();
+    let ttl = i64::try_from(config.bootstrap_invite_ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let bootstrap_invite = store
+        .replace_bootstrap_invite(&secret_hash(&code), now + ttl, now)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?
+        .then(|| state.invite_url(&code));
+
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let pinned_cert = tls
+        .as_ref()
+        .map(|t| (t.ca_path.clone(), t.fingerprint.clone()));
+    let task = match tls {
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = signal.await;
+                    })
+                    .await
+            })
+        }
+        Some(material) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                let _ = signal.await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+            });
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_config(material.server_config);
+            tokio::spawn(async move {
+                axum_server::from_tcp_rustls(listener, rustls)
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            })
+        }
+    };
+    tracing::info!(tls = scheme == "https", "listening");
+    Ok(RunningServer {
+        local_addr,
+        base_url,
+        bootstrap_invite,
+        pinned_cert,
+        store,
+        shutdown: Some(shutdown),
+        task,
+    })
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish, closes the database.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = (&mut self.task).await;
+        self.store.close().await;
+        result??;
+        Ok(())
+    }
+
+    /// Serves until the task ends (it ends only after [`RunningServer::shutdown`]
+    /// or an error).
+    pub fn shutdown_handle(&mut self) -> Option<oneshot::Sender<()>> {
+        self.shutdown.take()
+    }
+}
+
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority)
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}

@@ -1,0 +1,480 @@
+//! Rooms, membership, bans and closed-room access.
+
+use std::collections::{HashMap, HashSet};
+
+use sotto_proto::api::UserSummary;
+use sotto_proto::room::{MemberView, Role, RoomKind, RoomSummary, RoomView};
+use sotto_proto::{ErrorCode, RoomId, UserId};
+use sqlx::Row as _;
+
+use super::follows::count;
+use super::{Store, Tx, flag};
+use crate::error::ApiError;
+use crate::rooms::{Action, Change, Member, Succession, plan, succession};
+
+/// A participant as stored.
+pub type MemberRow = Member;
+
+/// What an action did, for the session channel.
+#[derive(Debug)]
+pub struct RoomAccess {
+    pub view: RoomView,
+    /// Someone who left the room through this change, and whether banned.
+    pub departed: Option<(UserId, bool)>,
+}
+
+const MEMBER_COLUMNS: &str = "user_id, role, hand_raised, muted, invited_to_stage, joined_seq";
+
+impl Store {
+    pub async fn create_room(
+        &self,
+        id: &RoomId,
+        creator: &UserId,
+        title: &str,
+        description: &str,
+        kind: RoomKind,
+        now: i64,
+    ) -> Result<RoomView, ApiError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO rooms (id, title, description, kind, created_by, created_at, version) VALUES ($1, $2, $3, $4, $5, $6, 1)",
+        )
+        .bind(id.0.clone())
+        .bind(title.to_string())
+        .bind(description.to_string())
+        .bind(kind.as_str())
+        .bind(creator.0.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO room_members (room_id, user_id, role, joined_seq) VALUES ($1, $2, 'host', 1)",
+        )
+        .bind(id.0.clone())
+        .bind(creator.0.clone())
+        .execute(&mut *tx)
+        .await?;
+        let view = load_view(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    /// The room as its participants see it, for a member or someone who may enter.
+    pub async fn room_for(&self, room: &RoomId, user: &UserId) -> Result<RoomView, ApiError> {
+        let mut tx = self.pool().begin().await?;
+        let kind = room_kind(&mut tx, room).await?;
+        if member(&mut tx, room, user).await?.is_none() {
+            may_enter(&mut tx, room, kind, user).await?;
+        }
+        let view = load_view(&mut tx, room).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    /// Whether `user` is in the room now (for subscribing to its state).
+    pub async fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, ApiError> {
+        if !room.is_well_formed() {
+            return Ok(false);
+        }
+        let mut conn = self.pool().acquire().await?;
+        let row = sqlx::query("SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2")
+            .bind(room.0.clone())
+            .bind(user.0.clone())
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn join_room(&self, room: &RoomId, user: &UserId) -> Result<RoomAccess, ApiError> {
+        let mut tx = self.begin_write().await?;
+        let (version, kind) = lock_live_room(&mut tx, room).await?;
+        let banned = sqlx::query("SELECT 1 FROM room_bans WHERE room_id = $1 AND user_id = $2")
+            .bind(room.0.clone())
+            .bind(user.0.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if banned.is_some() {
+            return Err(ErrorCode::BannedFromRoom.into());
+        }
+        if member(&mut tx, room, user).await?.is_none() {
+            may_enter(&mut tx, room, kind, user).await?;
+            sqlx::query(
+                "INSERT INTO room_members (room_id, user_id, role, joined_seq) VALUES ($1, $2, 'listener', $3)",
+            )
+            .bind(room.0.clone())
+            .bind(user.0.clone())
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let view = load_view(&mut tx, room).await?;
+        tx.commit().await?;
+        Ok(RoomAccess {
+            view,
+            departed: None,
+        })
+    }
+
+    /// Applies a participant's action under the rules of [`crate::rooms`].
+    pub async fn act(
+        &self,
+        room: &RoomId,
+        actor: &UserId,
+        action: Action,
+        target: Option<&UserId>,
+        now: i64,
+    ) -> Result<RoomAccess, ApiError> {
+        let mut tx = self.begin_write().await?;
+        lock_live_room(&mut tx, room).await?;
+        let actor_row = member(&mut tx, room, actor)
+            .await?
+            .ok_or(ErrorCode::NotInRoom)?;
+        let target_row = match target {
+            Some(t) if t != actor => {
+                if !t.is_well_formed() {
+                    return Err(ErrorCode::TargetNotInRoom.into());
+                }
+                member(&mut tx, room, t)
+                    .await?
+                    .ok_or(ErrorCode::TargetNotInRoom)?
+            }
+            _ => actor_row.clone(),
+        };
+        let mut departed = None;
+        match plan(action, &actor_row, &target_row)? {
+            Change::Update(m) => write_member(&mut tx, room, &m).await?,
+            Change::Delete { user_id, ban } => {
+                sqlx::query("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2")
+                    .bind(room.0.clone())
+                    .bind(user_id.0.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                if ban {
+                    sqlx::query(
+                        "INSERT INTO room_bans (room_id, user_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(room.0.clone())
+                    .bind(user_id.0.clone())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                departed = Some((user_id, ban));
+            }
+            Change::EndRoom => end_room(&mut tx, room, now).await?,
+        }
+        let stage: Vec<Member> = members(&mut tx, room)
+            .await?
+            .into_iter()
+            .filter(|m| m.role.on_stage())
+            .collect();
+        match succession(&stage) {
+            Succession::Settled => {}
+            Succession::Promote(user) => {
+                sqlx::query(
+                    "UPDATE room_members SET role = 'host' WHERE room_id = $1 AND user_id = $2",
+                )
+                .bind(room.0.clone())
+                .bind(user.0)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Succession::End => end_room(&mut tx, room, now).await?,
+        }
+        let view = load_view(&mut tx, room).await?;
+        tx.commit().await?;
+        Ok(RoomAccess { view, departed })
+    }
+
+    /// Lets a user into a closed room (moderators only).
+    pub async fn grant_access(
+        &self,
+        room: &RoomId,
+        actor: &UserId,
+        username: &str,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let target = self.user_by_username(username).await?;
+        let mut tx = self.begin_write().await?;
+        lock_live_room(&mut tx, room).await?;
+        let actor_row = member(&mut tx, room, actor)
+            .await?
+            .ok_or(ErrorCode::NotInRoom)?;
+        if !actor_row.role.moderates() {
+            return Err(ErrorCode::NotPermitted.into());
+        }
+        sqlx::query(
+            "INSERT INTO room_access (room_id, user_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(room.0.clone())
+        .bind(target.id.0)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The live rooms `user` may enter: rooms with people they follow on
+    /// stage first, then by size.
+    pub async fn hallway(&self, user: &UserId) -> Result<Vec<RoomSummary>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.title, r.kind, u.id, u.username, u.display_name, m.role, m.joined_seq, \
+               (SELECT COUNT(*) FROM room_members l WHERE l.room_id = r.id AND l.role = 'listener'), \
+               (SELECT COUNT(*) FROM follows f WHERE f.follower_id = $1 AND f.followee_id = m.user_id) \
+             FROM rooms r JOIN room_members m ON m.room_id = r.id AND m.role <> 'listener' \
+             JOIN users u ON u.id = m.user_id \
+             WHERE r.ended_at IS NULL ORDER BY r.created_at DESC, r.id LIMIT 5000",
+        )
+        .bind(user.0.clone())
+        .fetch_all(self.pool())
+        .await?;
+        let ids = |sql: &'static str| async move {
+            let rows = sqlx::query(sql)
+                .bind(user.0.clone())
+                .fetch_all(self.pool())
+                .await?;
+            Ok::<HashSet<String>, ApiError>(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+        };
+        let granted = ids("SELECT room_id FROM room_access WHERE user_id = $1").await?;
+        let joined = ids("SELECT room_id FROM room_members WHERE user_id = $1").await?;
+        let banned = ids("SELECT room_id FROM room_bans WHERE user_id = $1").await?;
+
+        let mut order: Vec<String> = Vec::new();
+        let mut rooms: HashMap<String, (RoomSummary, Vec<(Role, i64, UserSummary)>)> =
+            HashMap::new();
+        for row in &rows {
+            let id: String = row.get(0);
+            let kind = RoomKind::parse(&row.get::<String, _>(2)).ok_or(ErrorCode::Internal)?;
+            let entry = rooms.entry(id.clone()).or_insert_with(|| {
+                order.push(id.clone());
+                (
+                    RoomSummary {
+                        id: RoomId(id.clone()),
+                        title: row.get(1),
+                        kind,
+                        stage: Vec::new(),
+                        listener_count: count(row.get(8)),
+                        followed_on_stage: 0,
+                    },
+                    Vec::new(),
+                )
+            });
+            let role = Role::parse(&row.get::<String, _>(6)).ok_or(ErrorCode::Internal)?;
+            if row.get::<i64, _>(9) > 0 {
+                entry.0.followed_on_stage += 1;
+            }
+            entry.1.push((
+                role,
+                row.get(7),
+                UserSummary {
+                    id: UserId(row.get(3)),
+                    username: row.get(4),
+                    display_name: row.get(5),
+                },
+            ));
+        }
+        let mut out: Vec<RoomSummary> = order
+            .into_iter()
+            .filter_map(|id| rooms.remove(&id))
+            .filter(|(room, _)| {
+                let id = &room.id.0;
+                !banned.contains(id)
+                    && (joined.contains(id)
+                        || granted.contains(id)
+                        || match room.kind {
+                            RoomKind::Open => true,
+                            RoomKind::Social => room.followed_on_stage > 0,
+                            RoomKind::Closed => false,
+                        })
+            })
+            .map(|(mut room, mut stage)| {
+                stage.sort_by_key(|(role, seq, _)| (std::cmp::Reverse(*role), *seq));
+                room.stage = stage.into_iter().map(|(_, _, u)| u).collect();
+                room
+            })
+            .collect();
+        // Stable sort keeps newest-first among equals.
+        out.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(r.followed_on_stage),
+                std::cmp::Reverse(r.stage.len() as u32 + r.listener_count),
+            )
+        });
+        Ok(out)
+    }
+}
+
+/// Bumps the room's version, which also serializes every change to one room
+/// (row lock on PostgreSQL; the write lock on SQLite). Fails for a missing
+/// or ended room. Returns the new version and the kind.
+async fn lock_live_room(tx: &mut Tx, room: &RoomId) -> Result<(i64, RoomKind), ApiError> {
+    if !room.is_well_formed() {
+        return Err(ErrorCode::RoomNotFound.into());
+    }
+    let row = sqlx::query(
+        "UPDATE rooms SET version = version + 1 WHERE id = $1 AND ended_at IS NULL RETURNING version, kind",
+    )
+    .bind(room.0.clone())
+    .fetch_optional(&mut **tx)
+    .await?;
+    match row {
+        Some(row) => {
+            let kind = RoomKind::parse(&row.get::<String, _>(1)).ok_or(ErrorCode::Internal)?;
+            Ok((row.get(0), kind))
+        }
+        None => {
+            room_kind(tx, room).await?;
+            Err(ErrorCode::RoomEnded.into())
+        }
+    }
+}
+
+async fn room_kind(tx: &mut Tx, room: &RoomId) -> Result<RoomKind, ApiError> {
+    if !room.is_well_formed() {
+        return Err(ErrorCode::RoomNotFound.into());
+    }
+    let kind: String = sqlx::query_scalar("SELECT kind FROM rooms WHERE id = $1")
+        .bind(room.0.clone())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(ErrorCode::RoomNotFound)?;
+    Ok(RoomKind::parse(&kind).ok_or(ErrorCode::Internal)?)
+}
+
+/// Whether a non-member may enter by the room's kind.
+async fn may_enter(
+    tx: &mut Tx,
+    room: &RoomId,
+    kind: RoomKind,
+    user: &UserId,
+) -> Result<(), ApiError> {
+    let granted = sqlx::query("SELECT 1 FROM room_access WHERE room_id = $1 AND user_id = $2")
+        .bind(room.0.clone())
+        .bind(user.0.clone())
+        .fetch_optional(&mut **tx)
+        .await?
+        .is_some();
+    let allowed = granted
+        || match kind {
+            RoomKind::Open => true,
+            RoomKind::Closed => false,
+            RoomKind::Social => {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM room_members m JOIN follows f ON f.followee_id = m.user_id \
+                     WHERE m.room_id = $1 AND m.role <> 'listener' AND f.follower_id = $2",
+                )
+                .bind(room.0.clone())
+                .bind(user.0.clone())
+                .fetch_one(&mut **tx)
+                .await?;
+                n > 0
+            }
+        };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ErrorCode::RoomAccessDenied.into())
+    }
+}
+
+async fn end_room(tx: &mut Tx, room: &RoomId, now: i64) -> Result<(), ApiError> {
+    sqlx::query("UPDATE rooms SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
+        .bind(room.0.clone())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn member(tx: &mut Tx, room: &RoomId, user: &UserId) -> Result<Option<Member>, ApiError> {
+    let sql =
+        format!("SELECT {MEMBER_COLUMNS} FROM room_members WHERE room_id = $1 AND user_id = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(room.0.clone())
+        .bind(user.0.clone())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(member_from_row).transpose()
+}
+
+async fn members(tx: &mut Tx, room: &RoomId) -> Result<Vec<Member>, ApiError> {
+    let sql = format!("SELECT {MEMBER_COLUMNS} FROM room_members WHERE room_id = $1");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(room.0.clone())
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(member_from_row).collect()
+}
+
+fn member_from_row(row: &sqlx::any::AnyRow) -> Result<Member, ApiError> {
+    Ok(Member {
+        user_id: UserId(row.get(0)),
+        role: Role::parse(&row.get::<String, _>(1)).ok_or(ErrorCode::Internal)?,
+        hand_raised: row.get::<i64, _>(2) == 1,
+        muted: row.get::<i64, _>(3) == 1,
+        invited_to_stage: row.get::<i64, _>(4) == 1,
+        joined_seq: row.get(5),
+    })
+}
+
+async fn write_member(tx: &mut Tx, room: &RoomId, m: &Member) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE room_members SET role = $3, hand_raised = $4, muted = $5, invited_to_stage = $6 \
+         WHERE room_id = $1 AND user_id = $2",
+    )
+    .bind(room.0.clone())
+    .bind(m.user_id.0.clone())
+    .bind(m.role.as_str())
+    .bind(flag(m.hand_raised))
+    .bind(flag(m.muted))
+    .bind(flag(m.invited_to_stage))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn load_view(tx: &mut Tx, room: &RoomId) -> Result<RoomView, ApiError> {
+    let row = sqlx::query(
+        "SELECT id, title, description, kind, ended_at, version FROM rooms WHERE id = $1",
+    )
+    .bind(room.0.clone())
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(ErrorCode::RoomNotFound)?;
+    let rows = sqlx::query(
+        "SELECT m.user_id, m.role, m.hand_raised, m.muted, m.invited_to_stage, m.joined_seq, u.username, u.display_name \
+         FROM room_members m JOIN users u ON u.id = m.user_id WHERE m.room_id = $1",
+    )
+    .bind(room.0.clone())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut members = rows
+        .iter()
+        .map(|r| {
+            let m = member_from_row(r)?;
+            Ok((
+                m.joined_seq,
+                MemberView {
+                    user_id: m.user_id,
+                    username: r.get(6),
+                    display_name: r.get(7),
+                    role: m.role,
+                    hand_raised: m.hand_raised,
+                    muted: m.muted,
+                    invited_to_stage: m.invited_to_stage,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    members.sort_by_key(|(seq, m)| (std::cmp::Reverse(m.role), *seq));
+    Ok(RoomView {
+        id: RoomId(row.get(0)),
+        title: row.get(1),
+        description: row.get(2),
+        kind: RoomKind::parse(&row.get::<String, _>(3)).ok_or(ErrorCode::Internal)?,
+        ended: row.get::<Option<i64>, _>(4).is_some(),
+        version: row.get(5),
+        members: members.into_iter().map(|(_, m)| m).collect(),
+    })
+}

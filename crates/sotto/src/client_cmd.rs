@@ -1,0 +1,255 @@
+//! The command-line client.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use sotto_client::{Client, Profile};
+use sotto_proto::RoomId;
+use sotto_proto::room::RoomKind;
+
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// The server, e.g. https://sotto.example:8443 (default: the profile's).
+    #[arg(long)]
+    server: Option<String>,
+    /// Profile directory holding this device's key.
+    #[arg(long, default_value = "./sotto-profile")]
+    profile: PathBuf,
+    /// Trust only this CA/certificate (PEM) for the server: pinning.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Create an account with an invite; makes the device key in --profile.
+    Register {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        invite: String,
+        #[arg(long)]
+        username: String,
+        /// Shown to others (default: the username).
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// Show the signed-in account.
+    Whoami {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Follow a user.
+    Follow {
+        #[command(flatten)]
+        conn: Conn,
+        username: String,
+    },
+    /// Stop following a user.
+    Unfollow {
+        #[command(flatten)]
+        conn: Conn,
+        username: String,
+    },
+    /// Create an invite (administrators); prints the code as the last line.
+    Invite {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        expires: std::time::Duration,
+    },
+    /// Rooms.
+    #[command(subcommand)]
+    Room(RoomCommand),
+}
+
+#[derive(Subcommand)]
+pub enum RoomCommand {
+    /// Start a room; prints its id as the last line.
+    Create {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        title: String,
+        /// open | social | closed
+        #[arg(long, default_value = "open")]
+        kind: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// The hallway: live rooms you may enter.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Join a room as a listener and show who is there.
+    Join {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        room: String,
+    },
+    /// Leave a room.
+    Leave {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        room: String,
+    },
+    /// End a room (host or moderator).
+    End {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        room: String,
+    },
+}
+
+async fn signed_in(conn: &Conn) -> anyhow::Result<Client> {
+    let profile = Profile::open(&conn.profile)?;
+    let server = conn
+        .server
+        .clone()
+        .or_else(|| profile.info.server.clone())
+        .context("pass --server URL")?;
+    let mut client = Client::new(&server, conn.ca.as_deref())?;
+    client.login(&profile).await?;
+    Ok(client)
+}
+
+pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClientCommand::Register {
+            conn,
+            invite,
+            username,
+            display_name,
+        } => {
+            let server = conn.server.clone().context("pass --server URL")?;
+            let mut profile = Profile::open_or_create(&conn.profile)?;
+            if profile.info.user_id.is_some() {
+                bail!(
+                    "{} already holds an account; use another --profile",
+                    conn.profile.display()
+                );
+            }
+            let mut client = Client::new(&server, conn.ca.as_deref())?;
+            // An invite link works as well as a bare code.
+            let code = invite.rsplit('/').next().unwrap_or(&invite).to_string();
+            let display = display_name.unwrap_or_else(|| username.clone());
+            let session = client
+                .register(&mut profile, &code, &username, &display)
+                .await?;
+            println!(
+                "Registered @{username}; device key in {}",
+                conn.profile.display()
+            );
+            println!("{}", session.user_id);
+        }
+        ClientCommand::Whoami { conn } => {
+            let client = signed_in(&conn).await?;
+            let me = client.me().await?;
+            println!(
+                "@{} ({}){}",
+                me.username,
+                me.display_name,
+                if me.is_admin { " admin" } else { "" }
+            );
+            println!("{}", me.id);
+        }
+        ClientCommand::Follow { conn, username } => {
+            signed_in(&conn).await?.follow(&username).await?;
+            println!("Following @{username}");
+        }
+        ClientCommand::Unfollow { conn, username } => {
+            signed_in(&conn).await?.unfollow(&username).await?;
+            println!("No longer following @{username}");
+        }
+        ClientCommand::Invite {
+            conn,
+            uses,
+            expires,
+        } => {
+            let invite = signed_in(&conn)
+                .await?
+                .create_invite(uses, expires.as_secs())
+                .await?;
+            println!("Invite link: {}", invite.url);
+            println!("{}", invite.code);
+        }
+        ClientCommand::Room(cmd) => room(cmd).await?,
+    }
+    Ok(())
+}
+
+async fn room(cmd: RoomCommand) -> anyhow::Result<()> {
+    match cmd {
+        RoomCommand::Create {
+            conn,
+            title,
+            kind,
+            description,
+        } => {
+            let kind = RoomKind::parse(&kind).context("--kind is open, social or closed")?;
+            let room = signed_in(&conn)
+                .await?
+                .create_room(&title, kind, description.as_deref())
+                .await?;
+            println!(
+                "Room \"{}\" ({}) is live; you are its host.",
+                room.title,
+                kind.as_str()
+            );
+            println!("{}", room.id);
+        }
+        RoomCommand::List { conn } => {
+            let rooms = signed_in(&conn).await?.hallway().await?;
+            if rooms.is_empty() {
+                println!("No live rooms you may enter.");
+            }
+            for r in rooms {
+                let stage: Vec<String> =
+                    r.stage.iter().map(|u| format!("@{}", u.username)).collect();
+                println!(
+                    "{}  {:<7} {}  — on stage: {}; {} listening",
+                    r.id,
+                    r.kind.as_str(),
+                    r.title,
+                    stage.join(", "),
+                    r.listener_count
+                );
+            }
+        }
+        RoomCommand::Join { conn, room } => {
+            let view = signed_in(&conn).await?.join(&RoomId(room)).await?;
+            println!("In \"{}\":", view.title);
+            for m in view.members {
+                println!(
+                    "  {:<10} @{}{}{}",
+                    m.role.as_str(),
+                    m.username,
+                    if m.muted { " (muted)" } else { "" },
+                    if m.hand_raised { " ✋" } else { "" }
+                );
+            }
+        }
+        RoomCommand::Leave { conn, room } => {
+            signed_in(&conn)
+                .await?
+                .room_action(&RoomId(room), "leave")
+                .await?;
+            println!("Left the room.");
+        }
+        RoomCommand::End { conn, room } => {
+            signed_in(&conn)
+                .await?
+                .room_action(&RoomId(room), "end")
+                .await?;
+            println!("The room has ended.");
+        }
+    }
+    Ok(())
+}
