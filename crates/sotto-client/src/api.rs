@@ -36,6 +36,9 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// `server` is `http(s)://host:port`; `ca` pins the server's certificate.
     pub fn new(server: &str, ca: Option<&Path>) -> Result<Client, ClientError> {
+        // reqwest's rustls needs a process-wide provider even for plain HTTP;
+        // ours is aws-lc-rs. Installing twice is harmless.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let base = server.trim_end_matches('/').to_string();
         let url = url::Url::parse(&base)
             .map_err(|e| ClientError::Profile(format!("bad server URL: {e}")))?;
