@@ -23,7 +23,9 @@ async fn concurrent_redemption(db: Db) {
         tasks.push(tokio::spawn(async move {
             let mut profile = Profile::open_or_create(&dir).unwrap();
             let mut client = Client::new(&url, None).unwrap();
-            client.register(&mut profile, &code, &format!("racer{i}"), "Racer").await
+            client
+                .register(&mut profile, &code, &format!("racer{i}"), "Racer")
+                .await
         }));
     }
     let mut ok = 0;
@@ -64,7 +66,10 @@ async fn invite_uses(db: Db) {
     let mut p = Profile::open_or_create(&srv.dir.path().join("third")).unwrap();
     let r = srv.client().register(&mut p, &code, "third", "T").await;
     assert!(is_code(&r, ErrorCode::InviteUsedUp), "{r:?}");
-    let r = srv.client().register(&mut p, "no-such-code", "third", "T").await;
+    let r = srv
+        .client()
+        .register(&mut p, "no-such-code", "third", "T")
+        .await;
     assert!(is_code(&r, ErrorCode::InviteNotFound), "{r:?}");
     srv.stop().await;
 }
@@ -80,11 +85,16 @@ async fn expired_invite_and_session() {
         cfg.session_ttl = Duration::from_secs(3600);
     })
     .await;
-    let (alice, _) = srv.user_with_invite("alice", &srv.bootstrap_code.clone().unwrap()).await;
+    let (alice, _) = srv
+        .user_with_invite("alice", &srv.bootstrap_code.clone().unwrap())
+        .await;
     let invite = alice.create_invite(1, 60).await.unwrap();
     clock.advance(Duration::from_secs(61));
     let mut p = Profile::open_or_create(&srv.dir.path().join("late")).unwrap();
-    let r = srv.client().register(&mut p, &invite.code, "late", "Late").await;
+    let r = srv
+        .client()
+        .register(&mut p, &invite.code, "late", "Late")
+        .await;
     assert!(is_code(&r, ErrorCode::InviteExpired), "{r:?}");
     // The session made at registration expires after its TTL.
     alice.me().await.unwrap();
@@ -122,9 +132,19 @@ async fn login_challenges_are_single_use_and_signed() {
             &profile.public_key(),
         )),
     };
-    let first = http.post(format!("{}/api/auth/login", srv.url)).json(&good).send().await.unwrap();
+    let first = http
+        .post(format!("{}/api/auth/login", srv.url))
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status(), 200);
-    let replay = http.post(format!("{}/api/auth/login", srv.url)).json(&good).send().await.unwrap();
+    let replay = http
+        .post(format!("{}/api/auth/login", srv.url))
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(replay.status(), 401);
     let body: sotto_proto::ErrorResponse = replay.json().await.unwrap();
     assert_eq!(body.error.code, ErrorCode::ChallengeInvalid);
@@ -149,9 +169,21 @@ async fn login_challenges_are_single_use_and_signed() {
             &profile.public_key(),
         )),
     };
-    let r = http.post(format!("{}/api/auth/login", srv.url)).json(&forged).send().await.unwrap();
+    let r = http
+        .post(format!("{}/api/auth/login", srv.url))
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<sotto_proto::ErrorResponse>().await.unwrap().error.code, ErrorCode::BadSignature);
+    assert_eq!(
+        r.json::<sotto_proto::ErrorResponse>()
+            .await
+            .unwrap()
+            .error
+            .code,
+        ErrorCode::BadSignature
+    );
 
     // A key with no account cannot log in.
     let r = srv.client().login(&other).await;
@@ -172,11 +204,27 @@ async fn registration_needs_proof_of_the_key() {
         display_name: "S".into(),
         device_public_key: victim.public_key(),
         device_name: None,
-        signature: attacker.sign(&register_transcript(&code, "squatter", &victim.public_key())),
+        signature: attacker.sign(&register_transcript(
+            &code,
+            "squatter",
+            &victim.public_key(),
+        )),
     };
-    let r = raw_http().post(format!("{}/api/register", srv.url)).json(&req).send().await.unwrap();
+    let r = raw_http()
+        .post(format!("{}/api/register", srv.url))
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<sotto_proto::ErrorResponse>().await.unwrap().error.code, ErrorCode::BadSignature);
+    assert_eq!(
+        r.json::<sotto_proto::ErrorResponse>()
+            .await
+            .unwrap()
+            .error
+            .code,
+        ErrorCode::BadSignature
+    );
     // The invite was not spent.
     srv.user_with_invite("rightful", &code).await;
     srv.stop().await;
@@ -190,7 +238,11 @@ async fn sessions_and_devices(db: Db) {
     // Add a laptop: signed by the phone's key and by the laptop's key.
     let laptop_profile = Profile::open_or_create(&srv.dir.path().join("erin-laptop")).unwrap();
     let me = phone.me().await.unwrap();
-    let t = add_device_transcript(&me.id.0, &phone_profile.public_key(), &laptop_profile.public_key());
+    let t = add_device_transcript(
+        &me.id.0,
+        &phone_profile.public_key(),
+        &laptop_profile.public_key(),
+    );
     let bad = AddDeviceRequest {
         device_public_key: laptop_profile.public_key(),
         name: "laptop".into(),
@@ -221,7 +273,10 @@ async fn sessions_and_devices(db: Db) {
         })
         .await
         .unwrap();
-    assert_eq!((updated.display_name.as_str(), updated.bio.as_str()), ("Erin E.", "hi"));
+    assert_eq!(
+        (updated.display_name.as_str(), updated.bio.as_str()),
+        ("Erin E.", "hi")
+    );
     let r = laptop
         .update_me(&UpdateProfileRequest {
             display_name: Some("".into()),
@@ -232,7 +287,11 @@ async fn sessions_and_devices(db: Db) {
 
     // Revoking the laptop ends its sessions and its logins.
     phone
-        .request_empty::<()>(reqwest::Method::DELETE, &format!("/api/me/devices/{}", device.id), None)
+        .request_empty::<()>(
+            reqwest::Method::DELETE,
+            &format!("/api/me/devices/{}", device.id),
+            None,
+        )
         .await
         .unwrap();
     let r = laptop.me().await;
@@ -255,7 +314,9 @@ async fn only_admins_create_invites() {
     let (plain, _) = srv.user("frank").await;
     let r = plain.create_invite(1, 3600).await;
     assert!(is_code(&r, ErrorCode::AdminOnly), "{r:?}");
-    let (admin, _) = srv.user_with_invite("root_admin", &srv.bootstrap_code.clone().unwrap()).await;
+    let (admin, _) = srv
+        .user_with_invite("root_admin", &srv.bootstrap_code.clone().unwrap())
+        .await;
     let r = admin.create_invite(0, 3600).await;
     assert!(is_code(&r, ErrorCode::InvalidParameter), "{r:?}");
     let r = admin.create_invite(1, 10).await;
@@ -269,19 +330,49 @@ async fn rate_limit_on_login_and_registration() {
     let http = raw_http();
     let body = serde_json::json!({ "device_public_key": Profile::open_or_create(&srv.dir.path().join("rl")).unwrap().public_key().to_base64() });
     for _ in 0..3 {
-        let r = http.post(format!("{}/api/auth/challenge", srv.url)).json(&body).send().await.unwrap();
+        let r = http
+            .post(format!("{}/api/auth/challenge", srv.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let r = http.post(format!("{}/api/auth/challenge", srv.url)).json(&body).send().await.unwrap();
+    let r = http
+        .post(format!("{}/api/auth/challenge", srv.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=20).contains(&retry), "{retry}");
-    assert_eq!(r.json::<sotto_proto::ErrorResponse>().await.unwrap().error.code, ErrorCode::RateLimited);
+    assert_eq!(
+        r.json::<sotto_proto::ErrorResponse>()
+            .await
+            .unwrap()
+            .error
+            .code,
+        ErrorCode::RateLimited
+    );
     // Registration shares the bucket.
-    let r = http.post(format!("{}/api/register", srv.url)).json(&serde_json::json!({})).send().await.unwrap();
+    let r = http
+        .post(format!("{}/api/register", srv.url))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     // Authenticated endpoints are not limited by it.
-    let r = http.get(format!("{}/healthz", srv.url)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/healthz", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     srv.stop().await;
 }
@@ -289,7 +380,9 @@ async fn rate_limit_on_login_and_registration() {
 #[tokio::test]
 async fn first_start_invite_only_on_an_empty_database() {
     let dir = tempfile::tempdir().unwrap();
-    let first = sotto_server::start(common::test_config(dir.path())).await.unwrap();
+    let first = sotto_server::start(common::test_config(dir.path()))
+        .await
+        .unwrap();
     let url = first.bootstrap_invite.clone().unwrap();
     let page = raw_http().get(&url).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -304,7 +397,12 @@ async fn first_start_invite_only_on_an_empty_database() {
     let page = raw_http().get(&url).send().await.unwrap();
     assert_eq!(page.status(), 410, "a used invite says so");
     first.shutdown().await.unwrap();
-    let second = sotto_server::start(common::test_config(dir.path())).await.unwrap();
-    assert!(second.bootstrap_invite.is_none(), "accounts exist: no new admin invite");
+    let second = sotto_server::start(common::test_config(dir.path()))
+        .await
+        .unwrap();
+    assert!(
+        second.bootstrap_invite.is_none(),
+        "accounts exist: no new admin invite"
+    );
     second.shutdown().await.unwrap();
 }

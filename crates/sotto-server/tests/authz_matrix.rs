@@ -18,10 +18,23 @@ enum Who {
     Outsider,
 }
 
-const ACTORS: [Who; 5] = [Who::Host, Who::Moderator, Who::Speaker, Who::Listener, Who::Outsider];
+const ACTORS: [Who; 5] = [
+    Who::Host,
+    Who::Moderator,
+    Who::Speaker,
+    Who::Listener,
+    Who::Outsider,
+];
 const TARGETS: [Who; 4] = [Who::Host, Who::Moderator, Who::Speaker, Who::Listener];
 
-const SELF_ACTIONS: [&str; 6] = ["raise-hand", "lower-hand", "accept-stage", "decline-stage", "end", "leave"];
+const SELF_ACTIONS: [&str; 6] = [
+    "raise-hand",
+    "lower-hand",
+    "accept-stage",
+    "decline-stage",
+    "end",
+    "leave",
+];
 const MEMBER_ACTIONS: [&str; 7] = [
     "invite-to-stage",
     "move-to-audience",
@@ -95,21 +108,37 @@ impl Cast {
     /// A new room with one member in each role; the outsider stays out.
     async fn room(&self) -> sotto_proto::RoomId {
         let (host, _) = self.get(Host);
-        let room = host.create_room("Matrix", RoomKind::Open, None).await.unwrap().id;
+        let room = host
+            .create_room("Matrix", RoomKind::Open, None)
+            .await
+            .unwrap()
+            .id;
         for who in [Moderator, Speaker, Listener] {
             let (c, id) = self.get(who);
             c.join(&room).await.unwrap();
             if who != Listener {
-                host.member_action(&room, id, "invite-to-stage").await.unwrap();
+                host.member_action(&room, id, "invite-to-stage")
+                    .await
+                    .unwrap();
                 c.room_action(&room, "accept-stage").await.unwrap();
             }
         }
         let (_, mod_id) = self.get(Moderator);
-        host.member_action(&room, mod_id, "make-moderator").await.unwrap();
+        host.member_action(&room, mod_id, "make-moderator")
+            .await
+            .unwrap();
         let view = host.room(&room).await.unwrap();
-        for (who, role) in [(Host, Role::Host), (Moderator, Role::Moderator), (Speaker, Role::Speaker), (Listener, Role::Listener)] {
+        for (who, role) in [
+            (Host, Role::Host),
+            (Moderator, Role::Moderator),
+            (Speaker, Role::Speaker),
+            (Listener, Role::Listener),
+        ] {
             let (_, id) = self.get(who);
-            assert_eq!(view.members.iter().find(|m| &m.user_id == id).unwrap().role, role);
+            assert_eq!(
+                view.members.iter().find(|m| &m.user_id == id).unwrap().role,
+                role
+            );
         }
         room
     }
@@ -118,7 +147,13 @@ impl Cast {
 async fn matrix(db: Db) {
     let srv = TestServer::start(db).await;
     let mut clients = Vec::new();
-    for (who, name) in [(Host, "mx_host"), (Moderator, "mx_mod"), (Speaker, "mx_speaker"), (Listener, "mx_listener"), (Outsider, "mx_outsider")] {
+    for (who, name) in [
+        (Host, "mx_host"),
+        (Moderator, "mx_mod"),
+        (Speaker, "mx_speaker"),
+        (Listener, "mx_listener"),
+        (Outsider, "mx_outsider"),
+    ] {
         let (c, _) = srv.user(name).await;
         let id = c.me().await.unwrap().id;
         clients.push((who, c, id));
@@ -133,12 +168,19 @@ async fn matrix(db: Db) {
             if matches!(action, "accept-stage" | "decline-stage") {
                 let (host, _) = cast.get(Host);
                 let (_, l) = cast.get(Listener);
-                host.member_action(&room, l, "invite-to-stage").await.unwrap();
+                host.member_action(&room, l, "invite-to-stage")
+                    .await
+                    .unwrap();
             }
             let (c, _) = cast.get(actor);
             let result = c.room_action(&room, action).await;
             let expected = self_allowed(action, actor);
-            check(&mut failures, format!("{actor:?} {action}"), expected, &result);
+            check(
+                &mut failures,
+                format!("{actor:?} {action}"),
+                expected,
+                &result,
+            );
             checked += 1;
         }
     }
@@ -159,18 +201,29 @@ async fn matrix(db: Db) {
                     // Unmuting needs someone muted: the host mutes the target first.
                     let (host, host_id) = cast.get(Host);
                     let who = target.unwrap_or(actor);
-                    if matches!(who, Moderator | Speaker) || (who == Host && &target_id == host_id) {
+                    if matches!(who, Moderator | Speaker) || (who == Host && &target_id == host_id)
+                    {
                         host.member_action(&room, &target_id, "mute").await.unwrap();
                     }
                 }
                 let result = c.member_action(&room, &target_id, action).await;
                 let expected = member_allowed(action, actor, target);
-                check(&mut failures, format!("{actor:?} {action} {target:?}"), expected, &result);
+                check(
+                    &mut failures,
+                    format!("{actor:?} {action} {target:?}"),
+                    expected,
+                    &result,
+                );
                 checked += 1;
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {checked} cases wrong:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} cases wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(checked > 150, "only {checked} cases ran");
     srv.stop().await;
 }
@@ -183,7 +236,8 @@ fn check<T: std::fmt::Debug>(
 ) {
     match (expected, result) {
         (true, Ok(_)) => {}
-        (false, Err(sotto_client::ClientError::Api { status, .. })) if (400..500).contains(status) => {}
+        (false, Err(sotto_client::ClientError::Api { status, .. }))
+            if (400..500).contains(status) => {}
         (true, Err(e)) => failures.push(format!("{case}: expected success, got {e}")),
         (false, Ok(_)) => failures.push(format!("{case}: expected refusal, but it succeeded")),
         (false, Err(e)) => failures.push(format!("{case}: expected a 4xx refusal, got {e}")),

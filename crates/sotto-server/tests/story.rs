@@ -23,7 +23,10 @@ fn member<'a>(view: &'a RoomView, user: &UserId) -> Option<&'a sotto_proto::room
 /// Waits for the room state in which `check` holds.
 async fn state_where(channel: &mut Channel, check: impl Fn(&RoomView) -> bool) -> RoomView {
     match channel
-        .wait_for(WAIT, |m| matches!(m, ServerMessage::RoomState { room } if check(room)))
+        .wait_for(
+            WAIT,
+            |m| matches!(m, ServerMessage::RoomState { room } if check(room)),
+        )
         .await
         .unwrap()
     {
@@ -36,13 +39,19 @@ async fn story(db: Db) {
     let srv = TestServer::start(db).await;
 
     // The first account comes from the first-start invite and is an admin.
-    let code = srv.bootstrap_code.clone().expect("bootstrap invite on an empty database");
+    let code = srv
+        .bootstrap_code
+        .clone()
+        .expect("bootstrap invite on an empty database");
     let (alice, _) = srv.user_with_invite("alice", &code).await;
     let me = alice.me().await.unwrap();
     assert!(me.is_admin);
     // The bootstrap invite is single-use.
     let mut again = sotto_client::Profile::open_or_create(&srv.dir.path().join("again")).unwrap();
-    let r = srv.client().register(&mut again, &code, "mallory", "M").await;
+    let r = srv
+        .client()
+        .register(&mut again, &code, "mallory", "M")
+        .await;
     assert!(is_code(&r, ErrorCode::InviteUsedUp), "{r:?}");
 
     // Alice invites Bob and Carol over the API.
@@ -60,13 +69,22 @@ async fn story(db: Db) {
     let profile = bob.profile("alice").await.unwrap();
     assert_eq!(profile.followers, 2);
     assert!(profile.followed_by_you);
-    let followers: Vec<String> = alice.followers("alice").await.unwrap().into_iter().map(|u| u.username).collect();
+    let followers: Vec<String> = alice
+        .followers("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
     assert_eq!(followers.len(), 2);
     assert!(followers.contains(&"bob".to_string()) && followers.contains(&"carol".to_string()));
     assert_eq!(bob.following("bob").await.unwrap()[0].username, "alice");
 
     // Alice starts a social room: followers of the stage may enter.
-    let room = alice.create_room("Morning show", RoomKind::Social, Some("coffee")).await.unwrap();
+    let room = alice
+        .create_room("Morning show", RoomKind::Social, Some("coffee"))
+        .await
+        .unwrap();
     assert_eq!(member(&room, &me.id).unwrap().role, Role::Host);
     let hall = bob.hallway().await.unwrap();
     assert_eq!(hall.len(), 1);
@@ -90,30 +108,57 @@ async fn story(db: Db) {
 
     // Raise hand → invited → accepts.
     bob.room_action(&room.id, "raise-hand").await.unwrap();
-    state_where(&mut alice_ch, |r| member(r, &bob_id).is_some_and(|m| m.hand_raised)).await;
-    alice.member_action(&room.id, &bob_id, "invite-to-stage").await.unwrap();
-    state_where(&mut bob_ch, |r| member(r, &bob_id).is_some_and(|m| m.invited_to_stage)).await;
+    state_where(&mut alice_ch, |r| {
+        member(r, &bob_id).is_some_and(|m| m.hand_raised)
+    })
+    .await;
+    alice
+        .member_action(&room.id, &bob_id, "invite-to-stage")
+        .await
+        .unwrap();
+    state_where(&mut bob_ch, |r| {
+        member(r, &bob_id).is_some_and(|m| m.invited_to_stage)
+    })
+    .await;
     let view = bob.room_action(&room.id, "accept-stage").await.unwrap();
     let b = member(&view, &bob_id).unwrap();
     assert_eq!(b.role, Role::Speaker);
     assert!(!b.hand_raised && !b.invited_to_stage);
-    state_where(&mut carol_ch, |r| member(r, &bob_id).is_some_and(|m| m.role == Role::Speaker)).await;
+    state_where(&mut carol_ch, |r| {
+        member(r, &bob_id).is_some_and(|m| m.role == Role::Speaker)
+    })
+    .await;
 
     // Muted by the host; only Bob may unmute.
-    alice.member_action(&room.id, &bob_id, "mute").await.unwrap();
+    alice
+        .member_action(&room.id, &bob_id, "mute")
+        .await
+        .unwrap();
     state_where(&mut bob_ch, |r| member(r, &bob_id).is_some_and(|m| m.muted)).await;
     let r = alice.member_action(&room.id, &bob_id, "unmute").await;
     assert!(is_code(&r, ErrorCode::OnlySelf), "{r:?}");
-    let view = bob.member_action(&room.id, &bob_id, "unmute").await.unwrap();
+    let view = bob
+        .member_action(&room.id, &bob_id, "unmute")
+        .await
+        .unwrap();
     assert!(!member(&view, &bob_id).unwrap().muted);
-    alice.member_action(&room.id, &bob_id, "mute").await.unwrap();
+    alice
+        .member_action(&room.id, &bob_id, "mute")
+        .await
+        .unwrap();
 
     // Moved back to the audience.
-    let view = alice.member_action(&room.id, &bob_id, "move-to-audience").await.unwrap();
+    let view = alice
+        .member_action(&room.id, &bob_id, "move-to-audience")
+        .await
+        .unwrap();
     let b = member(&view, &bob_id).unwrap();
     assert_eq!(b.role, Role::Listener);
     assert!(!b.muted);
-    state_where(&mut carol_ch, |r| member(r, &bob_id).is_some_and(|m| m.role == Role::Listener)).await;
+    state_where(&mut carol_ch, |r| {
+        member(r, &bob_id).is_some_and(|m| m.role == Role::Listener)
+    })
+    .await;
 
     // Banned: Bob's channel says so, he is gone from the room, and cannot rejoin.
     let view = alice.member_action(&room.id, &bob_id, "ban").await.unwrap();
@@ -122,10 +167,19 @@ async fn story(db: Db) {
         .wait_for(WAIT, |m| matches!(m, ServerMessage::RoomLeft { .. }))
         .await
         .unwrap();
-    assert_eq!(left, ServerMessage::RoomLeft { room_id: room.id.clone(), banned: true });
+    assert_eq!(
+        left,
+        ServerMessage::RoomLeft {
+            room_id: room.id.clone(),
+            banned: true
+        }
+    );
     let r = bob.join(&room.id).await;
     assert!(is_code(&r, ErrorCode::BannedFromRoom), "{r:?}");
-    assert!(bob.hallway().await.unwrap().is_empty(), "a banned room leaves the hallway");
+    assert!(
+        bob.hallway().await.unwrap().is_empty(),
+        "a banned room leaves the hallway"
+    );
     let r = bob.room_action(&room.id, "raise-hand").await;
     assert!(is_code(&r, ErrorCode::NotInRoom), "{r:?}");
     state_where(&mut carol_ch, |r| member(r, &bob_id).is_none()).await;
@@ -136,7 +190,12 @@ async fn story(db: Db) {
         .wait_for(WAIT, |m| matches!(m, ServerMessage::RoomEnded { .. }))
         .await
         .unwrap();
-    assert_eq!(ended, ServerMessage::RoomEnded { room_id: room.id.clone() });
+    assert_eq!(
+        ended,
+        ServerMessage::RoomEnded {
+            room_id: room.id.clone()
+        }
+    );
     let r = carol.room_action(&room.id, "raise-hand").await;
     assert!(is_code(&r, ErrorCode::RoomEnded), "{r:?}");
     let r = carol.join(&room.id).await;
@@ -161,20 +220,35 @@ async fn host_succession(db: Db) {
     let (s, _) = srv.user("spk1").await;
     let m_id = m.me().await.unwrap().id;
     let s_id = s.me().await.unwrap().id;
-    let room = host.create_room("Succession", RoomKind::Open, None).await.unwrap();
+    let room = host
+        .create_room("Succession", RoomKind::Open, None)
+        .await
+        .unwrap();
     for (c, id) in [(&s, &s_id), (&m, &m_id)] {
         c.join(&room.id).await.unwrap();
-        host.member_action(&room.id, id, "invite-to-stage").await.unwrap();
+        host.member_action(&room.id, id, "invite-to-stage")
+            .await
+            .unwrap();
         c.room_action(&room.id, "accept-stage").await.unwrap();
     }
-    host.member_action(&room.id, &m_id, "make-moderator").await.unwrap();
+    host.member_action(&room.id, &m_id, "make-moderator")
+        .await
+        .unwrap();
     host.room_action(&room.id, "leave").await.unwrap();
     let view = m.room(&room.id).await.unwrap();
-    assert_eq!(member(&view, &m_id).unwrap().role, Role::Host, "the moderator became host");
+    assert_eq!(
+        member(&view, &m_id).unwrap().role,
+        Role::Host,
+        "the moderator became host"
+    );
     assert_eq!(member(&view, &s_id).unwrap().role, Role::Speaker);
     m.room_action(&room.id, "leave").await.unwrap();
     let view = s.room(&room.id).await.unwrap();
-    assert_eq!(member(&view, &s_id).unwrap().role, Role::Host, "with no moderator, a speaker");
+    assert_eq!(
+        member(&view, &s_id).unwrap().role,
+        Role::Host,
+        "with no moderator, a speaker"
+    );
     assert!(!view.ended);
     s.room_action(&room.id, "leave").await.unwrap();
     let r = s.join(&room.id).await;
@@ -191,27 +265,60 @@ async fn kinds_and_hallway(db: Db) {
     let (b, _) = srv.user("ben").await;
     let (c, _) = srv.user("cleo").await;
     let open = a.create_room("Open", RoomKind::Open, None).await.unwrap();
-    let social = a.create_room("Social", RoomKind::Social, None).await.unwrap();
-    let closed = a.create_room("Closed", RoomKind::Closed, None).await.unwrap();
+    let social = a
+        .create_room("Social", RoomKind::Social, None)
+        .await
+        .unwrap();
+    let closed = a
+        .create_room("Closed", RoomKind::Closed, None)
+        .await
+        .unwrap();
     let big = b.create_room("Big", RoomKind::Open, None).await.unwrap();
     c.join(&big.id).await.unwrap();
 
     // Cleo follows nobody: sees the open rooms, larger first; not social or closed.
-    let hall: Vec<String> = c.hallway().await.unwrap().into_iter().map(|r| r.title).collect();
+    let hall: Vec<String> = c
+        .hallway()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.title)
+        .collect();
     assert_eq!(hall, vec!["Big", "Open"]);
-    assert!(is_code(&c.join(&social.id).await, ErrorCode::RoomAccessDenied));
-    assert!(is_code(&c.join(&closed.id).await, ErrorCode::RoomAccessDenied));
-    assert!(is_code(&c.room(&closed.id).await, ErrorCode::RoomAccessDenied));
+    assert!(is_code(
+        &c.join(&social.id).await,
+        ErrorCode::RoomAccessDenied
+    ));
+    assert!(is_code(
+        &c.join(&closed.id).await,
+        ErrorCode::RoomAccessDenied
+    ));
+    assert!(is_code(
+        &c.room(&closed.id).await,
+        ErrorCode::RoomAccessDenied
+    ));
 
     // Following Anna: her rooms come first, and the social one opens.
     c.follow("anna").await.unwrap();
-    let hall: Vec<String> = c.hallway().await.unwrap().into_iter().map(|r| r.title).collect();
-    assert_eq!(hall[2], "Big", "rooms with people I follow come first: {hall:?}");
+    let hall: Vec<String> = c
+        .hallway()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.title)
+        .collect();
+    assert_eq!(
+        hall[2], "Big",
+        "rooms with people I follow come first: {hall:?}"
+    );
     assert!(hall.contains(&"Social".to_string()));
     c.join(&social.id).await.unwrap();
 
     // Closed: only after a moderator lets her in.
-    assert!(is_code(&b.grant_access(&closed.id, "cleo").await, ErrorCode::NotInRoom));
+    assert!(is_code(
+        &b.grant_access(&closed.id, "cleo").await,
+        ErrorCode::NotInRoom
+    ));
     a.grant_access(&closed.id, "cleo").await.unwrap();
     c.join(&closed.id).await.unwrap();
     assert!(c.hallway().await.unwrap().iter().any(|r| r.id == closed.id));

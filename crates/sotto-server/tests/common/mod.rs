@@ -15,7 +15,8 @@ use sqlx::Connection as _;
 /// Where the PostgreSQL tests create their databases. CI sets nothing and
 /// uses this machine's server; a missing server fails the tests.
 pub fn postgres_admin_url() -> String {
-    std::env::var("SOTTO_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("SOTTO_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,9 +90,9 @@ impl TestServer {
         if db == Db::Postgres {
             let name = format!("sotto_t_{}", hex::encode(rand::random::<[u8; 8]>()));
             let admin = postgres_admin_url();
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .expect("PostgreSQL must be running for the PostgreSQL tests (SOTTO_TEST_POSTGRES_URL)");
+            let mut conn = sqlx::PgConnection::connect(&admin).await.expect(
+                "PostgreSQL must be running for the PostgreSQL tests (SOTTO_TEST_POSTGRES_URL)",
+            );
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&mut conn)
                 .await
@@ -165,11 +166,15 @@ impl TestServer {
             server.shutdown().await.unwrap();
         }
         if let Some(name) = self.pg_database.take() {
-            let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                .execute(&mut conn)
+            let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
                 .await
                 .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         }
     }
 }

@@ -1,0 +1,397 @@
+//! Malformed requests get a 4xx with a stable code: never a 500, never a
+//! panic. Fixed cases first, then arbitrary bodies and channel messages.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Db, TestServer, raw_http};
+use proptest::prelude::*;
+use sotto_client::Channel;
+use sotto_proto::channel::ServerMessage;
+use sotto_proto::{ErrorCode, ErrorResponse};
+
+async fn expect_error(response: reqwest::Response, status: u16, code: ErrorCode) {
+    assert_eq!(response.status().as_u16(), status);
+    let body: ErrorResponse = response.json().await.expect("an error body");
+    assert_eq!(body.error.code, code);
+    assert!(!body.error.message.is_empty());
+}
+
+#[tokio::test]
+async fn fixed_bad_requests() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (alice, _) = srv.user("alice").await;
+    let token = alice.token().unwrap().to_string();
+    let http = raw_http();
+    let url = |p: &str| format!("{}{}", srv.url, p);
+
+    // Malformed JSON, wrong shape, wrong content type, oversized body.
+    let r = http
+        .post(url("/api/register"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, ErrorCode::MalformedRequest).await;
+    let r = http
+        .post(url("/api/register"))
+        .json(&serde_json::json!({"username": 5}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, ErrorCode::MalformedRequest).await;
+    let r = http
+        .post(url("/api/register"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 415, ErrorCode::UnsupportedMediaType).await;
+    let big = format!(
+        "{{\"title\":\"{}\",\"kind\":\"open\"}}",
+        "a".repeat(70 * 1024)
+    );
+    let r = http
+        .post(url("/api/rooms"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 413, ErrorCode::PayloadTooLarge).await;
+
+    // Invalid fields.
+    let reg = |username: &str, key: &str| serde_json::json!({"invite_code": "x", "username": username, "display_name": "D", "device_public_key": key, "signature": "AA"});
+    let key = sotto_client::Profile::open_or_create(&srv.dir.path().join("k"))
+        .unwrap()
+        .public_key()
+        .to_base64();
+    for name in ["ab", "Alice", "a-b", "waytoolongusername_123"] {
+        let r = http
+            .post(url("/api/register"))
+            .json(&reg(name, &key))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 400, ErrorCode::InvalidUsername).await;
+    }
+    let r = http
+        .post(url("/api/register"))
+        .json(&reg("okname", "AAAA"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, ErrorCode::MalformedRequest).await;
+    let r = http
+        .post(url("/api/register"))
+        .json(&reg("okname", &key))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 401, ErrorCode::BadSignature).await;
+    let r = http
+        .post(url("/api/rooms"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"title": "", "kind": "open"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, ErrorCode::InvalidRoom).await;
+    let r = http
+        .post(url("/api/rooms"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"title": "t", "kind": "secret"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, ErrorCode::MalformedRequest).await;
+
+    // Authentication.
+    let r = http.get(url("/api/me")).send().await.unwrap();
+    expect_error(r, 401, ErrorCode::Unauthenticated).await;
+    let r = http
+        .get(url("/api/me"))
+        .bearer_auth("nonsense")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 401, ErrorCode::Unauthenticated).await;
+
+    // Unknown things.
+    let r = http
+        .post(url("/api/rooms/00000000000000000000000000000000/join"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, ErrorCode::RoomNotFound).await;
+    let r = http
+        .post(url("/api/rooms/not-an-id/join"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, ErrorCode::RoomNotFound).await;
+    let r = http
+        .post(url("/api/rooms/00000000000000000000000000000000/dance"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, ErrorCode::NotFound).await;
+    let r = http
+        .put(url("/api/users/nobody_here/follow"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, ErrorCode::UserNotFound).await;
+    let r = http
+        .put(url("/api/users/alice/follow"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, ErrorCode::CannotFollowSelf).await;
+    let r = http.get(url("/no/such/route")).send().await.unwrap();
+    expect_error(r, 404, ErrorCode::NotFound).await;
+    let r = http.delete(url("/healthz")).send().await.unwrap();
+    expect_error(r, 405, ErrorCode::MethodNotAllowed).await;
+    let r = http.get(url("/invite/not-a-code")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http.get(url("/api/ws")).send().await.unwrap();
+    expect_error(r, 400, ErrorCode::MalformedRequest).await;
+
+    srv.stop().await;
+}
+
+/// Paths that take a body, as (method, path, authenticated).
+const BODY_ROUTES: &[(&str, &str, bool)] = &[
+    ("POST", "/api/register", false),
+    ("POST", "/api/auth/challenge", false),
+    ("POST", "/api/auth/login", false),
+    ("PATCH", "/api/me", true),
+    ("POST", "/api/me/devices", true),
+    ("POST", "/api/invites", true),
+    ("POST", "/api/rooms", true),
+    ("POST", "/api/rooms/ROOM/access", true),
+    ("POST", "/api/rooms/ROOM/raise-hand", true),
+    ("POST", "/api/rooms/ROOM/members/USER/mute", true),
+];
+
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(serde_json::Value::from),
+        ".{0,40}".prop_map(serde_json::Value::from),
+        prop_oneof![
+            Just("open"),
+            Just("closed"),
+            Just("alice"),
+            Just("AAAA"),
+            Just("")
+        ]
+        .prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("username".to_string()),
+                    Just("title".to_string()),
+                    Just("kind".to_string()),
+                    Just("invite_code".to_string()),
+                    Just("device_public_key".to_string()),
+                    Just("signature".to_string()),
+                    Just("uses".to_string()),
+                    Just("display_name".to_string()),
+                    "[a-z_]{1,12}",
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    Bytes(Vec<u8>),
+    Json(serde_json::Value),
+}
+
+fn body() -> impl Strategy<Value = Body> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(Body::Bytes),
+        json_value().prop_map(Body::Json),
+    ]
+}
+
+#[test]
+fn arbitrary_bodies_never_500() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (srv, token, room, user) = rt.block_on(async {
+        let srv = TestServer::start(Db::Sqlite).await;
+        let (alice, _) = srv
+            .user_with_invite("alice", &srv.bootstrap_code.clone().unwrap())
+            .await;
+        let room = alice
+            .create_room("Fuzz", sotto_proto::room::RoomKind::Open, None)
+            .await
+            .unwrap();
+        let user = alice.me().await.unwrap().id;
+        (srv, alice.token().unwrap().to_string(), room.id, user)
+    });
+    let http = raw_http();
+    let sent = std::cell::Cell::new(0u32);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(400));
+    runner
+        .run(
+            &(0..BODY_ROUTES.len(), body(), any::<bool>()),
+            |(route, body, as_json)| {
+                let (method, path, authed) = BODY_ROUTES[route];
+                let path = path.replace("ROOM", &room.0).replace("USER", &user.0);
+                let (status, text) = rt.block_on(async {
+                    let mut req =
+                        http.request(method.parse().unwrap(), format!("{}{}", srv.url, path));
+                    if authed {
+                        req = req.bearer_auth(&token);
+                    }
+                    if as_json {
+                        req = req.header("content-type", "application/json");
+                    }
+                    let bytes = match &body {
+                        Body::Bytes(b) => b.clone(),
+                        Body::Json(v) => serde_json::to_vec(v).unwrap(),
+                    };
+                    let r = req.body(bytes).send().await.unwrap();
+                    (r.status().as_u16(), r.text().await.unwrap())
+                });
+                sent.set(sent.get() + 1);
+                prop_assert!(status < 500, "{method} {path} {body:?} -> {status} {text}");
+                if status >= 400 {
+                    let parsed: Result<ErrorResponse, _> = serde_json::from_str(&text);
+                    prop_assert!(
+                        parsed.is_ok(),
+                        "{method} {path} -> {status} without an error body: {text}"
+                    );
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(sent.get() >= 400, "only {} requests were sent", sent.get());
+    // The server is still healthy.
+    rt.block_on(async {
+        let r = http
+            .get(format!("{}/healthz", srv.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        srv.stop().await;
+    });
+}
+
+#[test]
+fn arbitrary_channel_messages_are_refused_and_the_channel_stays_open() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (srv, client) = rt.block_on(async {
+        let srv = TestServer::start(Db::Sqlite).await;
+        let (alice, _) = srv.user("alice").await;
+        (srv, alice)
+    });
+    let channel = std::cell::RefCell::new(rt.block_on(Channel::connect(&client)).unwrap());
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(300));
+    let strategy = prop_oneof![
+        ".{0,200}",
+        json_value().prop_map(|v| v.to_string()),
+        json_value().prop_map(|v| format!("{{\"v\":1,\"msg\":{v}}}")),
+        "[a-z_]{0,12}".prop_map(|t| format!("{{\"v\":1,\"msg\":{{\"type\":\"{t}\"}}}}")),
+    ];
+    runner
+        .run(&strategy, |text| {
+            let mut channel = channel.borrow_mut();
+            let reply = rt.block_on(async {
+                channel.send_raw(text.clone()).await.unwrap();
+                channel.next(Duration::from_secs(5)).await
+            });
+            match reply {
+                Ok(ServerMessage::Error { error }) => {
+                    prop_assert!(error.code.http_status() < 500, "{text:?} -> {error:?}");
+                }
+                // Valid by chance: a pong, or a room state for a real subscription.
+                Ok(ServerMessage::Pong { .. }) => {}
+                other => prop_assert!(false, "{text:?} -> {other:?}"),
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut channel = channel.into_inner();
+    rt.block_on(async {
+        channel
+            .send(sotto_proto::channel::ClientMessage::Ping { nonce: 7 })
+            .await
+            .unwrap();
+        assert_eq!(
+            channel.next(Duration::from_secs(5)).await.unwrap(),
+            ServerMessage::Pong { nonce: 7 }
+        );
+        channel.close().await;
+        srv.stop().await;
+    });
+}
+
+#[tokio::test]
+async fn channel_needs_hello_with_a_valid_token() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let srv = TestServer::start(Db::Sqlite).await;
+    let ws_url = format!("{}/api/ws", srv.url.replacen("http://", "ws://", 1));
+    for first in [
+        r#"{"v":1,"msg":{"type":"ping","nonce":1}}"#.to_string(),
+        r#"{"v":1,"msg":{"type":"hello","token":"bogus"}}"#.to_string(),
+        r#"{"v":9,"msg":{"type":"hello","token":"x"}}"#.to_string(),
+        "garbage".to_string(),
+    ] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+        ws.send(Message::text(first.clone())).await.unwrap();
+        let reply = ws.next().await.unwrap().unwrap();
+        let msg = sotto_proto::channel::parse_server_message(reply.to_text().unwrap()).unwrap();
+        let ServerMessage::Error { error } = msg else {
+            panic!("{first}: {msg:?}")
+        };
+        assert!(error.code.http_status() < 500);
+        // Then the server closes the channel.
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(other)) => panic!("{first}: unexpected {other:?}"),
+            }
+        }
+    }
+    // Subscribing to a room you are not in is refused.
+    let (alice, _) = srv.user("alice").await;
+    let (bob, _) = srv.user("bob").await;
+    let room = alice
+        .create_room("Private", sotto_proto::room::RoomKind::Open, None)
+        .await
+        .unwrap();
+    let mut ch = Channel::connect(&bob).await.unwrap();
+    ch.subscribe(&room.id).await.unwrap();
+    match ch.next(Duration::from_secs(5)).await.unwrap() {
+        ServerMessage::Error { error } => assert_eq!(error.code, ErrorCode::NotInRoom),
+        other => panic!("{other:?}"),
+    }
+    ch.close().await;
+    srv.stop().await;
+}
