@@ -80,10 +80,11 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = axum::Json(ErrorResponse::new(self.code, self.message));
         let mut response = (status, body).into_response();
-        if let Some(secs) = self.retry_after {
-            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+        if let Some(value) = self
+            .retry_after
+            .and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }

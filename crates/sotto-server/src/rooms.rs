@@ -330,7 +330,7 @@ mod tests {
             Succession::Promote(m.user_id.clone())
         );
         assert_eq!(
-            succession(&[sp.clone()]),
+            succession(std::slice::from_ref(&sp)),
             Succession::Promote(sp.user_id.clone())
         );
         assert_eq!(succession(&[]), Succession::End);

@@ -30,7 +30,10 @@ fn serve(data: &Path, extra: &[&str], until: &str) -> Serve {
     let mut lines = Vec::new();
     loop {
         let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "serve exited early: {lines:?}");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "serve exited early: {lines:?}"
+        );
         let line = line.trim_end().to_string();
         let done = line.starts_with(until);
         lines.push(line);
@@ -64,7 +67,11 @@ fn last_line(text: &str) -> &str {
 fn http_get(url: &str, path: &str) -> String {
     let addr = url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
@@ -72,14 +79,23 @@ fn http_get(url: &str, path: &str) -> String {
 
 fn stop(mut server: Serve) {
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let start = Instant::now();
     loop {
         if let Some(status) = server.child.try_wait().unwrap() {
             assert!(status.success(), "serve exited with {status}");
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(15), "serve did not stop on SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "serve did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -89,8 +105,18 @@ fn serve_register_follow_and_rooms() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let server = serve(&data, &[], "No accounts yet.");
-    let invite_url = server.lines.last().unwrap().rsplit(' ').next().unwrap().to_string();
-    assert!(invite_url.starts_with(&format!("{}/invite/", server.url)), "{invite_url}");
+    let invite_url = server
+        .lines
+        .last()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        invite_url.starts_with(&format!("{}/invite/", server.url)),
+        "{invite_url}"
+    );
     assert!(http_get(&server.url, "/healthz").starts_with("HTTP/1.1 200"));
     assert!(http_get(&server.url, &invite_url[server.url.len()..]).starts_with("HTTP/1.1 200"));
     assert!(data.join("sotto.db").exists());
@@ -100,29 +126,87 @@ fn serve_register_follow_and_rooms() {
     let (p1s, p2s) = (p1.to_str().unwrap(), p2.to_str().unwrap());
     let url = server.url.as_str();
     // The invite link itself works as --invite.
-    run(&["register", "--server", url, "--invite", &invite_url, "--username", "alice", "--profile", p1s]);
+    run(&[
+        "register",
+        "--server",
+        url,
+        "--invite",
+        &invite_url,
+        "--username",
+        "alice",
+        "--profile",
+        p1s,
+    ]);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(p1.join("device.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(p1.join("device.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
     // An invite made offline against the same database, code on the last line.
-    let out = run(&["admin", "invite", "--data-dir", data.to_str().unwrap(), "--uses", "2", "--expires", "1h"]);
+    let out = run(&[
+        "admin",
+        "invite",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--uses",
+        "2",
+        "--expires",
+        "1h",
+    ]);
     let code = last_line(&out).to_string();
     assert_eq!(code.len(), 22, "{out}");
-    run(&["register", "--server", url, "--invite", &code, "--username", "bob", "--profile", p2s]);
+    run(&[
+        "register",
+        "--server",
+        url,
+        "--invite",
+        &code,
+        "--username",
+        "bob",
+        "--profile",
+        p2s,
+    ]);
     let out = run(&["whoami", "--profile", p2s]);
     assert!(out.contains("@bob"), "{out}");
 
     run(&["follow", "alice", "--server", url, "--profile", p2s]);
-    let out = run(&["room", "create", "--server", url, "--profile", p1s, "--title", "Hello world", "--kind", "social"]);
+    let out = run(&[
+        "room",
+        "create",
+        "--server",
+        url,
+        "--profile",
+        p1s,
+        "--title",
+        "Hello world",
+        "--kind",
+        "social",
+    ]);
     let room = last_line(&out).to_string();
-    assert!(room.len() == 32 && room.chars().all(|c| c.is_ascii_hexdigit()), "{out}");
+    assert!(
+        room.len() == 32 && room.chars().all(|c| c.is_ascii_hexdigit()),
+        "{out}"
+    );
     let out = run(&["room", "list", "--server", url, "--profile", p2s]);
-    assert!(out.contains(&room) && out.contains("Hello world") && out.contains("@alice"), "{out}");
-    let out = run(&["room", "join", "--server", url, "--profile", p2s, "--room", &room]);
+    assert!(
+        out.contains(&room) && out.contains("Hello world") && out.contains("@alice"),
+        "{out}"
+    );
+    let out = run(&[
+        "room",
+        "join",
+        "--server",
+        url,
+        "--profile",
+        p2s,
+        "--room",
+        &room,
+    ]);
     assert!(out.contains("listener") && out.contains("@bob"), "{out}");
     // An admin invite over the API.
     let out = run(&["invite", "--server", url, "--profile", p1s, "--uses", "1"]);
@@ -130,12 +214,24 @@ fn serve_register_follow_and_rooms() {
 
     // A bad command fails with a clear message, not a panic.
     let out = Command::new(SOTTO)
-        .args(["room", "join", "--server", url, "--profile", p2s, "--room", "nope"])
+        .args([
+            "room",
+            "join",
+            "--server",
+            url,
+            "--profile",
+            p2s,
+            "--room",
+            "nope",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("room_not_found") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("room_not_found") && !err.contains("panicked"),
+        "{err}"
+    );
     stop(server);
 
     // Restarted with accounts: no new admin invite.
@@ -155,7 +251,10 @@ fn refuses_public_address_without_tls() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not a loopback address") && err.contains("--tls-self-signed"), "{err}");
+    assert!(
+        err.contains("not a loopback address") && err.contains("--tls-self-signed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -164,15 +263,54 @@ fn self_signed_tls_prints_what_to_pin() {
     let data = tmp.path().join("data");
     let server = serve(&data, &["--tls-self-signed"], "No accounts yet.");
     assert!(server.url.starts_with("https://"));
-    let ca = server.lines.iter().find_map(|l| l.strip_prefix("TLS: self-signed; clients pin ")).unwrap();
+    let ca = server
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("TLS: self-signed; clients pin "))
+        .unwrap();
     let ca = ca.split(' ').next().unwrap().to_string();
     assert!(Path::new(&ca).exists());
-    assert!(server.lines.iter().any(|l| l.starts_with("TLS certificate SHA-256: ") && l.len() > 90));
-    let invite = server.lines.last().unwrap().rsplit(' ').next().unwrap().to_string();
+    assert!(
+        server
+            .lines
+            .iter()
+            .any(|l| l.starts_with("TLS certificate SHA-256: ") && l.len() > 90)
+    );
+    let invite = server
+        .lines
+        .last()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
     let profile = tmp.path().join("p");
     let p = profile.to_str().unwrap();
-    run(&["register", "--server", &server.url, "--ca", &ca, "--invite", &invite, "--username", "tls_admin", "--profile", p]);
-    let out = run(&["room", "create", "--server", &server.url, "--ca", &ca, "--profile", p, "--title", "Over TLS"]);
+    run(&[
+        "register",
+        "--server",
+        &server.url,
+        "--ca",
+        &ca,
+        "--invite",
+        &invite,
+        "--username",
+        "tls_admin",
+        "--profile",
+        p,
+    ]);
+    let out = run(&[
+        "room",
+        "create",
+        "--server",
+        &server.url,
+        "--ca",
+        &ca,
+        "--profile",
+        p,
+        "--title",
+        "Over TLS",
+    ]);
     assert_eq!(last_line(&out).len(), 32);
     // Without the pin the certificate is refused.
     let out = Command::new(SOTTO)

@@ -12,7 +12,7 @@ export type RoomView = { id: RoomId, title: string, description: string, kind: R
  */
 version: number, 
 /**
- * Stage first (host, moderators, speakers), then the audience, each in
+ * By role (host, moderators, speakers, then the audience), each role in
  * order of joining.
  */
 members: Array<MemberView>, };

@@ -215,13 +215,15 @@ pub async fn update_me(
     if let Some(name) = &req.display_name {
         check_display_name(name)?;
     }
-    if let Some(bio) = &req.bio {
-        if !is_valid_text(bio.trim_end_matches('\n'), 0, 300) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidProfile,
-                "a bio is at most 300 characters",
-            ));
-        }
+    if req
+        .bio
+        .as_deref()
+        .is_some_and(|bio| !is_valid_text(bio.trim_end_matches('\n'), 0, 300))
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidProfile,
+            "a bio is at most 300 characters",
+        ));
     }
     state
         .store

@@ -193,16 +193,18 @@ impl Channel {
         if !self.rooms.contains(room_id) {
             return Ok(());
         }
-        if let Some((user, banned)) = &event.departed {
-            if user == &self.user {
-                self.rooms.remove(room_id);
-                return self
-                    .send(ServerMessage::RoomLeft {
-                        room_id: room_id.clone(),
-                        banned: *banned,
-                    })
-                    .await;
-            }
+        if let Some((_, banned)) = event
+            .departed
+            .as_ref()
+            .filter(|(user, _)| user == &self.user)
+        {
+            self.rooms.remove(room_id);
+            return self
+                .send(ServerMessage::RoomLeft {
+                    room_id: room_id.clone(),
+                    banned: *banned,
+                })
+                .await;
         }
         self.send(ServerMessage::RoomState {
             room: event.view.clone(),

@@ -23,6 +23,9 @@ pub struct RoomAccess {
     pub departed: Option<(UserId, bool)>,
 }
 
+/// One person on a hallway room's stage, with what orders them.
+type StageEntry = (Role, i64, UserSummary);
+
 const MEMBER_COLUMNS: &str = "user_id, role, hand_raised, muted, invited_to_stage, joined_seq";
 
 impl Store {
@@ -241,8 +244,7 @@ impl Store {
         let banned = ids("SELECT room_id FROM room_bans WHERE user_id = $1").await?;
 
         let mut order: Vec<String> = Vec::new();
-        let mut rooms: HashMap<String, (RoomSummary, Vec<(Role, i64, UserSummary)>)> =
-            HashMap::new();
+        let mut rooms: HashMap<String, (RoomSummary, Vec<StageEntry>)> = HashMap::new();
         for row in &rows {
             let id: String = row.get(0);
             let kind = RoomKind::parse(&row.get::<String, _>(2)).ok_or(ErrorCode::Internal)?;
