@@ -82,6 +82,8 @@ error_codes! {
     UserNotFound = ("user_not_found", 404),
     /// No such device of yours.
     DeviceNotFound = ("device_not_found", 404),
+    /// The account's only device cannot be revoked: nothing could sign in again.
+    LastDevice = ("last_device", 409),
     /// You cannot follow yourself.
     CannotFollowSelf = ("cannot_follow_self", 400),
     /// No such room, or you may not see it.

@@ -299,6 +299,24 @@ async fn sessions_and_devices(db: Db) {
     let r = srv.client().login(&laptop_profile).await;
     assert!(is_code(&r, ErrorCode::BadSignature), "{r:?}");
 
+    // The last device cannot be revoked (nothing could sign in again).
+    let phone_device = phone
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.current)
+        .unwrap();
+    let r = phone
+        .request_empty::<()>(
+            reqwest::Method::DELETE,
+            &format!("/api/me/devices/{}", phone_device.id),
+            None,
+        )
+        .await;
+    assert!(is_code(&r, ErrorCode::LastDevice), "{r:?}");
+    phone.me().await.unwrap();
+
     // Logout revokes the session used.
     phone.logout().await.unwrap();
     let r = phone.me().await;

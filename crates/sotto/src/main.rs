@@ -121,6 +121,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let args_public_url_missing = args.public_url.is_none();
     let mut config = ServerConfig::new(&args.db.data_dir);
     config.database = args.db.location();
     config.http = args.http;
@@ -133,6 +134,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut server = sotto_server::start(config).await?;
     println!("sotto is serving at {}", server.base_url);
+    if server.local_addr.ip().is_unspecified() && args_public_url_missing {
+        println!("Note: pass --public-url so invite links name an address people can reach.");
+    }
     if let Some((ca, fingerprint)) = &server.pinned_cert {
         if let Some(ca) = ca {
             println!(

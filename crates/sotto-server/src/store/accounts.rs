@@ -307,6 +307,15 @@ impl Store {
         if changed == 0 {
             return Err(ErrorCode::DeviceNotFound.into());
         }
+        let left: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM devices WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user.0.clone())
+        .fetch_one(&mut *tx)
+        .await?;
+        if left == 0 {
+            return Err(ErrorCode::LastDevice.into());
+        }
         sqlx::query(
             "UPDATE sessions SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL",
         )
