@@ -84,9 +84,14 @@ pub enum StageError {
     #[error("rejected MLS message: {0}")]
     Rejected(String),
     /// A proposal came from a sender that may not send it (only the server,
-    /// as external sender 0, proposes Add/Remove).
+    /// as external sender 0, proposes Add/Remove, and nothing else; members
+    /// propose only Updates).
     #[error("proposal from an unauthorised sender")]
     UnauthorisedProposal,
+    /// A commit not sent by a stage member (e.g. an external commit built
+    /// from the GroupInfo the delivery service holds).
+    #[error("commit from a sender that is not a stage member")]
+    UnauthorisedCommit,
     /// A pending Add proposal has no valid stage invitation from a moderator.
     #[error("add proposal for a device nobody invited to the stage")]
     UninvitedAdd,

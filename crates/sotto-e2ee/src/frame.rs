@@ -44,8 +44,12 @@ impl Suite {
 /// decrypts after a new one is installed, in milliseconds.
 pub const DEFAULT_GRACE_MS: u64 = 1_000;
 
-/// Highest frame counter used with one key; sotto rotates far earlier
-/// (every 60 s ≈ 3,000 frames), so a counter fits in 2 bytes.
+/// Highest frame counter used with one key. The compact suite's 8-byte
+/// overhead bound needs a counter below 65,536 (2 header bytes): about 21
+/// minutes of 20 ms frames on one key. sotto rotates every 60 s (≈ 3,000
+/// frames), so in practice the counter stays far below; if rotations stop,
+/// a sender keeps sending with one more header byte rather than going
+/// silent, and stops only at this limit ([`FrameError::CounterExhausted`]).
 pub const MAX_COUNTER: u64 = (1 << 32) - 1;
 
 /// Encrypts one speaker's frames with the current key generation.
@@ -172,6 +176,10 @@ pub struct KeyRing {
     held: Vec<Held>,
     derived: HashMap<u64, (KeyGeneration, DecryptionKey)>,
     replay: HashMap<u64, ReplayWindow>,
+    /// KID tags of generations whose grace ended (at most 8, one per tag),
+    /// so that their frames get [`FrameError::StaleKeyId`] rather than
+    /// [`FrameError::UnknownKeyId`] whenever they arrive.
+    retired: Vec<u64>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -201,6 +209,7 @@ impl KeyRing {
             held: Vec::new(),
             derived: HashMap::new(),
             replay: HashMap::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -238,6 +247,7 @@ impl KeyRing {
             }
         }
         let tag = g.tag();
+        self.retired.retain(|t| *t != tag);
         self.held.retain(|h| h.key.generation.tag() != tag);
         self.derived.retain(|kid, _| split_kid(*kid).1 != tag);
         self.replay.retain(|kid, _| split_kid(*kid).1 != tag);
@@ -253,8 +263,15 @@ impl KeyRing {
     /// `decrypt` doing it.
     pub fn expire(&mut self, now_ms: u64) {
         let before = self.held.len();
-        self.held
-            .retain(|h| h.expires_at_ms.is_none_or(|t| now_ms < t));
+        let retired = &mut self.retired;
+        self.held.retain(|h| {
+            let keep = h.expires_at_ms.is_none_or(|t| now_ms < t);
+            let tag = h.key.generation.tag();
+            if !keep && !retired.contains(&tag) {
+                retired.push(tag);
+            }
+            keep
+        });
         if self.held.len() != before {
             let live: Vec<u64> = self.held.iter().map(|h| h.key.generation.tag()).collect();
             self.derived
@@ -274,10 +291,6 @@ impl KeyRing {
     pub fn decrypt(&mut self, now_ms: u64, frame: &[u8]) -> Result<Vec<u8>, FrameError> {
         let (kid, ctr, _) = parse_header(frame)?;
         let (leaf, tag) = split_kid(kid);
-        let stale = self
-            .held
-            .iter()
-            .any(|h| h.key.generation.tag() == tag && h.expires_at_ms.is_some_and(|t| now_ms >= t));
         self.expire(now_ms);
         if self.replay.get(&kid).is_some_and(|w| !w.check(ctr)) {
             return Err(FrameError::Replayed { kid, ctr });
@@ -291,7 +304,7 @@ impl KeyRing {
             // key, but cache it only once a frame authenticated with it, so
             // forged KIDs cannot grow the cache.
             let Some(held) = self.held.iter().find(|h| h.key.generation.tag() == tag) else {
-                return Err(if stale {
+                return Err(if self.retired.contains(&tag) {
                     FrameError::StaleKeyId { kid }
                 } else {
                     FrameError::UnknownKeyId { kid }

@@ -423,10 +423,16 @@ impl StageMember {
                 self.on_notice(now_ms, epoch, rotation)
             }
             ProcessedMessageContent::ProposalMessage(q) => {
+                // The server (external sender 0) may propose Add/Remove and
+                // nothing else (no GroupContextExtensions, PSK or ReInit);
+                // members may propose only Updates of their own leaf.
                 let is_membership = matches!(q.proposal(), Proposal::Add(_) | Proposal::Remove(_));
-                let from_server =
-                    matches!(sender, Sender::External(i) if i == SenderExtensionIndex::new(0));
-                if is_membership && !from_server {
+                let allowed = match sender {
+                    Sender::External(i) => i == SenderExtensionIndex::new(0) && is_membership,
+                    Sender::Member(_) => matches!(q.proposal(), Proposal::Update(_)),
+                    _ => false,
+                };
+                if !allowed {
                     return Err(StageError::UnauthorisedProposal);
                 }
                 self.group
@@ -435,6 +441,13 @@ impl StageMember {
                 Ok(StageEvent::ProposalQueued)
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
+                // Only members commit. An external commit (RFC 9420 §12.4.3.2)
+                // would let anyone holding the GroupInfo — the delivery
+                // service, i.e. the server — join the stage and derive every
+                // audience key.
+                if !matches!(sender, Sender::Member(_)) {
+                    return Err(StageError::UnauthorisedCommit);
+                }
                 if staged.self_removed() {
                     self.group
                         .merge_staged_commit(&self.provider, *staged)
@@ -549,21 +562,19 @@ impl StageMember {
     /// Redo what the rejected commit intended, in the new epoch, if it still
     /// applies (a self-update always does; pending proposals only if the
     /// server re-proposed them).
-    pub fn rebase(&mut self) -> Result<Option<CommitOut>, StageError> {
+    ///
+    /// Re-proposed Adds are checked against `invitations` exactly as in
+    /// [`Self::commit_pending`]: proposals issued in the new epoch are new
+    /// server input, and an Add nobody invited is refused
+    /// ([`StageError::UninvitedAdd`]).
+    pub fn rebase(
+        &mut self,
+        invitations: &[VerifiedInvitation],
+    ) -> Result<Option<CommitOut>, StageError> {
         match self.intent.take() {
             Some(Intent::SelfUpdate) => self.self_update().map(Some),
             Some(Intent::CommitPending) if self.group.pending_proposals().next().is_some() => {
-                // The invitations were checked when the intent was formed;
-                // re-proposed Adds are checked again by the caller's policy.
-                let (commit, welcome, _) = self
-                    .group
-                    .commit_to_pending_proposals(&self.provider, &self.signer)
-                    .map_err(|e| StageError::Internal(e.to_string()))?;
-                self.intent = Some(Intent::CommitPending);
-                Ok(Some(CommitOut {
-                    commit: mls_bytes(&commit)?,
-                    welcome: welcome.as_ref().map(mls_bytes).transpose()?,
-                }))
+                self.commit_pending(invitations).map(Some)
             }
             _ => Ok(None),
         }

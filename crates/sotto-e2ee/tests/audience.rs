@@ -31,6 +31,7 @@ fn thousand_listeners_one_banned_rest_decrypt_without_gap() {
     let mut new_gen_frames = 0;
     let mut gen_before = None;
     let mut sealed_per_listener = 0;
+    let mut banned_decrypted_after_ban = 0u64;
     for step in 0..150u64 {
         net.advance(20);
         let now = net.now;
@@ -44,10 +45,19 @@ fn thousand_listeners_one_banned_rest_decrypt_without_gap() {
         if now == ban_at + 60 {
             // mailboxes are drained 60 ms after the rotation (before the
             // speakers switch at +200 ms)
+            let mut relayed = Vec::new();
             for (ident, l) in &mut listeners {
                 for sealed in net.mailbox.drain(&ident.public().fingerprint().0) {
                     l.open(now, &sealed).unwrap();
+                    relayed.push(sealed);
                 }
+            }
+            assert_eq!(relayed.len(), 999, "one sealed key per remaining listener");
+            // The banned listener, even handed every delivery the server
+            // relayed (operator collusion), opens none of them.
+            let (_, b) = &mut listeners[banned];
+            for sealed in &relayed {
+                assert_eq!(b.open(now, sealed), Err(OpenError::NotForUs));
             }
         }
         let s = (step % 3) as usize;
@@ -65,6 +75,9 @@ fn thousand_listeners_one_banned_rest_decrypt_without_gap() {
         }
         for (i, (_, l)) in listeners.iter_mut().enumerate() {
             let r = l.decrypt(now, &frame);
+            if i == banned && now >= ban_at && r.is_ok() {
+                banned_decrypted_after_ban += 1;
+            }
             if i == banned && is_new {
                 assert!(
                     matches!(r, Err(FrameError::UnknownKeyId { .. })),
@@ -83,6 +96,14 @@ fn thousand_listeners_one_banned_rest_decrypt_without_gap() {
             }
         }
     }
+    // The exposure window: the banned listener decrypts only the frames
+    // sent before the speakers switch (switch delay 200 ms = 10 frames of
+    // 20 ms, the ban step included), nothing later.
+    let window = net.config.switch_delay_ms / 20;
+    assert!(
+        banned_decrypted_after_ban <= window,
+        "banned listener decrypted {banned_decrypted_after_ban} frames after the ban"
+    );
     assert_eq!(
         sealed_per_listener, 999,
         "the banned listener got no new key"
@@ -138,6 +159,11 @@ fn previous_key_expires_after_grace() {
         l.decrypt(t + DEFAULT_GRACE_MS + 1, &old),
         Err(FrameError::StaleKeyId { .. })
     ));
+    // still stale (not "unknown") on later tries, after the ring dropped it
+    assert!(matches!(
+        l.decrypt(t + DEFAULT_GRACE_MS + 5_000, &old2),
+        Err(FrameError::StaleKeyId { .. })
+    ));
 }
 
 #[test]
@@ -177,7 +203,10 @@ fn forged_roster_rejected() {
         l.accept_roster(&good, &[host]),
         Err(RosterError::Rollback { .. })
     ));
-    assert!(VerifiedRoster::verify(&good, b"other-room", &[host], 0).is_err());
+    assert_eq!(
+        VerifiedRoster::verify(&good, b"other-room", &[host], 0),
+        Err(RosterError::WrongRoom)
+    );
     assert!(matches!(
         VerifiedRoster::verify(&good[..good.len() - 1], ROOM, &[host], 0),
         Err(RosterError::Malformed(_))

@@ -109,16 +109,68 @@ fn compact_suite_overhead_is_at_most_8_bytes() {
         let mut ring = KeyRing::new(suite, 1000);
         ring.install(key.clone(), 0);
         let payload = [0x55u8; 80];
-        for i in 0..3000u32 {
+        // every counter value that fits in 2 bytes: the bound must hold for
+        // all of them, not just the first minute
+        for i in 0..65_536u32 {
             let f = s.encrypt(&payload).unwrap();
             assert!(
                 f.len() - payload.len() <= max,
                 "{suite:?} frame {i}: {} bytes overhead",
                 f.len() - 80
             );
-            if i % 500 == 0 {
+            if i % 500 == 0 || i == 65_535 {
                 assert_eq!(ring.decrypt(0, &f).unwrap(), payload);
             }
         }
+        // the bound is exact: frame 65,536 (3-byte counter) costs one more
+        // byte, and so does a 33rd stage leaf (2-byte KID)
+        let f = s.encrypt(&payload).unwrap();
+        assert_eq!(f.len() - payload.len(), max + 1, "{suite:?} counter 65,536");
+        let mut s33 = FrameSender::new(suite, &key, 32).unwrap();
+        let f = s33.encrypt(&payload).unwrap();
+        assert_eq!(
+            f.len() - payload.len(),
+            max - 2 + 1,
+            "{suite:?} leaf 32, counter 0"
+        );
     }
+}
+
+#[test]
+fn compact_suite_overhead_measured_exactly() {
+    use sotto_e2ee::keys::KeyGeneration;
+    let key = sotto_e2ee::keys::test_audience_key(
+        KeyGeneration {
+            epoch: 1,
+            rotation: 0,
+        },
+        [3u8; 32],
+    );
+    let mut s = FrameSender::new(Suite::CompactAudio, &key, 5).unwrap();
+    let payload = [0u8; 80];
+    // header: config byte + 1 KID byte (+ 0, 1 or 2 counter bytes) + 4-byte tag
+    let over = |f: Vec<u8>| f.len() - payload.len();
+    assert_eq!(
+        over(s.encrypt(&payload).unwrap()),
+        6,
+        "ctr 0 fits in the config byte"
+    );
+    for _ in 1..8 {
+        s.encrypt(&payload).unwrap();
+    }
+    assert_eq!(
+        over(s.encrypt(&payload).unwrap()),
+        7,
+        "ctr 8: one counter byte"
+    );
+    for _ in 9..256 {
+        s.encrypt(&payload).unwrap();
+    }
+    assert_eq!(
+        over(s.encrypt(&payload).unwrap()),
+        8,
+        "ctr 256: two counter bytes"
+    );
+    assert_eq!(Suite::CompactAudio.tag_len(), 4);
+    assert_eq!(Suite::Gcm128.tag_len(), 16);
 }

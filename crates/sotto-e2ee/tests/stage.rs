@@ -105,7 +105,19 @@ fn new_speaker_cannot_decrypt_earlier_frames() {
     let dave = net.add_speaker("dave");
     net.advance(300);
     for f in &old {
-        assert!(net.members[dave].stage.decrypt_frame(net.now, f).is_err());
+        // Dave holds no key of the earlier epoch: the KID names a generation
+        // he never had (or, if the 3-bit tag collides, the key is wrong).
+        let err = net.members[dave]
+            .stage
+            .decrypt_frame(net.now, f)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FrameError::UnknownKeyId { .. } | FrameError::AuthenticationFailed
+            ),
+            "{err:?}"
+        );
     }
     let f = net.members[0].stage.encrypt_frame(net.now, b"now").unwrap();
     assert_eq!(
@@ -187,7 +199,7 @@ fn concurrent_commits_one_wins_other_rebases_all_converge() {
     // Bob rebases: his self-update, redone in the new epoch, is accepted.
     let rebased = net.members[1]
         .stage
-        .rebase()
+        .rebase(&[])
         .unwrap()
         .expect("self-update still wanted");
     net.post(Some(1), &rebased.commit).unwrap();
@@ -246,4 +258,173 @@ fn malformed_and_replayed_handshakes_are_typed_errors() {
         Err(DeliveryError::StaleEpoch { .. })
     ));
     assert!(net.ds.handle_handshake(b"garbage").is_err());
+}
+
+/// The server holds the GroupInfo (with its `external_pub`) and the ratchet
+/// tree, so it can build a valid external commit and try to join the stage:
+/// it would then derive every audience key. Members refuse commits from
+/// anyone but a member, although the delivery service (the server itself)
+/// accepted it.
+#[test]
+fn server_external_commit_is_rejected() {
+    use openmls::prelude::{tls_codec::Deserialize as _, tls_codec::Serialize as _, *};
+    use openmls_basic_credential::SignatureKeyPair;
+    use openmls_rust_crypto::OpenMlsRustCrypto;
+
+    let mut net = three_speakers();
+    let epoch = net.members[0].stage.epoch();
+    let code = net.members[0].stage.room_code();
+    let provider = OpenMlsRustCrypto::default();
+    let signer = SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
+    let cred = CredentialWithKey {
+        credential: BasicCredential::new(b"eavesdropper".to_vec()).into(),
+        signature_key: signer.public().into(),
+    };
+    // As the delivery service's API intends, the last committer uploaded
+    // the GroupInfo of the current epoch (it carries `external_pub`).
+    let current_gi = net.members[0].stage.group_info().unwrap();
+    net.ds.set_group_info(&current_gi).unwrap();
+    let MlsMessageBodyIn::GroupInfo(gi) = MlsMessageIn::tls_deserialize_exact(net.ds.group_info())
+        .unwrap()
+        .extract()
+    else {
+        panic!("group info");
+    };
+    let tree = RatchetTreeIn::tls_deserialize_exact(net.ds.ratchet_tree().unwrap()).unwrap();
+    let (mut spy, bundle) = MlsGroup::external_commit_builder()
+        .with_ratchet_tree(tree)
+        .with_config(
+            MlsGroupJoinConfig::builder()
+                .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
+                .build(),
+        )
+        .build_group(&provider, gi, cred)
+        .unwrap()
+        .load_psks(provider.storage())
+        .unwrap()
+        .build(provider.rand(), provider.crypto(), &signer, |_| true)
+        .unwrap()
+        .finalize(&provider)
+        .unwrap();
+    spy.merge_pending_commit(&provider).unwrap();
+    let commit = bundle.into_commit().tls_serialize_detached().unwrap();
+    // The server's own delivery service validates and orders it: it is a
+    // well-formed commit, so only the members' check stands in the way.
+    net.post(None, &commit).unwrap();
+    for i in 0..3 {
+        let m = &mut net.members[i].stage;
+        assert!(matches!(
+            m.handle_message(net.now, &commit),
+            Err(StageError::UnauthorisedCommit)
+        ));
+        assert_eq!(
+            m.epoch(),
+            epoch,
+            "member {i} did not move to the spy's epoch"
+        );
+        assert_eq!(m.room_code(), code);
+    }
+}
+
+/// The server may propose Add/Remove and nothing else: an external
+/// GroupContextExtensions proposal (e.g. adding a second external sender) is
+/// refused, so no committer ever commits it.
+#[test]
+fn server_may_not_propose_group_context_changes() {
+    use openmls::prelude::{tls_codec::Serialize as _, *};
+    use openmls_basic_credential::SignatureKeyPair;
+    use openmls_rust_crypto::OpenMlsRustCrypto;
+
+    let mut net = three_speakers();
+    let sk = ed25519_dalek::SigningKey::from_bytes(&net.server_seed);
+    let signer = SignatureKeyPair::from_raw(
+        SignatureScheme::ED25519,
+        net.server_seed.to_vec(),
+        sk.verifying_key().to_bytes().to_vec(),
+    );
+    let extra = SignatureKeyPair::new(SignatureScheme::ED25519).unwrap();
+    let senders = vec![
+        ExternalSender::new(
+            signer.public().to_vec().into(),
+            BasicCredential::new(b"server.example".to_vec()).into(),
+        ),
+        ExternalSender::new(
+            extra.public().to_vec().into(),
+            BasicCredential::new(b"another".to_vec()).into(),
+        ),
+    ];
+    let gid = GroupId::from_slice(net.ds.group_id());
+    let msg = ExternalProposal::new_group_context_extensions::<OpenMlsRustCrypto>(
+        Extensions::single(Extension::ExternalSenders(senders)).unwrap(),
+        gid,
+        GroupEpoch::from(net.ds.epoch()),
+        &signer,
+        SenderExtensionIndex::new(0),
+    )
+    .unwrap()
+    .tls_serialize_detached()
+    .unwrap();
+    for i in 0..3 {
+        assert!(matches!(
+            net.members[i].stage.handle_message(net.now, &msg),
+            Err(StageError::UnauthorisedProposal)
+        ));
+    }
+    assert!(matches!(
+        net.members[0].stage.commit_pending(&[]),
+        Err(StageError::NothingPending)
+    ));
+}
+
+/// A committer that lost the race and rebases re-checks invitations: an Add
+/// the server proposed in the new epoch for a device nobody invited is not
+/// committed by the rebase.
+#[test]
+fn rebase_rechecks_invitations() {
+    use sotto_e2ee::{
+        identity::DeviceIdentity,
+        invitation::{VerifiedInvitation, create_invitation},
+        stage::StageCandidate,
+    };
+    let mut net = three_speakers();
+    let erin = DeviceIdentity::generate(&mut net.rng, b"erin", "e");
+    let invite = create_invitation(
+        net.members[0].stage.identity(),
+        ROOM,
+        &erin.public(),
+        60_000,
+    );
+    let invite =
+        VerifiedInvitation::verify(&invite, ROOM, &[net.host_identity()], net.now).unwrap();
+    let (_erin, kp) = StageCandidate::new(erin).unwrap();
+    let prop = net.server.propose_add(&net.ds, &kp).unwrap();
+    net.post(None, &prop).unwrap();
+    net.sync_all();
+    // host and bob both commit the invited Add; the host wins
+    let a = net.members[0]
+        .stage
+        .commit_pending(std::slice::from_ref(&invite))
+        .unwrap();
+    let b = net.members[1]
+        .stage
+        .commit_pending(std::slice::from_ref(&invite))
+        .unwrap();
+    net.post(Some(0), &a.commit).unwrap();
+    net.members[0].stage.commit_accepted(net.now).unwrap();
+    assert!(matches!(
+        net.post(Some(1), &b.commit),
+        Err(DeliveryError::StaleEpoch { .. })
+    ));
+    net.members[1].stage.commit_rejected().unwrap();
+    net.sync(1);
+    // the server now proposes mallory, whom nobody invited
+    let mallory = DeviceIdentity::generate(&mut net.rng, b"mallory", "m");
+    let (_m, kp) = StageCandidate::new(mallory).unwrap();
+    let prop = net.server.propose_add(&net.ds, &kp).unwrap();
+    net.post(None, &prop).unwrap();
+    net.sync(1);
+    assert!(matches!(
+        net.members[1].stage.rebase(&[invite]),
+        Err(StageError::UninvitedAdd)
+    ));
 }

@@ -31,6 +31,9 @@ pub struct Net {
     pub config: StageConfig,
     pub distributor: Option<Distributor>,
     pub mailbox: SealedMailbox,
+    /// The server's Ed25519 seed, so tests can play a malicious server that
+    /// signs more than `ServerProposer` offers.
+    pub server_seed: [u8; 32],
 }
 
 pub fn rng(seed: u64) -> ChaCha20Rng {
@@ -41,7 +44,9 @@ impl Net {
     /// A room whose host created the stage group.
     pub fn new(seed: u64) -> Self {
         let mut rng = rng(seed);
-        let server = ServerProposer::from_ed25519_random(&mut rng);
+        let mut server_seed = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rng, &mut server_seed);
+        let server = ServerProposer::from_seed(server_seed);
         let info = ExternalSenderInfo {
             public_key: server.public_key().to_vec(),
             credential_identity: server.credential_identity(),
@@ -65,6 +70,7 @@ impl Net {
             config,
             distributor: None,
             mailbox: SealedMailbox::new(16),
+            server_seed,
         }
     }
 
@@ -215,15 +221,12 @@ impl Net {
     }
 }
 
-pub trait RandomProposer {
-    fn from_ed25519_random(rng: &mut ChaCha20Rng) -> Self;
+pub trait SeededProposer {
+    fn from_seed(seed: [u8; 32]) -> Self;
 }
 
-impl RandomProposer for ServerProposer {
-    fn from_ed25519_random(rng: &mut ChaCha20Rng) -> Self {
-        use rand_core::RngCore;
-        let mut seed = [0u8; 32];
-        rng.fill_bytes(&mut seed);
+impl SeededProposer for ServerProposer {
+    fn from_seed(seed: [u8; 32]) -> Self {
         let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
         ServerProposer::from_ed25519(seed, sk.verifying_key().to_bytes(), b"server.example")
     }
