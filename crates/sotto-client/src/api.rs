@@ -209,6 +209,23 @@ impl Client {
         self.request(Method::PATCH, "/api/me", Some(req)).await
     }
 
+    pub async fn export(&self) -> Result<sotto_proto::api::AccountExport, ClientError> {
+        self.request::<(), _>(Method::GET, "/api/me/export", None)
+            .await
+    }
+
+    /// Deletes the account; signed by `profile`'s device (the session's).
+    pub async fn delete_account(&self, profile: &Profile) -> Result<(), ClientError> {
+        let me = self.me().await?;
+        let transcript =
+            sotto_proto::keys::delete_account_transcript(&me.id.0, &profile.public_key());
+        let req = sotto_proto::api::DeleteAccountRequest {
+            signature: profile.sign(&transcript),
+        };
+        self.request_empty(Method::DELETE, "/api/me", Some(&req))
+            .await
+    }
+
     pub async fn devices(&self) -> Result<Vec<DeviceView>, ClientError> {
         self.request::<(), _>(Method::GET, "/api/me/devices", None)
             .await

@@ -184,3 +184,87 @@ pub struct RoomInviteRequest {
 pub struct Health {
     pub status: String,
 }
+
+/// Everything the server stores about the signed-in user (`GET /api/me/export`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct AccountExport {
+    #[ts(type = "number")]
+    pub exported_at: i64,
+    pub account: Me,
+    pub devices: Vec<DeviceView>,
+    /// Session tokens are stored only as hashes; these are their times.
+    pub sessions: Vec<SessionRecord>,
+    pub invites_created: Vec<InviteRecord>,
+    pub following: Vec<UserSummary>,
+    pub followers: Vec<UserSummary>,
+    pub rooms_created: Vec<RoomRecord>,
+    pub room_memberships: Vec<MembershipRecord>,
+    /// Rooms that banned you.
+    pub room_bans: Vec<RoomMark>,
+    /// Closed rooms a moderator let you into.
+    pub room_access: Vec<RoomMark>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct SessionRecord {
+    pub device_id: DeviceId,
+    #[ts(type = "number")]
+    pub created_at: i64,
+    #[ts(type = "number")]
+    pub expires_at: i64,
+    #[ts(type = "number | null")]
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct InviteRecord {
+    pub uses_total: u32,
+    pub uses_left: u32,
+    #[ts(type = "number")]
+    pub created_at: i64,
+    #[ts(type = "number")]
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct RoomRecord {
+    pub id: crate::RoomId,
+    pub title: String,
+    pub description: String,
+    pub kind: RoomKind,
+    #[ts(type = "number")]
+    pub created_at: i64,
+    #[ts(type = "number | null")]
+    pub ended_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct MembershipRecord {
+    pub room_id: crate::RoomId,
+    pub role: crate::room::Role,
+    pub hand_raised: bool,
+    pub muted: bool,
+    pub invited_to_stage: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct RoomMark {
+    pub room_id: crate::RoomId,
+    #[ts(type = "number")]
+    pub created_at: i64,
+}
+
+/// Delete the account: signed by the session's device over
+/// [`crate::keys::delete_account_transcript`].
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct DeleteAccountRequest {
+    pub signature: String,
+}

@@ -17,6 +17,8 @@ pub const REGISTER_CONTEXT: &str = "sotto/v1/register";
 pub const LOGIN_CONTEXT: &str = "sotto/v1/login";
 /// Context of adding a device: signed by the authorizing device and by the new one.
 pub const ADD_DEVICE_CONTEXT: &str = "sotto/v1/add-device";
+/// Context of deleting an account: a session token alone is not enough.
+pub const DELETE_ACCOUNT_CONTEXT: &str = "sotto/v1/delete-account";
 
 /// Why a key or signature was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -162,6 +164,14 @@ pub fn add_device_transcript(
             authorizer.as_bytes(),
             new_key.as_bytes(),
         ],
+    )
+}
+
+/// What a device signs to delete its account.
+pub fn delete_account_transcript(user_id: &str, key: &DevicePublicKey) -> Vec<u8> {
+    transcript(
+        DELETE_ACCOUNT_CONTEXT,
+        &[user_id.as_bytes(), key.as_bytes()],
     )
 }
 

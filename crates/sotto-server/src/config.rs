@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub auth_per_minute: u32,
     /// How long the first-start admin invite is valid.
     pub bootstrap_invite_ttl: Duration,
+    /// How long an ended room's roster, bans and access list are kept.
+    pub ended_room_retention: Duration,
+    /// How often the retention task runs.
+    pub retention_interval: Duration,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -68,6 +72,8 @@ impl ServerConfig {
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             auth_per_minute: 30,
             bootstrap_invite_ttl: Duration::from_secs(7 * 24 * 3600),
+            ended_room_retention: Duration::from_secs(24 * 3600),
+            retention_interval: Duration::from_secs(600),
             clock: Arc::new(SystemClock),
         }
     }

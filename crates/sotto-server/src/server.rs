@@ -28,6 +28,7 @@ pub struct RunningServer {
     pub store: Store,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    retention: JoinHandle<()>,
 }
 
 /// Binds, migrates the database, and starts serving.
@@ -72,6 +73,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (shutdown, signal) = oneshot::channel::<()>();
+    let retention = tokio::spawn(retention_task(store.clone(), config.clone()));
     let pinned_cert = tls
         .as_ref()
         .map(|t| (t.ca_path.clone(), t.fingerprint.clone()));
@@ -111,7 +113,30 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         store,
         shutdown: Some(shutdown),
         task,
+        retention,
     })
+}
+
+/// Deletes expired sessions, challenges, invites and long-ended rooms, now
+/// and then every `retention_interval`.
+async fn retention_task(store: Store, config: Arc<ServerConfig>) {
+    let keep = i64::try_from(config.ended_room_retention.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut ticks = tokio::time::interval(config.retention_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.purge_expired(config.clock.now_ms(), keep).await {
+            Ok(p) if p != Default::default() => tracing::info!(
+                sessions = p.sessions,
+                challenges = p.challenges,
+                invites = p.invites,
+                rooms = p.rooms,
+                "retention: deleted expired rows"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(code = e.code.as_str(), "retention pass failed"),
+        }
+    }
 }
 
 impl RunningServer {
@@ -121,6 +146,7 @@ impl RunningServer {
             let _ = tx.send(());
         }
         let result = (&mut self.task).await;
+        self.retention.abort();
         self.store.close().await;
         result??;
         Ok(())

@@ -64,6 +64,26 @@ pub enum ClientCommand {
     /// Rooms.
     #[command(subcommand)]
     Room(RoomCommand),
+    /// Your data: export or delete it.
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Print everything the server stores about you, as JSON.
+    Export {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete your account and everything about you on the server.
+    Delete {
+        #[command(flatten)]
+        conn: Conn,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -181,6 +201,24 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             println!("{}", invite.code);
         }
         ClientCommand::Room(cmd) => room(cmd).await?,
+        ClientCommand::Account(AccountCommand::Export { conn }) => {
+            let export = signed_in(&conn).await?.export().await?;
+            println!("{}", serde_json::to_string_pretty(&export)?);
+        }
+        ClientCommand::Account(AccountCommand::Delete { conn, yes }) => {
+            if !yes {
+                bail!(
+                    "this deletes your account and all its data on the server; pass --yes to confirm"
+                );
+            }
+            let profile = Profile::open(&conn.profile)?;
+            signed_in(&conn).await?.delete_account(&profile).await?;
+            println!("Your account and its data are deleted from the server.");
+            println!(
+                "The device key is still in {}; remove it with rm -r.",
+                conn.profile.display()
+            );
+        }
     }
     Ok(())
 }

@@ -212,6 +212,31 @@ fn serve_register_follow_and_rooms() {
     let out = run(&["invite", "--server", url, "--profile", p1s, "--uses", "1"]);
     assert_eq!(last_line(&out).len(), 22, "{out}");
 
+    // Export, then delete (needs --yes).
+    let out = run(&["account", "export", "--server", url, "--profile", p2s]);
+    let export: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(export["account"]["username"], "bob");
+    assert_eq!(export["following"][0]["username"], "alice");
+    let refused = Command::new(SOTTO)
+        .args(["account", "delete", "--server", url, "--profile", p2s])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    run(&[
+        "account",
+        "delete",
+        "--server",
+        url,
+        "--profile",
+        p2s,
+        "--yes",
+    ]);
+    let gone = Command::new(SOTTO)
+        .args(["whoami", "--server", url, "--profile", p2s])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success());
+
     // A bad command fails with a clear message, not a panic.
     let out = Command::new(SOTTO)
         .args([
@@ -220,7 +245,7 @@ fn serve_register_follow_and_rooms() {
             "--server",
             url,
             "--profile",
-            p2s,
+            p1s,
             "--room",
             "nope",
         ])

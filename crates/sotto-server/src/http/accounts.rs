@@ -4,13 +4,15 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use sotto_proto::api::{AccountExport, DeleteAccountRequest};
 use sotto_proto::api::{
     AddDeviceRequest, ChallengeRequest, ChallengeResponse, CreateInviteRequest, DeviceView,
     InviteCreated, LoginRequest, Me, RegisterRequest, SessionResponse, UpdateProfileRequest,
 };
 use sotto_proto::ids::{is_valid_text, is_valid_username};
 use sotto_proto::keys::{
-    DevicePublicKey, add_device_transcript, encode_b64, login_transcript, register_transcript,
+    DevicePublicKey, add_device_transcript, delete_account_transcript, encode_b64,
+    login_transcript, register_transcript,
 };
 use sotto_proto::{DeviceId, ErrorCode, ErrorResponse, UserId};
 
@@ -308,6 +310,46 @@ pub async fn revoke_device(
         .store
         .revoke_device(&session.user_id, &device, state.now())
         .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Everything stored about you, as JSON.
+#[utoipa::path(get, path = "/api/me/export", tag = "accounts", security(("bearer" = [])),
+    responses((status = 200, body = AccountExport), (status = "4XX", body = ErrorResponse)))]
+pub async fn export(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+) -> ApiResult<Json<AccountExport>> {
+    Ok(Json(
+        state
+            .store
+            .export(&session.user_id, &session.device_id, state.now())
+            .await?,
+    ))
+}
+
+/// Delete your account and every row about you (signed by this session's device).
+#[utoipa::path(delete, path = "/api/me", tag = "accounts", security(("bearer" = [])),
+    request_body = DeleteAccountRequest,
+    responses((status = 204), (status = "4XX", body = ErrorResponse)))]
+pub async fn delete_me(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    ApiJson(req): ApiJson<DeleteAccountRequest>,
+) -> ApiResult<StatusCode> {
+    check_signature(
+        &session.device_key,
+        &delete_account_transcript(&session.user_id.0, &session.device_key),
+        &req.signature,
+    )?;
+    let changed = state
+        .store
+        .delete_account(&session.user_id, state.now())
+        .await?;
+    for access in changed {
+        state.announce(access);
+    }
+    tracing::info!(user = session.user_id.short(), "account deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 

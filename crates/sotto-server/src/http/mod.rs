@@ -130,7 +130,12 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::challenge))
         .routes(routes!(accounts::login))
         .routes(routes!(accounts::logout))
-        .routes(routes!(accounts::me, accounts::update_me))
+        .routes(routes!(
+            accounts::me,
+            accounts::update_me,
+            accounts::delete_me
+        ))
+        .routes(routes!(accounts::export))
         .routes(routes!(accounts::devices, accounts::add_device))
         .routes(routes!(accounts::revoke_device))
         .routes(routes!(accounts::create_invite))

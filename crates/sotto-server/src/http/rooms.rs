@@ -16,7 +16,7 @@ use crate::rooms::Action;
 use crate::store::RoomAccess;
 
 impl AppState {
-    fn announce(&self, access: RoomAccess) -> RoomView {
+    pub(crate) fn announce(&self, access: RoomAccess) -> RoomView {
         let view = access.view.clone();
         self.bus.publish(RoomEvent {
             view: access.view,

@@ -11,10 +11,12 @@
 mod accounts;
 mod follows;
 mod invites;
+mod privacy;
 mod rooms;
 
 pub use accounts::{AuthedSession, NewAccount};
 pub use invites::InviteRedemption;
+pub use privacy::Purged;
 pub use rooms::{MemberRow, RoomAccess};
 
 use std::path::Path;
@@ -78,7 +80,8 @@ impl Store {
                         Box::pin(async move {
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 15000;",
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 15000; \
+                                 PRAGMA secure_delete = ON;",
                             )
                             .await?;
                             Ok(())
