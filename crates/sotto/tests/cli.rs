@@ -21,9 +21,11 @@ fn serve(data: &Path, extra: &[&str], until: &str) -> Serve {
         .arg(data)
         .args(["--http", "127.0.0.1:0"])
         .args(extra)
-        .env("SOTTO_LOG", "warn")
+        .env_remove("SOTTO_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(data.with_extension("log")).unwrap(),
+        ))
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -258,6 +260,25 @@ fn serve_register_follow_and_rooms() {
         "{err}"
     );
     stop(server);
+
+    // The server's log at its default level names no user, room, invite or address.
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(
+        log.contains("account created"),
+        "the log was captured: {log}"
+    );
+    for secret in [
+        "alice",
+        "bob",
+        "Hello world",
+        code.as_str(),
+        room.as_str(),
+        "127.0.0.1",
+    ] {
+        assert!(!log.contains(secret), "the log contains {secret:?}:\n{log}");
+    }
+    let invite_code = invite_url.rsplit('/').next().unwrap();
+    assert!(!log.contains(invite_code));
 
     // Restarted with accounts: no new admin invite.
     let server = serve(&data, &[], "sotto is serving at");
