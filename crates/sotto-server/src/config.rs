@@ -56,6 +56,11 @@ pub struct ServerConfig {
     pub ended_room_retention: Duration,
     /// How often the retention task runs.
     pub retention_interval: Duration,
+    /// A participant not seen for this long (no open session channel
+    /// following the room, no action) leaves the room.
+    pub presence_ttl: Duration,
+    /// How often an open session channel marks its user present.
+    pub presence_refresh: Duration,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -74,6 +79,8 @@ impl ServerConfig {
             bootstrap_invite_ttl: Duration::from_secs(7 * 24 * 3600),
             ended_room_retention: Duration::from_secs(24 * 3600),
             retention_interval: Duration::from_secs(600),
+            presence_ttl: Duration::from_secs(90),
+            presence_refresh: Duration::from_secs(20),
             clock: Arc::new(SystemClock),
         }
     }

@@ -71,9 +71,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .map_err(|e| anyhow::anyhow!("{}", e.message))?
         .then(|| state.invite_url(&code));
 
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (shutdown, signal) = oneshot::channel::<()>();
-    let retention = tokio::spawn(retention_task(store.clone(), config.clone()));
+    let retention = tokio::spawn(retention_task(state.clone()));
     let pinned_cert = tls
         .as_ref()
         .map(|t| (t.ca_path.clone(), t.fingerprint.clone()));
@@ -117,15 +117,19 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// Deletes expired sessions, challenges, invites and long-ended rooms, now
-/// and then every `retention_interval`.
-async fn retention_task(store: Store, config: Arc<ServerConfig>) {
+/// Deletes expired sessions, challenges, invites and long-ended rooms, and
+/// takes absent participants out of live rooms, now and then every
+/// `retention_interval`.
+async fn retention_task(state: AppState) {
+    let config = state.config.clone();
     let keep = i64::try_from(config.ended_room_retention.as_millis()).unwrap_or(i64::MAX / 2);
+    let presence_ttl = i64::try_from(config.presence_ttl.as_millis()).unwrap_or(i64::MAX / 2);
     let mut ticks = tokio::time::interval(config.retention_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match store.purge_expired(config.clock.now_ms(), keep).await {
+        let now = config.clock.now_ms();
+        match state.store.purge_expired(now, keep).await {
             Ok(p) if p != Default::default() => tracing::info!(
                 sessions = p.sessions,
                 challenges = p.challenges,
@@ -135,6 +139,27 @@ async fn retention_task(store: Store, config: Arc<ServerConfig>) {
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(code = e.code.as_str(), "retention pass failed"),
+        }
+        let absent = match state
+            .store
+            .absent_members(now.saturating_sub(presence_ttl))
+            .await
+        {
+            Ok(absent) => absent,
+            Err(e) => {
+                tracing::warn!(code = e.code.as_str(), "presence pass failed");
+                continue;
+            }
+        };
+        for (room, user) in absent {
+            // Leaving hands the stage over and ends an empty one, as if they had left.
+            if let Ok(access) = state
+                .store
+                .act(&room, &user, crate::rooms::Action::Leave, None, now)
+                .await
+            {
+                state.announce(access);
+            }
         }
     }
 }

@@ -253,6 +253,8 @@ async fn retention_deletes_expired_sessions_and_ended_rooms() {
         cfg.retention_interval = Duration::from_millis(50);
         cfg.ended_room_retention = Duration::from_secs(24 * 3600);
         cfg.session_ttl = Duration::from_secs(48 * 3600);
+        // Presence is tested on its own below.
+        cfg.presence_ttl = Duration::from_secs(365 * 24 * 3600);
     })
     .await;
     let (alice, profile) = srv.user("alice").await;
@@ -316,4 +318,66 @@ async fn wait_until(store: &sotto_server::Store, sql: &'static str, want: i64) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("{sql} never reached {want}");
+}
+
+#[tokio::test]
+async fn absent_participants_leave_live_rooms() {
+    let clock = ManualClock::new();
+    let c2 = clock.clone();
+    let srv = TestServer::start_with(Db::Sqlite, move |cfg| {
+        cfg.clock = c2;
+        cfg.retention_interval = Duration::from_millis(50);
+        cfg.presence_ttl = Duration::from_secs(90);
+        cfg.presence_refresh = Duration::from_secs(3600);
+    })
+    .await;
+    let (alice, _) = srv.user("alice").await;
+    let (bob, _) = srv.user("bob").await;
+    let alice_id = alice.me().await.unwrap().id;
+    let bob_id = bob.me().await.unwrap().id;
+    let room = alice
+        .create_room("Presence", RoomKind::Open, None)
+        .await
+        .unwrap();
+    bob.join(&room.id).await.unwrap();
+    let mut channel = sotto_client::Channel::connect(&alice).await.unwrap();
+    channel.subscribe(&room.id).await.unwrap();
+    channel.next(Duration::from_secs(5)).await.unwrap();
+
+    // Alice's open channel keeps her present; Bob has no channel and does nothing.
+    clock.advance(Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        alice.room(&room.id).await.unwrap().members.len(),
+        2,
+        "nobody is absent for 90 s yet"
+    );
+    channel.subscribe(&room.id).await.unwrap();
+    channel.next(Duration::from_secs(5)).await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    let left = channel
+        .wait_for(Duration::from_secs(5), |m| {
+            matches!(m, sotto_proto::channel::ServerMessage::RoomState { room } if room.members.iter().all(|x| x.user_id != bob_id))
+        })
+        .await;
+    assert!(
+        left.is_ok(),
+        "Bob, absent for 120 s, was taken out: {left:?}"
+    );
+    let view = alice.room(&room.id).await.unwrap();
+    assert_eq!(view.members.len(), 1);
+    assert_eq!(view.members[0].user_id, alice_id);
+    assert!(!view.ended);
+
+    // When the host is gone too, the stage is empty and the room ends.
+    channel.close().await;
+    clock.advance(Duration::from_secs(100));
+    let store = srv.store().clone();
+    wait_until(
+        &store,
+        "SELECT COUNT(*) FROM rooms WHERE ended_at IS NULL",
+        0,
+    )
+    .await;
+    srv.stop().await;
 }

@@ -74,6 +74,9 @@ struct ServeArgs {
     /// Registrations and logins allowed per client address per minute (0: no limit).
     #[arg(long, default_value_t = 30)]
     auth_rate_limit: u32,
+    /// How long an ended room's roster, bans and access list are kept (e.g. 24h, 0s).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    ended_room_retention: Duration,
 }
 
 #[derive(Subcommand)]
@@ -127,6 +130,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.http = args.http;
     config.public_url = args.public_url;
     config.auth_per_minute = args.auth_rate_limit;
+    config.ended_room_retention = args.ended_room_retention;
     config.tls = match (args.tls_cert, args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => TlsSetting::Files { cert, key },
         (_, _, true) => TlsSetting::SelfSigned,

@@ -108,8 +108,14 @@ async fn hello(socket: &mut WebSocket, state: &AppState) -> Option<UserId> {
 impl Channel {
     async fn serve(&mut self) {
         let mut events = self.state.bus.subscribe();
+        let mut presence = tokio::time::interval(self.state.config.presence_refresh);
         loop {
             tokio::select! {
+                _ = presence.tick() => {
+                    let rooms: Vec<RoomId> = self.rooms.iter().cloned().collect();
+                    // A failed refresh is retried at the next tick.
+                    let _ = self.state.store.touch_presence(&rooms, &self.user, self.state.now()).await;
+                }
                 incoming = self.socket.recv() => match incoming {
                     Some(Ok(Message::Text(text))) => {
                         self.state.metrics.channel_messages_in.fetch_add(1, Ordering::Relaxed);
@@ -176,6 +182,14 @@ impl Channel {
                             .await;
                     }
                     Err(e) => return self.refuse(e.code, e.message).await,
+                }
+                let touched = self
+                    .state
+                    .store
+                    .touch_presence(std::slice::from_ref(&room_id), &self.user, self.state.now())
+                    .await;
+                if let Err(e) = touched {
+                    return self.refuse(e.code, e.message).await;
                 }
                 match self.state.store.room_for(&room_id, &self.user).await {
                     Ok(room) => {

@@ -96,7 +96,7 @@ pub async fn join(
 ) -> ApiResult<Json<RoomView>> {
     let access = state
         .store
-        .join_room(&RoomId(room_id), &session.user_id)
+        .join_room(&RoomId(room_id), &session.user_id, state.now())
         .await?;
     Ok(Json(state.announce(access)))
 }

@@ -51,10 +51,11 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO room_members (room_id, user_id, role, joined_seq) VALUES ($1, $2, 'host', 1)",
+            "INSERT INTO room_members (room_id, user_id, role, joined_seq, last_seen) VALUES ($1, $2, 'host', 1, $3)",
         )
         .bind(id.0.clone())
         .bind(creator.0.clone())
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         let view = load_view(&mut tx, id).await?;
@@ -88,7 +89,12 @@ impl Store {
         Ok(row.is_some())
     }
 
-    pub async fn join_room(&self, room: &RoomId, user: &UserId) -> Result<RoomAccess, ApiError> {
+    pub async fn join_room(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        now: i64,
+    ) -> Result<RoomAccess, ApiError> {
         let mut tx = self.begin_write().await?;
         let (version, kind) = lock_live_room(&mut tx, room).await?;
         let banned = sqlx::query("SELECT 1 FROM room_bans WHERE room_id = $1 AND user_id = $2")
@@ -102,13 +108,16 @@ impl Store {
         if member(&mut tx, room, user).await?.is_none() {
             may_enter(&mut tx, room, kind, user).await?;
             sqlx::query(
-                "INSERT INTO room_members (room_id, user_id, role, joined_seq) VALUES ($1, $2, 'listener', $3)",
+                "INSERT INTO room_members (room_id, user_id, role, joined_seq, last_seen) VALUES ($1, $2, 'listener', $3, $4)",
             )
             .bind(room.0.clone())
             .bind(user.0.clone())
             .bind(version)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
+        } else {
+            touch(&mut tx, room, user, now).await?;
         }
         let view = load_view(&mut tx, room).await?;
         tx.commit().await?;
@@ -132,6 +141,7 @@ impl Store {
         let actor_row = member(&mut tx, room, actor)
             .await?
             .ok_or(ErrorCode::NotInRoom)?;
+        touch(&mut tx, room, actor, now).await?;
         let target_row = match target {
             Some(t) if t != actor => {
                 if !t.is_well_formed() {
@@ -187,6 +197,41 @@ impl Store {
         let view = load_view(&mut tx, room).await?;
         tx.commit().await?;
         Ok(RoomAccess { view, departed })
+    }
+
+    /// An open session channel keeps its user present in the rooms it follows.
+    pub async fn touch_presence(
+        &self,
+        rooms: &[RoomId],
+        user: &UserId,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        for room in rooms {
+            sqlx::query(
+                "UPDATE room_members SET last_seen = $3 WHERE room_id = $1 AND user_id = $2",
+            )
+            .bind(room.0.clone())
+            .bind(user.0.clone())
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Participants of live rooms not seen since `before`.
+    pub async fn absent_members(&self, before: i64) -> Result<Vec<(RoomId, UserId)>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT m.room_id, m.user_id FROM room_members m JOIN rooms r ON r.id = m.room_id \
+             WHERE r.ended_at IS NULL AND m.last_seen < $1 ORDER BY m.room_id, m.joined_seq",
+        )
+        .bind(before)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (RoomId(r.get(0)), UserId(r.get(1))))
+            .collect())
     }
 
     /// Lets a user into a closed room (moderators only).
@@ -305,6 +350,17 @@ impl Store {
         });
         Ok(out)
     }
+}
+
+/// Marks a participant as present now.
+async fn touch(tx: &mut Tx, room: &RoomId, user: &UserId, now: i64) -> Result<(), ApiError> {
+    sqlx::query("UPDATE room_members SET last_seen = $3 WHERE room_id = $1 AND user_id = $2")
+        .bind(room.0.clone())
+        .bind(user.0.clone())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Bumps the room's version, which also serializes every change to one room
