@@ -114,24 +114,7 @@ async fn login_challenges_are_single_use_and_signed() {
 
     // Answer a challenge by hand, then replay the same answer.
     let http = raw_http();
-    let challenge: sotto_proto::api::ChallengeResponse = http
-        .post(format!("{}/api/auth/challenge", srv.url))
-        .json(&serde_json::json!({ "device_public_key": profile.public_key().to_base64() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let nonce = sotto_proto::keys::decode_b64(&challenge.nonce).unwrap();
-    let good = LoginRequest {
-        challenge_id: challenge.challenge_id.clone(),
-        signature: profile.sign(&sotto_proto::keys::login_transcript(
-            &challenge.challenge_id,
-            &nonce,
-            &profile.public_key(),
-        )),
-    };
+    let good = signed_login(&http, &srv.url, &profile, &profile).await;
     let first = http
         .post(format!("{}/api/auth/login", srv.url))
         .json(&good)
@@ -151,24 +134,7 @@ async fn login_challenges_are_single_use_and_signed() {
 
     // A signature by another key over the right transcript.
     let other = Profile::open_or_create(&srv.dir.path().join("other-key")).unwrap();
-    let challenge: sotto_proto::api::ChallengeResponse = http
-        .post(format!("{}/api/auth/challenge", srv.url))
-        .json(&serde_json::json!({ "device_public_key": profile.public_key().to_base64() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let nonce = sotto_proto::keys::decode_b64(&challenge.nonce).unwrap();
-    let forged = LoginRequest {
-        challenge_id: challenge.challenge_id.clone(),
-        signature: other.sign(&sotto_proto::keys::login_transcript(
-            &challenge.challenge_id,
-            &nonce,
-            &profile.public_key(),
-        )),
-    };
+    let forged = signed_login(&http, &srv.url, &profile, &other).await;
     let r = http
         .post(format!("{}/api/auth/login", srv.url))
         .json(&forged)
@@ -423,4 +389,31 @@ async fn first_start_invite_only_on_an_empty_database() {
         "accounts exist: no new admin invite"
     );
     second.shutdown().await.unwrap();
+}
+
+/// Asks for a challenge for `profile`'s key and answers it with `signer`'s signature.
+async fn signed_login(
+    http: &reqwest::Client,
+    url: &str,
+    profile: &Profile,
+    signer: &Profile,
+) -> LoginRequest {
+    let challenge: sotto_proto::api::ChallengeResponse = http
+        .post(format!("{url}/api/auth/challenge"))
+        .json(&serde_json::json!({ "device_public_key": profile.public_key().to_base64() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let nonce = sotto_proto::keys::decode_b64(&challenge.nonce).unwrap();
+    LoginRequest {
+        signature: signer.sign(&sotto_proto::keys::login_transcript(
+            &challenge.challenge_id,
+            &nonce,
+            &profile.public_key(),
+        )),
+        challenge_id: challenge.challenge_id,
+    }
 }

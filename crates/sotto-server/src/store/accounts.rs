@@ -66,15 +66,14 @@ impl Store {
             now,
         )
         .await?;
-        sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, device_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        insert_session(
+            &mut tx,
+            &new.token_hash,
+            &new.user_id,
+            &new.device_id,
+            new.session_expires_at,
+            now,
         )
-        .bind(new.token_hash.clone())
-        .bind(new.user_id.0.clone())
-        .bind(new.device_id.0.clone())
-        .bind(now)
-        .bind(new.session_expires_at)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(())
@@ -154,16 +153,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, device_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(token_hash.to_vec())
-        .bind(user.0.clone())
-        .bind(device.0.clone())
-        .bind(now)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_session(&mut tx, token_hash, user, device, expires_at, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -348,4 +338,25 @@ async fn insert_device(
         Err(e) if is_unique_violation(&e) => Err(ErrorCode::DeviceKeyTaken.into()),
         other => other.map(|_| ()).map_err(Into::into),
     }
+}
+
+async fn insert_session(
+    tx: &mut super::Tx,
+    token_hash: &[u8],
+    user: &UserId,
+    device: &DeviceId,
+    expires_at: i64,
+    now: i64,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, device_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token_hash.to_vec())
+    .bind(user.0.clone())
+    .bind(device.0.clone())
+    .bind(now)
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
