@@ -180,7 +180,8 @@ impl Store {
     }
 
     /// Deletes what has outlived its purpose: expired or revoked sessions,
-    /// expired challenges and invites, and rooms that ended more than
+    /// expired challenges and invites (a used-up invite stays until it expires,
+    /// so it keeps answering "used up"), and rooms that ended more than
     /// `ended_room_retention_ms` ago (with their rosters, bans and access lists).
     pub async fn purge_expired(
         &self,
@@ -201,11 +202,7 @@ impl Store {
         )
         .await?;
         let challenges = run("DELETE FROM login_challenges WHERE expires_at <= $1", now).await?;
-        let invites = run(
-            "DELETE FROM invites WHERE expires_at <= $1 OR uses_left <= 0",
-            now,
-        )
-        .await?;
+        let invites = run("DELETE FROM invites WHERE expires_at <= $1", now).await?;
         let cutoff = now.saturating_sub(ended_room_retention_ms);
         for sql in [
             "DELETE FROM room_members WHERE room_id IN (SELECT id FROM rooms WHERE ended_at IS NOT NULL AND ended_at <= $1)",
