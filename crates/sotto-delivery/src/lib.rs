@@ -10,8 +10,11 @@
 //! - the order of handshake messages per room: the **first valid commit per
 //!   epoch wins**, any later commit for the same epoch is refused with
 //!   [`DeliveryError::StaleEpoch`] and its sender rebases;
-//! - the latest GroupInfo a committer uploaded, and the ratchet tree that new
-//!   stage members need (it is *not* put inside Welcome messages);
+//! - the latest GroupInfo a committer uploaded — stored only if it matches
+//!   the state the accepted commits produced (signer, group context with the
+//!   confirmed transcript hash, confirmation tag:
+//!   [`RoomDelivery::set_group_info`]) — and the ratchet tree that new stage
+//!   members need (it is *not* put inside Welcome messages);
 //! - KeyPackages uploaded by devices ([`KeyPackageStore`]), validated on upload;
 //! - sealed audience-key deliveries, relayed as opaque bytes ([`SealedMailbox`]).
 //!

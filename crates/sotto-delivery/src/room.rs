@@ -56,6 +56,11 @@ impl std::fmt::Debug for RoomDelivery {
     }
 }
 
+fn encode(v: &impl tls_codec::Serialize) -> Result<Vec<u8>, DeliveryError> {
+    v.tls_serialize_detached()
+        .map_err(|e| DeliveryError::Internal(e.to_string()))
+}
+
 fn parse(bytes: &[u8]) -> Result<MlsMessageBodyIn, DeliveryError> {
     if bytes.len() > MAX_HANDSHAKE_LEN {
         return Err(DeliveryError::TooLarge {
@@ -198,12 +203,47 @@ impl RoomDelivery {
     }
 
     /// Store the GroupInfo a committer uploaded after its commit was
-    /// accepted. It must name the current group and epoch.
+    /// accepted (`CommitOut::group_info` in `sotto-e2ee`). It must match the
+    /// state the accepted commits produced, exactly:
+    ///
+    /// - its signer is a current member and the signature verifies (checked
+    ///   by importing it against the service's own ratchet tree, which also
+    ///   checks the tree hash);
+    /// - its whole group context equals the service's: group id, epoch,
+    ///   tree hash, **confirmed transcript hash** and extensions (the
+    ///   external senders);
+    /// - its confirmation tag is the one of the accepted commit.
+    ///
+    /// So a GroupInfo of a losing commit of the same epoch, of another
+    /// epoch, or altered in any signed field, is refused with
+    /// [`DeliveryError::GroupInfoMismatch`]. What the service cannot check:
+    /// the `external_pub` extension and the confirmation tag's derivation,
+    /// which come from epoch secrets it does not hold (joiners check the tag
+    /// against the key schedule themselves).
     pub fn set_group_info(&mut self, bytes: &[u8]) -> Result<(), DeliveryError> {
         let MlsMessageBodyIn::GroupInfo(vgi) = parse(bytes)? else {
             return Err(DeliveryError::Malformed("not a group info".into()));
         };
         if vgi.group_id() != self.group.group_id() || vgi.epoch().as_u64() != self.epoch() {
+            return Err(DeliveryError::GroupInfoMismatch);
+        }
+        // Import it into a scratch public group built from our own tree: this
+        // verifies the signature by the signer's leaf and the tree hash, and
+        // never touches the service's storage.
+        let tree = RatchetTreeIn::tls_deserialize_exact(self.ratchet_tree()?)
+            .map_err(|e| DeliveryError::Internal(e.to_string()))?;
+        let scratch = OpenMlsRustCrypto::default();
+        let (theirs, _) = PublicGroup::from_external(
+            scratch.crypto(),
+            scratch.storage(),
+            tree,
+            vgi,
+            ProposalStore::new(),
+        )
+        .map_err(|_| DeliveryError::GroupInfoMismatch)?;
+        if encode(theirs.group_context())? != encode(self.group.group_context())?
+            || encode(theirs.confirmation_tag())? != encode(self.group.confirmation_tag())?
+        {
             return Err(DeliveryError::GroupInfoMismatch);
         }
         self.group_info = bytes.to_vec();

@@ -10,7 +10,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sotto_delivery::{RoomDelivery, ServerProposer};
 use sotto_e2ee::{
-    audience::{Distributor, JoinRequest, Listener, RoomKind, SEALED_DELIVERY_LEN},
+    audience::{
+        Distributor, JoinRequest, Listener, RoomKind, SEALED_DELIVERY_LEN, key_statement_len,
+        sign_key_statement,
+    },
     frame::{FrameSender, KeyRing, Suite},
     identity::DeviceIdentity,
     invitation::{VerifiedInvitation, create_invitation},
@@ -45,7 +48,8 @@ fn bench_admission(rng: &mut ChaCha20Rng, n: usize) {
         },
         [9; 32],
     );
-    let mut d = Distributor::new(ROOM, RoomKind::Open, key);
+    let signer = DeviceIdentity::generate(rng, b"host", "d");
+    let mut d = Distributor::new(ROOM, RoomKind::Open, key, &signer);
     let reqs = requests(rng, n);
     let t = Instant::now();
     let mut sealed = Vec::with_capacity(n);
@@ -62,17 +66,23 @@ fn bench_admission(rng: &mut ChaCha20Rng, n: usize) {
         us(dt, n)
     );
     let mut total = Duration::ZERO;
+    let mut verify = Duration::ZERO;
+    let trusted = [signer.public()];
     for ((id, _, keys), s) in reqs.into_iter().zip(sealed) {
         let mut l = Listener::new(ROOM, &id.public(), keys, Suite::CompactAudio, 1000);
         let t = Instant::now();
-        l.open(0, &s.bytes).unwrap();
+        let stmt = l.verify_statement(d.statement(), &trusted).unwrap();
+        verify += t.elapsed();
+        l.open(0, &s.bytes, &stmt).unwrap();
         total += t.elapsed();
     }
     println!(
-        "admission: listener open per delivery: {:.1} µs; join request {} bytes, sealed delivery {} bytes",
+        "admission: listener verify key statement + open per delivery: {:.1} µs (of which statement verify {:.1} µs); join request {} bytes, sealed delivery {} bytes, key statement {} bytes (once per generation)",
         us(total, n),
+        us(verify, n),
         4 + 2 + ROOM.len() + 32 + 32 + 8 + 64,
-        SEALED_DELIVERY_LEN
+        SEALED_DELIVERY_LEN,
+        key_statement_len(ROOM.len())
     );
 }
 
@@ -84,7 +94,8 @@ fn bench_rotation(rng: &mut ChaCha20Rng, n: usize) {
         },
         [9; 32],
     );
-    let mut d = Distributor::new(ROOM, RoomKind::Open, key);
+    let signer = DeviceIdentity::generate(rng, b"host", "d");
+    let mut d = Distributor::new(ROOM, RoomKind::Open, key, &signer);
     for (id, req, _) in requests(rng, n) {
         let v = JoinRequest::parse(&req)
             .unwrap()
@@ -100,12 +111,18 @@ fn bench_rotation(rng: &mut ChaCha20Rng, n: usize) {
         [10; 32],
     );
     let t = Instant::now();
-    let out = d.rotate(next.clone()).unwrap();
+    let out = d.rotate(next.clone(), &signer).unwrap();
     let dt = t.elapsed();
     let bytes: usize = out
+        .deliveries
         .iter()
         .map(|s| s.bytes.len() + s.recipient.0.len())
         .sum();
+    let t3 = Instant::now();
+    for _ in 0..100 {
+        std::hint::black_box(sign_key_statement(&signer, ROOM, &next));
+    }
+    let sign = t3.elapsed();
     let t2 = Instant::now();
     let half: usize = (0..2)
         .map(|i| d.seal_shard(&next, i, 2).unwrap().len())
@@ -114,13 +131,15 @@ fn bench_rotation(rng: &mut ChaCha20Rng, n: usize) {
     let _ = half;
     let dt2 = t2.elapsed();
     println!(
-        "rotation: {n} listeners: {:.0} ms one distributor ({:.1} µs/listener), {} bytes/listener incl. 32-byte mailbox id ({} sealed only), total {:.2} MB; two shards sequentially {:.0} ms",
+        "rotation: {n} listeners: {:.0} ms one distributor incl. the one key-statement signature ({:.1} µs/listener), {} bytes/listener incl. 32-byte mailbox id ({} sealed only), total {:.2} MB + one {}-byte statement; two shards sequentially {:.0} ms; key statement alone {:.1} µs",
         dt.as_secs_f64() * 1e3,
         us(dt, n),
         bytes / n.max(1),
         SEALED_DELIVERY_LEN,
         bytes as f64 / 1e6,
-        dt2.as_secs_f64() * 1e3
+        out.statement.len(),
+        dt2.as_secs_f64() * 1e3,
+        us(sign, 100)
     );
 }
 
@@ -215,8 +234,13 @@ fn build_stage(rng: &mut ChaCha20Rng, n: usize) -> Stage {
 
 fn bench_stage(rng: &mut ChaCha20Rng, n: usize, rounds: usize) {
     let mut s = build_stage(rng, n);
-    let (mut create, mut ds_t, mut proc_t, mut bytes) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0);
+    let (mut create, mut ds_t, mut gi_t, mut proc_t, mut bytes) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        0,
+    );
     for r in 0..rounds {
         let c = (r * 7) % n;
         let t = Instant::now();
@@ -226,6 +250,9 @@ fn bench_stage(rng: &mut ChaCha20Rng, n: usize, rounds: usize) {
         let t = Instant::now();
         s.ds.handle_handshake(&out.commit).unwrap();
         ds_t += t.elapsed();
+        let t = Instant::now();
+        s.ds.set_group_info(&out.group_info).unwrap();
+        gi_t += t.elapsed();
         s.authors.push(c);
         s.members[c].commit_accepted(0).unwrap();
         let other = (c + 1) % n;
@@ -247,10 +274,11 @@ fn bench_stage(rng: &mut ChaCha20Rng, n: usize, rounds: usize) {
     s.members[1].handle_message(0, &out.commit).unwrap();
     let rm_proc = t.elapsed();
     println!(
-        "stage {n} members: self-update commit {:.2} ms to create, {} bytes, {:.2} ms DS validate+merge, {:.2} ms to process per member; remove-one commit {:.2} ms create, {} bytes, {:.2} ms process",
+        "stage {n} members: self-update commit {:.2} ms to create (incl. GroupInfo), {} bytes, {:.2} ms DS validate+merge, {:.2} ms DS GroupInfo check, {:.2} ms to process per member; remove-one commit {:.2} ms create, {} bytes, {:.2} ms process",
         create.as_secs_f64() * 1e3 / rounds as f64,
         bytes / rounds,
         ds_t.as_secs_f64() * 1e3 / rounds as f64,
+        gi_t.as_secs_f64() * 1e3 / rounds as f64,
         proc_t.as_secs_f64() * 1e3 / rounds as f64,
         rm_create.as_secs_f64() * 1e3,
         out.commit.len(),
@@ -268,7 +296,8 @@ fn bench_sframe(n: usize) {
     );
     let payload = [0xa5u8; 80];
     for suite in [Suite::CompactAudio, Suite::Gcm128] {
-        let mut s = FrameSender::new(suite, &key, 3).unwrap();
+        // leaf 49: the 50th stage member
+        let mut s = FrameSender::new(suite, &key, 49).unwrap();
         let mut ring = KeyRing::new(suite, 1000);
         ring.install(key.clone(), 0);
         let mut frames = Vec::with_capacity(n);
@@ -293,7 +322,7 @@ fn bench_sframe(n: usize) {
             .min()
             .unwrap_or(0);
         println!(
-            "sframe {suite:?}: 80-byte frame encrypt {:.0} ns, decrypt {:.0} ns (incl. replay window), overhead {min_over}-{max_over} bytes over {n} frames",
+            "sframe {suite:?}: 80-byte frame encrypt {:.0} ns, decrypt {:.0} ns (incl. replay window), overhead {min_over}-{max_over} bytes over {n} frames of stage leaf 49",
             enc.as_secs_f64() * 1e9 / n as f64,
             dec.as_secs_f64() * 1e9 / n as f64
         );

@@ -4,9 +4,20 @@
 //! (RFC 9180 base mode, X25519 / HKDF-SHA256 / AES-128-GCM). The distributor
 //! signs the roster of admitted listeners.
 //!
+//! HPKE base mode says nothing about *who* sealed, and the server sees every
+//! listener's HPKE public key. So once per generation the distributor signs
+//! a **key statement** with its identity key: (room, generation, its
+//! identity, a commitment to the secret — [`AudienceKey::commitment`]). It
+//! is broadcast once, not per listener; a listener installs a key it opened
+//! only if the key's commitment matches a statement signed by a stage member
+//! for that room and generation ([`Listener::open`]). The distributor's cost
+//! per listener stays one HPKE seal.
+//!
 //! Types carry the checks: a [`JoinRequest`] must become a
 //! [`VerifiedJoinRequest`] before [`Distributor::admit`] accepts it, and only
-//! `admit` makes an [`AdmittedListener`], the only thing sealed to.
+//! `admit` makes an [`AdmittedListener`], the only thing sealed to. A key
+//! statement must become a [`VerifiedKeyStatement`] before
+//! [`Listener::open`] takes it.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -19,7 +30,9 @@ use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroize;
 
 use crate::codec::{Reader, Writer};
-use crate::error::{AdmitError, FrameError, JoinRequestError, OpenError, RosterError, WireError};
+use crate::error::{
+    AdmitError, FrameError, JoinRequestError, KeyStatementError, OpenError, RosterError, WireError,
+};
 use crate::frame::{KeyRing, Suite};
 use crate::identity::{DeviceIdentity, Fingerprint, IdentityKey, MAX_ID_LEN};
 use crate::keys::{AudienceKey, KeyGeneration};
@@ -31,7 +44,8 @@ const HPKE: HpkeConfig = HpkeConfig(
     HpkeAeadType::AesGcm128,
 );
 const JOIN_DOMAIN: &[u8] = b"sotto listener join request v1\0";
-const ROSTER_DOMAIN: &[u8] = b"sotto listener roster v1\0";
+const ROSTER_DOMAIN: &[u8] = b"sotto listener roster v2\0";
+const STATEMENT_DOMAIN: &[u8] = b"sotto audience key statement v1\0";
 const SEAL_INFO: &[u8] = b"sotto audience key v1";
 
 /// Longest lifetime of a join request, in milliseconds (10 minutes).
@@ -40,6 +54,10 @@ pub const MAX_JOIN_REQUEST_TTL_MS: u64 = 10 * 60 * 1000;
 pub const SEALED_DELIVERY_LEN: usize = 4 + 8 + 4 + 32 + 48;
 /// Most listeners a roster may list.
 pub const MAX_ROSTER_LEN: usize = 100_000;
+/// Length of a key statement for a room id of `room_id_len` bytes.
+pub const fn key_statement_len(room_id_len: usize) -> usize {
+    4 + 2 + room_id_len + 8 + 4 + 32 + 32 + 64
+}
 
 /// A listener's HPKE key pair for one join. The private key is zeroized on
 /// drop and never printed.
@@ -300,6 +318,133 @@ pub fn parse_sealed(bytes: &[u8]) -> Result<SealedParts, WireError> {
     })
 }
 
+fn statement_signed_part(
+    room_id: &[u8],
+    g: KeyGeneration,
+    signer: &[u8; 32],
+    commitment: &[u8; 32],
+) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.raw(b"SKS1")
+        .bytes16(room_id)
+        .u64(g.epoch)
+        .u32(g.rotation)
+        .raw(signer)
+        .raw(commitment);
+    w.buf
+}
+
+/// Sign the key statement of `key` for `room_id`: one Ed25519 signature per
+/// generation, broadcast to every listener (the sealed deliveries are not
+/// signed one by one). [`Distributor::rotate`] does this; co-distributors
+/// sealing with [`Distributor::seal_shard`] may sign their own or relay the
+/// lead distributor's.
+pub fn sign_key_statement(signer: &DeviceIdentity, room_id: &[u8], key: &AudienceKey) -> Vec<u8> {
+    let mut bytes = statement_signed_part(
+        room_id,
+        key.generation(),
+        &signer.public().to_bytes(),
+        &key.commitment(room_id),
+    );
+    let sig = signer.sign(STATEMENT_DOMAIN, &bytes);
+    bytes.extend_from_slice(&sig);
+    bytes
+}
+
+/// A key statement whose signature, signer and room were checked: a stage
+/// member vouches that the secret of `generation` has this commitment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedKeyStatement {
+    room_id: Vec<u8>,
+    signer: IdentityKey,
+    generation: KeyGeneration,
+    commitment: [u8; 32],
+}
+
+impl VerifiedKeyStatement {
+    /// Parse and verify a key statement: signed by one of `trusted` (the
+    /// room's stage members, as for rosters), for `room_id`. Fuzzed.
+    pub fn verify(
+        bytes: &[u8],
+        room_id: &[u8],
+        trusted: &[IdentityKey],
+    ) -> Result<Self, KeyStatementError> {
+        let mut r = Reader::new(bytes);
+        r.magic(b"SKS1")?;
+        let room = r.bytes16(MAX_ID_LEN)?;
+        let epoch = r.u64()?;
+        let rotation = r.u32()?;
+        let signer = r.array::<32>()?;
+        let commitment = r.array::<32>()?;
+        let signed_len = bytes.len().saturating_sub(64);
+        let sig = r.array::<64>()?;
+        r.finish()?;
+        let signer = IdentityKey::from_bytes(&signer).ok_or(KeyStatementError::BadSignature)?;
+        if !trusted.contains(&signer) {
+            return Err(KeyStatementError::UntrustedSigner);
+        }
+        if !signer.verify(STATEMENT_DOMAIN, &bytes[..signed_len], &sig) {
+            return Err(KeyStatementError::BadSignature);
+        }
+        if room != room_id {
+            return Err(KeyStatementError::WrongRoom);
+        }
+        Ok(Self {
+            room_id: room.to_vec(),
+            signer,
+            generation: KeyGeneration { epoch, rotation },
+            commitment,
+        })
+    }
+
+    /// The stage member who signed it.
+    pub fn signer(&self) -> &IdentityKey {
+        &self.signer
+    }
+
+    /// The generation it vouches for.
+    pub fn generation(&self) -> KeyGeneration {
+        self.generation
+    }
+}
+
+/// What a rotation produces: one key statement for everyone, one sealed
+/// delivery per remaining listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The signed key statement of the new generation: broadcast it to every
+    /// listener (once, not per listener).
+    pub statement: Vec<u8>,
+    /// One sealed delivery per remaining listener.
+    pub deliveries: Vec<SealedDelivery>,
+}
+
+/// The order of rosters, the same for every distributor of a room: the key
+/// generation (stage epoch, then rotation counter — which all stage members
+/// agree on) and a sequence number within that generation. A successor
+/// distributor therefore continues where its predecessor stopped as soon as
+/// it rotates (and a change of distributor by host succession is a stage
+/// epoch change, which rotates), or after [`Distributor::resume_after`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RosterVersion {
+    /// Stage epoch of the generation the roster describes.
+    pub epoch: u64,
+    /// Rotation counter of that generation.
+    pub rotation: u32,
+    /// Roster number within the generation (from 1).
+    pub seq: u64,
+}
+
+impl RosterVersion {
+    /// The key generation of this version.
+    pub fn generation(&self) -> KeyGeneration {
+        KeyGeneration {
+            epoch: self.epoch,
+            rotation: self.rotation,
+        }
+    }
+}
+
 /// Who may listen to a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -322,7 +467,8 @@ pub struct Distributor {
     banned: HashSet<Fingerprint>,
     listeners: BTreeMap<Fingerprint, AdmittedListener>,
     key: Option<AudienceKey>,
-    roster_version: u64,
+    statement: Vec<u8>,
+    roster_seq: u64,
 }
 
 impl std::fmt::Debug for Distributor {
@@ -340,8 +486,10 @@ impl std::fmt::Debug for Distributor {
 }
 
 impl Distributor {
-    /// A distributor for `room_id` holding `key` (from the stage group).
-    pub fn new(room_id: &[u8], kind: RoomKind, key: AudienceKey) -> Self {
+    /// A distributor for `room_id` holding `key` (from the stage group),
+    /// signing key statements as `signer` (its stage identity).
+    pub fn new(room_id: &[u8], kind: RoomKind, key: AudienceKey, signer: &DeviceIdentity) -> Self {
+        let statement = sign_key_statement(signer, room_id, &key);
         Self {
             room_id: room_id.to_vec(),
             kind,
@@ -350,8 +498,15 @@ impl Distributor {
             banned: HashSet::new(),
             listeners: BTreeMap::new(),
             key: Some(key),
-            roster_version: 0,
+            statement,
+            roster_seq: 0,
         }
+    }
+
+    /// The signed key statement of the current generation: send it with
+    /// every sealed delivery [`Self::admit`] returns.
+    pub fn statement(&self) -> &[u8] {
+        &self.statement
     }
 
     /// Allow a listener in a social or closed room.
@@ -415,11 +570,35 @@ impl Distributor {
         self.listeners.remove(&fp).is_some()
     }
 
-    /// Install `key` and seal it to every remaining listener.
-    pub fn rotate(&mut self, key: AudienceKey) -> Result<Vec<SealedDelivery>, AdmitError> {
-        let out = self.seal_shard(&key, 0, 1)?;
+    /// Install `key`, seal it to every remaining listener, and sign its key
+    /// statement once as `signer`. Rosters signed afterwards carry the new
+    /// generation (their sequence restarts at 1).
+    pub fn rotate(
+        &mut self,
+        key: AudienceKey,
+        signer: &DeviceIdentity,
+    ) -> Result<Rotation, AdmitError> {
+        let deliveries = self.seal_shard(&key, 0, 1)?;
+        let statement = sign_key_statement(signer, &self.room_id, &key);
+        if self.generation() != Some(key.generation()) {
+            self.roster_seq = 0;
+        }
         self.key = Some(key);
-        Ok(out)
+        self.statement = statement.clone();
+        Ok(Rotation {
+            statement,
+            deliveries,
+        })
+    }
+
+    /// Continue the roster sequence after `last`, the newest roster this
+    /// room's listeners may have seen (e.g. the predecessor's, when a stage
+    /// member takes over distribution without a rotation). Rosters of a
+    /// later generation need nothing: they are newer anyway.
+    pub fn resume_after(&mut self, last: RosterVersion) {
+        if self.generation() == Some(last.generation()) {
+            self.roster_seq = self.roster_seq.max(last.seq);
+        }
     }
 
     /// Seal `key` to the listeners of shard `index` of `count`, so that the
@@ -447,19 +626,20 @@ impl Distributor {
     }
 
     /// Sign the roster of admitted listeners with the distributor's identity.
+    /// Its version is (current generation, next sequence number).
     pub fn roster(&mut self, signer: &DeviceIdentity) -> Vec<u8> {
-        self.roster_version += 1;
+        self.roster_seq = self.roster_seq.saturating_add(1);
         let g = self.generation().unwrap_or(KeyGeneration {
             epoch: 0,
             rotation: 0,
         });
         let mut w = Writer::default();
-        w.raw(b"SRS1")
+        w.raw(b"SRS2")
             .bytes16(&self.room_id)
             .raw(&signer.public().to_bytes())
-            .u64(self.roster_version)
             .u64(g.epoch)
             .u32(g.rotation)
+            .u64(self.roster_seq)
             .u32(u32::try_from(self.listeners.len()).unwrap_or(u32::MAX));
         for fp in self.listeners.keys() {
             w.raw(&fp.0);
@@ -474,27 +654,33 @@ impl Distributor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedRoster {
     signer: IdentityKey,
-    version: u64,
-    generation: KeyGeneration,
+    version: RosterVersion,
     listeners: Vec<Fingerprint>,
 }
 
 impl VerifiedRoster {
     /// Verify a roster: signed by one of `trusted` (the room's stage members
-    /// allowed to distribute), for `room_id`, newer than `last_seen_version`.
+    /// allowed to distribute), for `room_id`, newer than `last_seen`
+    /// (`RosterVersion::default()` if none was seen). Versions are ordered
+    /// the same way whichever stage member signed them.
     pub fn verify(
         bytes: &[u8],
         room_id: &[u8],
         trusted: &[IdentityKey],
-        last_seen_version: u64,
+        last_seen: RosterVersion,
     ) -> Result<Self, RosterError> {
         let mut r = Reader::new(bytes);
-        r.magic(b"SRS1")?;
+        r.magic(b"SRS2")?;
         let room = r.bytes16(MAX_ID_LEN)?;
         let signer = r.array::<32>()?;
-        let version = r.u64()?;
         let epoch = r.u64()?;
         let rotation = r.u32()?;
+        let seq = r.u64()?;
+        let version = RosterVersion {
+            epoch,
+            rotation,
+            seq,
+        };
         let count = r.u32()? as usize;
         if count > MAX_ROSTER_LEN {
             return Err(RosterError::Malformed(WireError::TooLong));
@@ -513,10 +699,10 @@ impl VerifiedRoster {
         if room != room_id {
             return Err(RosterError::WrongRoom);
         }
-        if version <= last_seen_version {
+        if version <= last_seen {
             return Err(RosterError::Rollback {
                 got: version,
-                seen: last_seen_version,
+                seen: last_seen,
             });
         }
         let listeners = fps
@@ -530,7 +716,6 @@ impl VerifiedRoster {
         Ok(Self {
             signer,
             version,
-            generation: KeyGeneration { epoch, rotation },
             listeners,
         })
     }
@@ -539,13 +724,13 @@ impl VerifiedRoster {
     pub fn signer(&self) -> &IdentityKey {
         &self.signer
     }
-    /// Its version (monotonic per distributor).
-    pub fn version(&self) -> u64 {
+    /// Its version (monotonic across the room's distributors).
+    pub fn version(&self) -> RosterVersion {
         self.version
     }
     /// The key generation it describes.
     pub fn generation(&self) -> KeyGeneration {
-        self.generation
+        self.version.generation()
     }
     /// The listed listener fingerprints.
     pub fn listeners(&self) -> &[Fingerprint] {
@@ -564,7 +749,7 @@ pub struct Listener {
     keys: ListenerKeys,
     ring: KeyRing,
     crypto: RustCrypto,
-    roster_seen: u64,
+    roster_seen: RosterVersion,
 }
 
 impl std::fmt::Debug for Listener {
@@ -592,14 +777,37 @@ impl Listener {
             keys,
             ring: KeyRing::new(suite, grace_ms),
             crypto: RustCrypto::default(),
-            roster_seen: 0,
+            roster_seen: RosterVersion::default(),
         }
     }
 
-    /// Open a sealed delivery and install its key at `now_ms`.
-    pub fn open(&mut self, now_ms: u64, sealed: &[u8]) -> Result<KeyGeneration, OpenError> {
+    /// Verify a key statement for this listener's room against `trusted`
+    /// (the room's stage members, from the signed directory, as for
+    /// rosters).
+    pub fn verify_statement(
+        &self,
+        bytes: &[u8],
+        trusted: &[IdentityKey],
+    ) -> Result<VerifiedKeyStatement, KeyStatementError> {
+        VerifiedKeyStatement::verify(bytes, &self.room_id, trusted)
+    }
+
+    /// Open a sealed delivery and install its key at `now_ms` — only if the
+    /// key is the one a stage member vouched for in `statement` (same room
+    /// and generation, matching commitment). A key sealed by anyone else
+    /// (HPKE base mode does not say who sealed) is refused with
+    /// [`OpenError::UnauthenticatedKey`] and never installed.
+    pub fn open(
+        &mut self,
+        now_ms: u64,
+        sealed: &[u8],
+        statement: &VerifiedKeyStatement,
+    ) -> Result<KeyGeneration, OpenError> {
         let parts = parse_sealed(sealed)?;
         let g = parts.generation;
+        if statement.generation != g || statement.room_id != self.room_id {
+            return Err(OpenError::StatementMismatch);
+        }
         if self.ring.current().is_some_and(|c| g < c) && !self.ring.holds(g) {
             // Older than what we have: useless (and never a downgrade).
             return Err(OpenError::Old);
@@ -615,7 +823,11 @@ impl Listener {
             .map_err(|_| OpenError::NotForUs)?;
         let secret = Secret32::from_slice(&plain).ok_or(OpenError::NotForUs);
         plain.zeroize();
-        self.ring.install(AudienceKey::new(g, secret?), now_ms);
+        let key = AudienceKey::new(g, secret?);
+        if key.commitment(&self.room_id) != statement.commitment {
+            return Err(OpenError::UnauthenticatedKey);
+        }
+        self.ring.install(key, now_ms);
         Ok(g)
     }
 

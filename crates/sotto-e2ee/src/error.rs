@@ -166,6 +166,35 @@ pub enum OpenError {
     /// The delivery is older than a key generation already held.
     #[error("sealed delivery is older than the current key")]
     Old,
+    /// The key statement is for another generation or room than the
+    /// delivery (e.g. a statement of an earlier rotation replayed).
+    #[error("key statement does not match the sealed delivery")]
+    StatementMismatch,
+    /// The opened key is not the one a stage member signed for this
+    /// generation: someone else (e.g. the server, which sees every
+    /// listener's HPKE key) sealed it. Not installed.
+    #[error("sealed key is not the one the distributor signed")]
+    UnauthenticatedKey,
+}
+
+/// Why a key statement (the distributor's signature over a generation's
+/// secret commitment) was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyStatementError {
+    /// The bytes are not a key statement.
+    #[error("malformed key statement: {0}")]
+    Malformed(#[from] WireError),
+    /// Signed by a key that is not a stage member of the room.
+    #[error("key statement signed by a key that is not a stage member")]
+    UntrustedSigner,
+    /// The signature does not verify (forged or altered: e.g. another
+    /// generation or commitment put under a genuine signature).
+    #[error("bad key statement signature")]
+    BadSignature,
+    /// The statement is for another room.
+    #[error("key statement is for another room")]
+    WrongRoom,
 }
 
 /// Why a roster was rejected.
@@ -185,12 +214,12 @@ pub enum RosterError {
     #[error("roster is for another room")]
     WrongRoom,
     /// The roster is not newer than one already seen (rollback).
-    #[error("roster version {got} is not newer than {seen}")]
+    #[error("roster version {got:?} is not newer than {seen:?}")]
     Rollback {
         /// version received
-        got: u64,
+        got: crate::audience::RosterVersion,
         /// newest version seen
-        seen: u64,
+        seen: crate::audience::RosterVersion,
     },
 }
 

@@ -176,7 +176,7 @@ pub struct KeyRing {
     held: Vec<Held>,
     derived: HashMap<u64, (KeyGeneration, DecryptionKey)>,
     replay: HashMap<u64, ReplayWindow>,
-    /// KID tags of generations whose grace ended (at most 8, one per tag),
+    /// KID tags of generations whose grace ended (at most 4, one per tag),
     /// so that their frames get [`FrameError::StaleKeyId`] rather than
     /// [`FrameError::UnknownKeyId`] whenever they arrive.
     retired: Vec<u64>,

@@ -6,20 +6,32 @@
 //! SFrame base key ──RFC 9605 §4.4.2 (KID)──▶ sframe_key, sframe_salt
 //! ```
 //!
-//! KID layout (RFC 9605 §5.2 in spirit): `KID = leaf << 3 | tag`, where the
-//! 3-bit generation tag is `(epoch & 1) << 2 | (rotation & 3)`. With up to 32
-//! stage leaves the KID fits in one header byte, so with a counter under
-//! 65,536 (it restarts at every key change) the compact suite's overhead is
-//! at most 1 + 1 + 2 + 4 = 8 bytes.
+//! KID layout (RFC 9605 §5.2 in spirit): `KID = leaf << 2 | tag`, where the
+//! 2-bit generation tag is `(epoch & 1) << 1 | (rotation & 1)`. With up to 64
+//! stage leaves (a 50-member stage with room for churn) the KID fits in one
+//! header byte, so with a counter under 65,536 (it restarts at every key
+//! change) the compact suite's overhead is at most 1 + 1 + 2 + 4 = 8 bytes.
+//!
+//! The tag only tells a receiver which of the generations it holds (current
+//! plus those in grace) a frame uses. Consecutive generations always differ
+//! in it: a rotation flips the low bit, an epoch change (which restarts the
+//! rotation at 0) flips the high bit. A generation two changes back may share
+//! the tag of the newest (two rotations within one grace period, or two
+//! epoch changes from an even rotation): it is then dropped early (see
+//! `docs/e2ee.md`).
 
 use crate::secret::{Secret32, expand};
 
 /// MLS exporter label of the audience secret.
 pub(crate) const AUDIENCE_EXPORTER_LABEL: &str = "sotto audience v1";
 const SENDER_LABEL: &[u8] = b"sotto sframe sender v1";
+const COMMITMENT_LABEL: &[u8] = b"sotto audience key commitment v1";
 
 /// Bits of the KID that carry the generation tag.
-pub const GENERATION_BITS: u32 = 3;
+pub const GENERATION_BITS: u32 = 2;
+
+/// Stage leaves whose KID fits in one SFrame header byte (leaf < 64).
+pub const ONE_BYTE_KID_LEAVES: u32 = 1 << (8 - GENERATION_BITS);
 
 /// Which audience secret: stage epoch and rotation counter within it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,9 +43,9 @@ pub struct KeyGeneration {
 }
 
 impl KeyGeneration {
-    /// The 3-bit tag carried in the KID.
+    /// The 2-bit tag carried in the KID.
     pub fn tag(&self) -> u64 {
-        ((self.epoch & 1) << 2) | u64::from(self.rotation & 3)
+        ((self.epoch & 1) << 1) | u64::from(self.rotation & 1)
     }
 
     /// The KID a sender at `leaf` uses with this generation.
@@ -65,6 +77,24 @@ impl AudienceKey {
     /// Which generation this is.
     pub fn generation(&self) -> KeyGeneration {
         self.generation
+    }
+
+    /// A public commitment to this secret for `room_id`: HKDF-Expand of the
+    /// secret with a label, the room and the generation. It reveals nothing
+    /// of the secret, and nobody who lacks the secret can make another secret
+    /// with the same commitment, so a signature over it authenticates the
+    /// secret (see [`crate::audience::VerifiedKeyStatement`]).
+    pub fn commitment(&self, room_id: &[u8]) -> [u8; 32] {
+        let mut ctx = Vec::with_capacity(room_id.len() + 2 + 12);
+        ctx.extend_from_slice(
+            &u16::try_from(room_id.len())
+                .unwrap_or(u16::MAX)
+                .to_be_bytes(),
+        );
+        ctx.extend_from_slice(room_id);
+        ctx.extend_from_slice(&self.generation.epoch.to_be_bytes());
+        ctx.extend_from_slice(&self.generation.rotation.to_be_bytes());
+        *expand(&self.secret, COMMITMENT_LABEL, &ctx).expose()
     }
 
     /// The SFrame base key of the sender at `leaf`.

@@ -13,7 +13,11 @@
 //!    carries a fresh HPKE key signed by the listener's identity key; the key
 //!    distributor (a stage member's client) verifies it and seals the current
 //!    audience secret to it — O(1) per join, ~100 bytes per listener per
-//!    rotation. It signs the roster of admitted listeners.
+//!    rotation. Once per generation it signs a key statement (a commitment
+//!    to the secret) that listeners check before installing a key, so nobody
+//!    but a stage member (e.g. not the server) can hand them a key. It signs
+//!    the roster of admitted listeners; roster versions are ordered by key
+//!    generation, so they continue across distributors.
 //!
 //! Audience secrets derive from the stage epoch through the MLS exporter
 //! ([`keys`]), so stage members and listeners share receive keys, and
@@ -35,7 +39,8 @@
 //!   [`audience::VerifiedJoinRequest`] before [`audience::Distributor::admit`]
 //!   takes it; only `admit` makes an [`audience::AdmittedListener`], the only
 //!   thing keys are sealed to. Rosters are read through
-//!   [`audience::VerifiedRoster`]; Adds are committed only against
+//!   [`audience::VerifiedRoster`]; sealed keys are installed only against a
+//!   [`audience::VerifiedKeyStatement`]; Adds are committed only against
 //!   [`invitation::VerifiedInvitation`]s.
 //! - **Secrets stay secret.** Audience keys, HPKE private keys and identity
 //!   keys have redacting `Debug`, are zeroized on drop where the underlying
@@ -108,8 +113,23 @@ mod tests {
             epoch: 5,
             rotation: 6,
         };
-        assert_eq!(g.tag(), 0b110);
-        assert_eq!(keys::split_kid(g.kid(31)), (31, 0b110));
+        assert_eq!(g.tag(), 0b10);
+        assert_eq!(keys::split_kid(g.kid(31)), (31, 0b10));
+        assert_eq!(keys::split_kid(g.kid(63)), (63, 0b10));
         assert!(g.kid(31) < 256, "one header byte for up to 32 leaves");
+        assert!(g.kid(63) < 256, "one header byte for up to 64 leaves");
+        assert!(g.kid(64) >= 256);
+        // consecutive generations never share a tag
+        let next_rotation = keys::KeyGeneration {
+            epoch: 5,
+            rotation: 7,
+        };
+        let next_epoch = keys::KeyGeneration {
+            epoch: 6,
+            rotation: 0,
+        };
+        assert_ne!(g.tag(), next_rotation.tag());
+        assert_ne!(g.tag(), next_epoch.tag());
+        assert_ne!(next_rotation.tag(), next_epoch.tag());
     }
 }

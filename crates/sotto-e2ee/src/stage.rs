@@ -76,6 +76,13 @@ pub struct CommitOut {
     pub commit: Vec<u8>,
     /// A Welcome for added members, if any (without the ratchet tree).
     pub welcome: Option<Vec<u8>>,
+    /// The GroupInfo (`MlsMessage`) of the epoch the commit creates, signed
+    /// by the committer: upload it with
+    /// `sotto_delivery::RoomDelivery::set_group_info` once the commit is
+    /// accepted (the service checks it against the state the commit
+    /// produced). The ratchet tree needs no upload: the service computes it
+    /// from the commits.
+    pub group_info: Vec<u8>,
 }
 
 /// What processing a stage message did.
@@ -509,28 +516,49 @@ impl StageMember {
         if !any {
             return Err(StageError::NothingPending);
         }
-        let (commit, welcome, _gi) = self
-            .group
-            .commit_to_pending_proposals(&self.provider, &self.signer)
-            .map_err(|e| StageError::Internal(e.to_string()))?;
+        let out = self.build_commit(None)?;
         self.intent = Some(Intent::CommitPending);
-        Ok(CommitOut {
-            commit: mls_bytes(&commit)?,
-            welcome: welcome.as_ref().map(mls_bytes).transpose()?,
-        })
+        Ok(out)
     }
 
     /// Commit a self-update (fresh leaf key: post-compromise security).
     pub fn self_update(&mut self) -> Result<CommitOut, StageError> {
-        let bundle = self
-            .group
-            .self_update(&self.provider, &self.signer, LeafNodeParameters::default())
-            .map_err(|e| StageError::Internal(e.to_string()))?;
-        let (commit, welcome, _gi) = bundle.into_messages();
+        let out = self.build_commit(Some(LeafNodeParameters::default()))?;
         self.intent = Some(Intent::SelfUpdate);
+        Ok(out)
+    }
+
+    /// Stage a commit of the pending proposals (and a self-update if
+    /// `update` is given), with the new epoch's GroupInfo for the delivery
+    /// service.
+    fn build_commit(
+        &mut self,
+        update: Option<LeafNodeParameters>,
+    ) -> Result<CommitOut, StageError> {
+        let internal = |e: &dyn std::fmt::Display| StageError::Internal(e.to_string());
+        let mut builder = self.group.commit_builder().consume_proposal_store(true);
+        if let Some(params) = update {
+            builder = builder.leaf_node_parameters(params);
+        }
+        let bundle = builder
+            .load_psks(self.provider.storage())
+            .map_err(|e| internal(&e))?
+            .create_group_info(true)
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.signer,
+                |_| true,
+            )
+            .map_err(|e| internal(&e))?
+            .stage_commit(&self.provider)
+            .map_err(|e| internal(&e))?;
+        let (commit, welcome, group_info) = bundle.into_messages();
+        let group_info = group_info.ok_or_else(|| StageError::Internal("no group info".into()))?;
         Ok(CommitOut {
             commit: mls_bytes(&commit)?,
             welcome: welcome.as_ref().map(mls_bytes).transpose()?,
+            group_info: mls_bytes(&group_info)?,
         })
     }
 

@@ -4,11 +4,14 @@
 mod common;
 use common::*;
 use sotto_e2ee::{
-    audience::{JoinRequest, Listener, RoomKind, VerifiedRoster},
-    error::{AdmitError, FrameError, JoinRequestError, OpenError, RosterError},
+    audience::{
+        Distributor, JoinRequest, Listener, RoomKind, RosterVersion, VerifiedKeyStatement,
+        VerifiedRoster, parse_sealed, sign_key_statement,
+    },
+    error::{AdmitError, FrameError, JoinRequestError, KeyStatementError, OpenError, RosterError},
     frame::{DEFAULT_GRACE_MS, Suite},
     identity::DeviceIdentity,
-    keys::split_kid,
+    keys::{KeyGeneration, split_kid, test_audience_key},
 };
 
 #[test]
@@ -46,9 +49,11 @@ fn thousand_listeners_one_banned_rest_decrypt_without_gap() {
             // mailboxes are drained 60 ms after the rotation (before the
             // speakers switch at +200 ms)
             let mut relayed = Vec::new();
+            let host = net.host_identity();
             for (ident, l) in &mut listeners {
+                let stmt = l.verify_statement(&net.statement, &[host]).unwrap();
                 for sealed in net.mailbox.drain(&ident.public().fingerprint().0) {
-                    l.open(now, &sealed).unwrap();
+                    l.open(now, &sealed, &stmt).unwrap();
                     relayed.push(sealed);
                 }
             }
@@ -56,8 +61,9 @@ fn thousand_listeners_one_banned_rest_decrypt_without_gap() {
             // The banned listener, even handed every delivery the server
             // relayed (operator collusion), opens none of them.
             let (_, b) = &mut listeners[banned];
+            let stmt = b.verify_statement(&net.statement, &[host]).unwrap();
             for sealed in &relayed {
-                assert_eq!(b.open(now, sealed), Err(OpenError::NotForUs));
+                assert_eq!(b.open(now, sealed, &stmt), Err(OpenError::NotForUs));
             }
         }
         let s = (step % 3) as usize;
@@ -144,8 +150,9 @@ fn previous_key_expires_after_grace() {
     let (ident, mut l) = net.join_listener(0);
     let old = net.members[0].stage.encrypt_frame(net.now, b"old").unwrap();
     net.rotate_after_epoch_change();
+    let stmt = net.verified_statement(&l);
     for s in net.mailbox.drain(&ident.public().fingerprint().0) {
-        l.open(net.now, &s).unwrap();
+        l.open(net.now, &s, &stmt).unwrap();
     }
     assert!(!net.members[0].stage.rotation_due(net.now));
     assert!(
@@ -191,6 +198,7 @@ fn forged_roster_rejected() {
         ROOM,
         RoomKind::Open,
         net.members[0].stage.current_audience_key().unwrap(),
+        &mallory,
     );
     let forged = d2.roster(&mallory);
     assert_eq!(
@@ -204,11 +212,16 @@ fn forged_roster_rejected() {
         Err(RosterError::Rollback { .. })
     ));
     assert_eq!(
-        VerifiedRoster::verify(&good, b"other-room", &[host], 0),
+        VerifiedRoster::verify(&good, b"other-room", &[host], RosterVersion::default()),
         Err(RosterError::WrongRoom)
     );
     assert!(matches!(
-        VerifiedRoster::verify(&good[..good.len() - 1], ROOM, &[host], 0),
+        VerifiedRoster::verify(
+            &good[..good.len() - 1],
+            ROOM,
+            &[host],
+            RosterVersion::default()
+        ),
         Err(RosterError::Malformed(_))
     ));
 }
@@ -283,6 +296,7 @@ fn substituted_hpke_key_rejected() {
         .verify(&alice.public(), ROOM, 0)
         .unwrap();
     let sealed = net.distributor.as_mut().unwrap().admit(v).unwrap();
+    let host = net.host_identity();
     let mut as_mallory = Listener::new(
         ROOM,
         &mallory.public(),
@@ -290,7 +304,13 @@ fn substituted_hpke_key_rejected() {
         Suite::CompactAudio,
         DEFAULT_GRACE_MS,
     );
-    assert_eq!(as_mallory.open(0, &sealed.bytes), Err(OpenError::NotForUs));
+    let stmt = as_mallory
+        .verify_statement(&net.statement, &[host])
+        .unwrap();
+    assert_eq!(
+        as_mallory.open(0, &sealed.bytes, &stmt),
+        Err(OpenError::NotForUs)
+    );
     let mut alice_l = Listener::new(
         ROOM,
         &alice.public(),
@@ -300,13 +320,27 @@ fn substituted_hpke_key_rejected() {
     );
     let mut tampered = sealed.bytes.clone();
     tampered[20] ^= 1;
-    assert_eq!(alice_l.open(0, &tampered), Err(OpenError::NotForUs));
+    assert_eq!(alice_l.open(0, &tampered, &stmt), Err(OpenError::NotForUs));
     let mut wrong_gen = sealed.bytes.clone();
     wrong_gen[11] ^= 1; // claims another generation: AAD mismatch
-    assert_eq!(alice_l.open(0, &wrong_gen), Err(OpenError::NotForUs));
-    assert!(alice_l.open(0, &sealed.bytes).is_ok());
+    let claimed = parse_sealed(&wrong_gen).unwrap().generation;
+    let wrong_gen_stmt = alice_l
+        .verify_statement(
+            &sign_key_statement(
+                net.members[0].stage.identity(),
+                ROOM,
+                &test_audience_key(claimed, [0; 32]),
+            ),
+            &[host],
+        )
+        .unwrap();
+    assert_eq!(
+        alice_l.open(0, &wrong_gen, &wrong_gen_stmt),
+        Err(OpenError::NotForUs)
+    );
+    assert!(alice_l.open(0, &sealed.bytes, &stmt).is_ok());
     assert!(matches!(
-        alice_l.open(0, &sealed.bytes[..50]),
+        alice_l.open(0, &sealed.bytes[..50], &stmt),
         Err(OpenError::Malformed(_))
     ));
 }
@@ -350,4 +384,249 @@ fn rotation_split_among_stage_members_covers_everyone_once() {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 40);
+}
+
+/// HPKE base mode does not say who sealed, and the server sees every
+/// listener's HPKE key (in its join request). A key the server seals itself
+/// is refused: it is not the key a stage member signed the commitment of.
+#[test]
+fn key_sealed_by_the_server_is_rejected() {
+    let mut net = Net::new(17);
+    net.advance(300);
+    net.start_distributor(RoomKind::Open);
+    let host = net.host_identity();
+    let alice = DeviceIdentity::generate(&mut net.rng, b"alice", "a");
+    let (req, keys) = JoinRequest::create(&alice, ROOM, net.now + 60_000, &mut net.rng).unwrap();
+    let now = net.now;
+    let verify = || {
+        JoinRequest::parse(&req)
+            .unwrap()
+            .verify(&alice.public(), ROOM, now)
+            .unwrap()
+    };
+    let sealed = net.distributor.as_mut().unwrap().admit(verify()).unwrap();
+    let mut l = Listener::new(
+        ROOM,
+        &alice.public(),
+        keys,
+        Suite::CompactAudio,
+        DEFAULT_GRACE_MS,
+    );
+    let genuine = net.verified_statement(&l);
+    let g = l.open(net.now, &sealed.bytes, &genuine).unwrap();
+
+    // The server holds Alice's signed join request, so it can seal a key of
+    // its own choosing to her, with exactly the sealed-delivery format, for
+    // the current generation or the next one.
+    let server = DeviceIdentity::generate(&mut net.rng, b"server", "s");
+    let next = KeyGeneration {
+        epoch: g.epoch,
+        rotation: g.rotation + 1,
+    };
+    let seal_as_server = |generation| {
+        let key = test_audience_key(generation, [0x66; 32]);
+        let mut d = Distributor::new(ROOM, RoomKind::Open, key, &server);
+        let sealed = d.admit(verify()).unwrap();
+        (sealed.bytes, d.statement().to_vec())
+    };
+    let (fake_same, server_stmt) = seal_as_server(g);
+    let (fake_next, server_next_stmt) = seal_as_server(next);
+
+    // 1. Its own statement: the server is not a stage member.
+    assert_eq!(
+        l.verify_statement(&server_stmt, &[host]),
+        Err(KeyStatementError::UntrustedSigner)
+    );
+    // ... nor can it put the host's key on its own signature.
+    let mut claims_host = server_next_stmt.clone();
+    let off = 4 + 2 + ROOM.len() + 8 + 4;
+    claims_host[off..off + 32].copy_from_slice(&host.to_bytes());
+    assert_eq!(
+        l.verify_statement(&claims_host, &[host]),
+        Err(KeyStatementError::BadSignature)
+    );
+    // 2. The genuine statement of this generation: the commitment differs.
+    assert_eq!(
+        l.open(net.now, &fake_same, &genuine),
+        Err(OpenError::UnauthenticatedKey)
+    );
+    // 3. The genuine statement replayed for a generation it does not name.
+    assert_eq!(
+        l.open(net.now, &fake_next, &genuine),
+        Err(OpenError::StatementMismatch)
+    );
+    // 4. After the real rotation to `next`, with its genuine statement.
+    net.rotate_after_epoch_change();
+    let genuine_next = net.verified_statement(&l);
+    assert_eq!(genuine_next.generation(), next);
+    assert_eq!(
+        l.open(net.now, &fake_next, &genuine_next),
+        Err(OpenError::UnauthenticatedKey)
+    );
+    // None of it was installed: Alice still decrypts the real audio, and
+    // the real delivery of `next` still opens.
+    assert_eq!(l.current_generation(), Some(g));
+    for s in net.mailbox.drain(&alice.public().fingerprint().0) {
+        assert_eq!(l.open(net.now, &s, &genuine_next), Ok(next));
+    }
+    net.advance(300);
+    let f = net.members[0]
+        .stage
+        .encrypt_frame(net.now, b"real")
+        .unwrap();
+    assert_eq!(l.decrypt(net.now, &f).unwrap(), b"real");
+}
+
+/// A key statement binds its room and generation: it cannot vouch for the
+/// key of another rotation, epoch or room.
+#[test]
+fn key_statement_cannot_be_replayed_for_another_rotation_or_room() {
+    let mut net = Net::new(18);
+    net.advance(300);
+    net.start_distributor(RoomKind::Open);
+    let host = net.host_identity();
+    let (ident, mut l) = net.join_listener(0);
+    let old = net.verified_statement(&l);
+    let old_bytes = net.statement.clone();
+    net.rotate_after_epoch_change();
+    let sealed: Vec<Vec<u8>> = net.mailbox.drain(&ident.public().fingerprint().0);
+    assert_eq!(sealed.len(), 1);
+    // The previous rotation's statement does not open this rotation's key.
+    assert_eq!(
+        l.open(net.now, &sealed[0], &old),
+        Err(OpenError::StatementMismatch)
+    );
+    // Rewriting the generation under the old signature breaks it.
+    let new_gen = parse_sealed(&sealed[0]).unwrap().generation;
+    let mut moved = old_bytes.clone();
+    let off = 4 + 2 + ROOM.len();
+    moved[off..off + 8].copy_from_slice(&new_gen.epoch.to_be_bytes());
+    moved[off + 8..off + 12].copy_from_slice(&new_gen.rotation.to_be_bytes());
+    assert_eq!(
+        l.verify_statement(&moved, &[host]),
+        Err(KeyStatementError::BadSignature)
+    );
+    // A genuine statement of the same key for another room.
+    let key = net.members[0].stage.current_audience_key().unwrap();
+    assert_eq!(key.generation(), new_gen);
+    let other_room = sign_key_statement(net.members[0].stage.identity(), b"other-room", &key);
+    assert_eq!(
+        l.verify_statement(&other_room, &[host]),
+        Err(KeyStatementError::WrongRoom)
+    );
+    let verified_elsewhere =
+        VerifiedKeyStatement::verify(&other_room, b"other-room", &[host]).unwrap();
+    assert_eq!(
+        l.open(net.now, &sealed[0], &verified_elsewhere),
+        Err(OpenError::StatementMismatch)
+    );
+    assert!(matches!(
+        l.verify_statement(&net.statement[..10], &[host]),
+        Err(KeyStatementError::Malformed(_))
+    ));
+    // The right one opens.
+    let current = net.verified_statement(&l);
+    assert_eq!(l.open(net.now, &sealed[0], &current), Ok(new_gen));
+}
+
+/// Roster versions are (generation, sequence): a successor distributor's
+/// rosters are newer than its predecessor's, after host succession (an
+/// epoch change) and after a hand-over within one generation.
+#[test]
+fn roster_versions_continue_across_distributors() {
+    let mut net = Net::new(19);
+    let bob = net.add_speaker("bob");
+    net.advance(300);
+    net.start_distributor(RoomKind::Open);
+    let host = net.host_identity();
+    let bob_id = net.members[bob].stage.identity().public();
+    let alice = DeviceIdentity::generate(&mut net.rng, b"alice", "a");
+    let (req, keys) = JoinRequest::create(&alice, ROOM, net.now + 60_000, &mut net.rng).unwrap();
+    let verified = |now| {
+        JoinRequest::parse(&req)
+            .unwrap()
+            .verify(&alice.public(), ROOM, now)
+            .unwrap()
+    };
+    let mut l = Listener::new(
+        ROOM,
+        &alice.public(),
+        keys,
+        Suite::CompactAudio,
+        DEFAULT_GRACE_MS,
+    );
+    let sealed = net
+        .distributor
+        .as_mut()
+        .unwrap()
+        .admit(verified(net.now))
+        .unwrap();
+    let stmt = net.verified_statement(&l);
+    l.open(net.now, &sealed.bytes, &stmt).unwrap();
+    // The host publishes three rosters; Alice accepts each.
+    let mut last = RosterVersion::default();
+    for _ in 0..3 {
+        let r = net
+            .distributor
+            .as_mut()
+            .unwrap()
+            .roster(net.members[0].stage.identity());
+        last = l.accept_roster(&r, &[host, bob_id]).unwrap().version();
+    }
+    assert_eq!(last.seq, 3);
+
+    // Hand-over within one generation: Bob takes over with the same key.
+    let key = net.members[bob].stage.current_audience_key().unwrap();
+    let mut d2 = Distributor::new(ROOM, RoomKind::Open, key, net.members[bob].stage.identity());
+    let resealed = d2.admit(verified(net.now)).unwrap();
+    let stmt = l.verify_statement(d2.statement(), &[bob_id]).unwrap();
+    l.open(net.now, &resealed.bytes, &stmt).unwrap();
+    // Without the predecessor's position its first roster is a rollback...
+    let early = d2.roster(net.members[bob].stage.identity());
+    assert!(matches!(
+        l.accept_roster(&early, &[host, bob_id]),
+        Err(RosterError::Rollback { .. })
+    ));
+    // ... with it, it continues.
+    d2.resume_after(last);
+    let r = d2.roster(net.members[bob].stage.identity());
+    last = l.accept_roster(&r, &[host, bob_id]).unwrap().version();
+    assert_eq!(last.seq, 4);
+
+    // Host succession: the host leaves the stage (the server proposes its
+    // removal, Bob commits). The new epoch's generation is newer than
+    // anything the old distributor signed, whatever its sequence number.
+    let prop = net.server.propose_remove(&net.ds, 0).unwrap();
+    net.post(None, &prop).unwrap();
+    net.sync_all();
+    let out = net.members[bob].stage.commit_pending(&[]).unwrap();
+    net.post(Some(bob), &out.commit).unwrap();
+    net.members[bob].stage.commit_accepted(net.now).unwrap();
+    net.ds.set_group_info(&out.group_info).unwrap();
+    net.sync_all();
+    assert!(!net.members[0].active, "the host saw its removal");
+    let key = net.members[bob].stage.next_audience_key().unwrap();
+    let rotation = d2
+        .rotate(key.clone(), net.members[bob].stage.identity())
+        .unwrap();
+    let stmt = l.verify_statement(&rotation.statement, &[bob_id]).unwrap();
+    for s in rotation.deliveries {
+        l.open(net.now, &s.bytes, &stmt).unwrap();
+    }
+    let r = d2.roster(net.members[bob].stage.identity());
+    let v = l.accept_roster(&r, &[bob_id]).unwrap();
+    assert_eq!(v.generation(), key.generation());
+    assert_eq!(v.version().seq, 1);
+    assert!(v.version() > last);
+    assert!(v.contains(&alice.public().fingerprint()));
+    // and the old host's rosters are now rollbacks for Alice
+    let stale = net
+        .distributor
+        .as_mut()
+        .unwrap()
+        .roster(net.members[0].stage.identity());
+    assert!(matches!(
+        l.accept_roster(&stale, &[host, bob_id]),
+        Err(RosterError::Rollback { .. })
+    ));
 }

@@ -5,7 +5,10 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use sotto_e2ee::{
-    audience::{JoinRequest, Listener, VerifiedRoster, parse_sealed},
+    audience::{
+        JoinRequest, Listener, RosterVersion, VerifiedKeyStatement, VerifiedRoster, parse_sealed,
+        sign_key_statement,
+    },
     frame::{KeyRing, Suite, parse_header},
     identity::{DeviceIdentity, decode_credential_identity},
     invitation::VerifiedInvitation,
@@ -35,17 +38,37 @@ proptest! {
 
     #[test]
     fn sealed_delivery(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let _ = parse_sealed(&bytes);
+        let generation = parse_sealed(&bytes)
+            .map(|p| p.generation)
+            .unwrap_or(KeyGeneration { epoch: 0, rotation: 0 });
         let mut rng = rng(2);
         let id = DeviceIdentity::generate(&mut rng, b"a", "d");
         let (_, keys) = JoinRequest::create(&id, ROOM, 1000, &mut rng).unwrap();
         let mut l = Listener::new(ROOM, &id.public(), keys, Suite::CompactAudio, 1000);
-        let _ = l.open(0, &bytes);
+        // a genuine statement for whatever generation the bytes claim, so
+        // that arbitrary bytes reach the HPKE open
+        let stmt = sign_key_statement(&id, ROOM, &test_audience_key(generation, [2; 32]));
+        let stmt = l.verify_statement(&stmt, &[id.public()]).unwrap();
+        let _ = l.open(0, &bytes, &stmt);
+    }
+
+    #[test]
+    fn key_statement_mutated(pos in any::<usize>(), x in 1u8.., cut in any::<usize>()) {
+        let mut rng = rng(3);
+        let id = DeviceIdentity::generate(&mut rng, b"a", "d");
+        let good = sign_key_statement(&id, ROOM, &test_audience_key(KeyGeneration { epoch: 1, rotation: 2 }, [4; 32]));
+        let mut bad = good.clone();
+        let n = bad.len();
+        bad[pos % n] ^= x;
+        prop_assert!(VerifiedKeyStatement::verify(&bad, ROOM, &[id.public()]).is_err());
+        prop_assert!(VerifiedKeyStatement::verify(&good[..cut % n], ROOM, &[id.public()]).is_err());
+        prop_assert!(VerifiedKeyStatement::verify(&good, ROOM, &[id.public()]).is_ok());
     }
 
     #[test]
     fn roster_invitation_notice_credential(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        let _ = VerifiedRoster::verify(&bytes, ROOM, &[], 0);
+        let _ = VerifiedRoster::verify(&bytes, ROOM, &[], RosterVersion::default());
+        let _ = VerifiedKeyStatement::verify(&bytes, ROOM, &[]);
         let _ = VerifiedInvitation::verify(&bytes, ROOM, &[], 0);
         let _ = parse_notice(&bytes);
         let _ = decode_credential_identity(&bytes);

@@ -105,7 +105,9 @@ fn compact_suite_overhead_is_at_most_8_bytes() {
         [7u8; 32],
     );
     for (suite, max) in [(Suite::CompactAudio, 8usize), (Suite::Gcm128, 20)] {
-        let mut s = FrameSender::new(suite, &key, 31).unwrap();
+        // Leaf 63 is the last leaf whose KID fits in one byte: a stage of 50
+        // (leaves 0-49) and up to 14 more leaves of churn.
+        let mut s = FrameSender::new(suite, &key, 63).unwrap();
         let mut ring = KeyRing::new(suite, 1000);
         ring.install(key.clone(), 0);
         let payload = [0x55u8; 80];
@@ -123,16 +125,29 @@ fn compact_suite_overhead_is_at_most_8_bytes() {
             }
         }
         // the bound is exact: frame 65,536 (3-byte counter) costs one more
-        // byte, and so does a 33rd stage leaf (2-byte KID)
+        // byte, and so does a 65th stage leaf (2-byte KID)
         let f = s.encrypt(&payload).unwrap();
         assert_eq!(f.len() - payload.len(), max + 1, "{suite:?} counter 65,536");
-        let mut s33 = FrameSender::new(suite, &key, 32).unwrap();
-        let f = s33.encrypt(&payload).unwrap();
+        let mut s64 = FrameSender::new(suite, &key, 64).unwrap();
+        let f = s64.encrypt(&payload).unwrap();
         assert_eq!(
             f.len() - payload.len(),
             max - 2 + 1,
-            "{suite:?} leaf 32, counter 0"
+            "{suite:?} leaf 64, counter 0"
         );
+        // Leaves 31, 32 and 49 (the 50th member) through the 0/1/2-byte
+        // counter sizes: exactly what leaf 2 (the first with a one-byte KID)
+        // costs, never more than `max`.
+        for leaf in [31u32, 32, 49] {
+            let mut a = FrameSender::new(suite, &key, leaf).unwrap();
+            let mut b = FrameSender::new(suite, &key, 2).unwrap();
+            for i in 0..300u32 {
+                let (fa, fb) = (a.encrypt(&payload).unwrap(), b.encrypt(&payload).unwrap());
+                assert_eq!(fa.len(), fb.len(), "{suite:?} leaf {leaf} frame {i}");
+                assert!(fa.len() - payload.len() <= max);
+                assert_eq!(ring.decrypt(0, &fa).unwrap(), payload);
+            }
+        }
     }
 }
 

@@ -428,3 +428,57 @@ fn rebase_rechecks_invitations() {
         Err(StageError::UninvitedAdd)
     ));
 }
+
+/// Every commit yields the new epoch's GroupInfo for the delivery service,
+/// and the service stores it only if it matches the state the accepted
+/// commit produced: not a losing commit's GroupInfo for the same epoch, not
+/// an older epoch's, not an altered one.
+#[test]
+fn group_info_follows_commits_and_is_checked() {
+    use openmls::prelude::{tls_codec::Deserialize as _, *};
+    let epoch_of = |gi: &[u8]| match MlsMessageIn::tls_deserialize_exact(gi).unwrap().extract() {
+        MlsMessageBodyIn::GroupInfo(g) => g.epoch().as_u64(),
+        _ => panic!("not a group info"),
+    };
+    let mut net = three_speakers();
+    // the harness uploaded `CommitOut::group_info` after each commit
+    assert_eq!(epoch_of(net.ds.group_info()), net.ds.epoch());
+    let old = net.ds.group_info().to_vec();
+
+    // host and bob commit at once; the host wins
+    let a = net.members[0].stage.self_update().unwrap();
+    let b = net.members[1].stage.self_update().unwrap();
+    assert_eq!(epoch_of(&a.group_info), net.ds.epoch() + 1);
+    assert_eq!(epoch_of(&b.group_info), net.ds.epoch() + 1);
+    net.post(Some(0), &a.commit).unwrap();
+    net.members[0].stage.commit_accepted(net.now).unwrap();
+    assert!(net.post(Some(1), &b.commit).is_err());
+
+    // the loser's GroupInfo names the same group and epoch, but another
+    // state (tree, transcript, confirmation tag)
+    assert!(matches!(
+        net.ds.set_group_info(&b.group_info),
+        Err(DeliveryError::GroupInfoMismatch)
+    ));
+    // the previous epoch's
+    assert!(matches!(
+        net.ds.set_group_info(&old),
+        Err(DeliveryError::GroupInfoMismatch)
+    ));
+    // the winner's, altered (last byte: its signature; a byte in the middle)
+    for pos in [a.group_info.len() - 1, a.group_info.len() / 2] {
+        let mut bad = a.group_info.clone();
+        bad[pos] ^= 1;
+        assert!(net.ds.set_group_info(&bad).is_err(), "altered at {pos}");
+    }
+    assert_eq!(net.ds.group_info(), old.as_slice(), "nothing was stored");
+    // the winner's is stored
+    net.ds.set_group_info(&a.group_info).unwrap();
+    assert_eq!(net.ds.group_info(), a.group_info.as_slice());
+    // and so is one exported later by any member of that epoch
+    net.members[1].stage.commit_rejected().unwrap();
+    net.sync_all();
+    let exported = net.members[2].stage.group_info().unwrap();
+    net.ds.set_group_info(&exported).unwrap();
+    assert_eq!(epoch_of(net.ds.group_info()), net.ds.epoch());
+}

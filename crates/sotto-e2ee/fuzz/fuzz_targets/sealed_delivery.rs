@@ -1,4 +1,5 @@
-//! Sealed audience-key deliveries as a listener receives them.
+//! Sealed audience-key deliveries and key statements as a listener receives
+//! them.
 #![no_main]
 
 use std::cell::RefCell;
@@ -6,23 +7,34 @@ use std::cell::RefCell;
 use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
 use sotto_e2ee::{
-    audience::{parse_sealed, JoinRequest, Listener},
+    audience::{parse_sealed, sign_key_statement, JoinRequest, Listener},
     frame::Suite,
     identity::DeviceIdentity,
+    keys::{test_audience_key, KeyGeneration},
 };
 
 thread_local! {
-    static LISTENER: RefCell<Listener> = RefCell::new({
+    static LISTENER: RefCell<(Listener, DeviceIdentity)> = RefCell::new({
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
         let id = DeviceIdentity::generate(&mut rng, b"a", "d");
         let (_, keys) = JoinRequest::create(&id, b"room", 1000, &mut rng).expect("setup");
-        Listener::new(b"room", &id.public(), keys, Suite::CompactAudio, 1000)
+        (Listener::new(b"room", &id.public(), keys, Suite::CompactAudio, 1000), id)
     });
 }
 
 fuzz_target!(|data: &[u8]| {
-    let _ = parse_sealed(data);
+    let generation = parse_sealed(data)
+        .map(|p| p.generation)
+        .unwrap_or(KeyGeneration { epoch: 0, rotation: 0 });
     LISTENER.with(|l| {
-        let _ = l.borrow_mut().open(0, data);
+        let (l, id) = &mut *l.borrow_mut();
+        let trusted = [id.public()];
+        let _ = l.verify_statement(data, &trusted);
+        // a genuine statement for the claimed generation, so that arbitrary
+        // bytes reach the HPKE open
+        let stmt = sign_key_statement(id, b"room", &test_audience_key(generation, [2; 32]));
+        if let Ok(stmt) = l.verify_statement(&stmt, &trusted) {
+            let _ = l.open(0, data, &stmt);
+        }
     });
 });

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sotto_delivery::{DeliveryError, RoomDelivery, SealedMailbox, ServerProposer};
 use sotto_e2ee::{
-    audience::{Distributor, JoinRequest, Listener, RoomKind},
+    audience::{Distributor, JoinRequest, Listener, RoomKind, VerifiedKeyStatement},
     frame::{DEFAULT_GRACE_MS, Suite},
     identity::{DeviceIdentity, IdentityKey},
     invitation::{VerifiedInvitation, create_invitation},
@@ -31,6 +31,8 @@ pub struct Net {
     pub config: StageConfig,
     pub distributor: Option<Distributor>,
     pub mailbox: SealedMailbox,
+    /// The latest key statement the distributor broadcast to listeners.
+    pub statement: Vec<u8>,
     /// The server's Ed25519 seed, so tests can play a malicious server that
     /// signs more than `ServerProposer` offers.
     pub server_seed: [u8; 32],
@@ -70,6 +72,7 @@ impl Net {
             config,
             distributor: None,
             mailbox: SealedMailbox::new(16),
+            statement: Vec::new(),
             server_seed,
         }
     }
@@ -136,6 +139,7 @@ impl Net {
         let out = self.members[0].stage.commit_pending(&[invite]).unwrap();
         self.post(Some(0), &out.commit).unwrap();
         self.members[0].stage.commit_accepted(self.now).unwrap();
+        self.ds.set_group_info(&out.group_info).unwrap();
         let tree = self.ds.ratchet_tree().unwrap();
         let stage = cand
             .join(
@@ -166,6 +170,7 @@ impl Net {
         let out = self.members[0].stage.commit_pending(&[]).unwrap();
         self.post(Some(0), &out.commit).unwrap();
         self.members[0].stage.commit_accepted(self.now).unwrap();
+        self.ds.set_group_info(&out.group_info).unwrap();
         self.sync_all();
         self.rotate_after_epoch_change();
     }
@@ -175,9 +180,13 @@ impl Net {
     pub fn rotate_after_epoch_change(&mut self) {
         let key = self.members[0].stage.next_audience_key().unwrap();
         if let Some(d) = self.distributor.as_mut() {
-            for s in d.rotate(key.clone()).unwrap() {
+            let rotation = d
+                .rotate(key.clone(), self.members[0].stage.identity())
+                .unwrap();
+            for s in rotation.deliveries {
                 self.mailbox.post(&s.recipient.0, s.bytes).unwrap();
             }
+            self.statement = rotation.statement;
         }
         let msg = self.members[0].stage.announce(self.now, &key).unwrap();
         self.post(Some(0), &msg).unwrap();
@@ -195,7 +204,16 @@ impl Net {
 
     pub fn start_distributor(&mut self, kind: RoomKind) {
         let key = self.members[0].stage.current_audience_key().unwrap();
-        self.distributor = Some(Distributor::new(ROOM, kind, key));
+        let d = Distributor::new(ROOM, kind, key, self.members[0].stage.identity());
+        self.statement = d.statement().to_vec();
+        self.distributor = Some(d);
+    }
+
+    /// What a listener does with the broadcast key statement: verify it
+    /// against the room's stage members (here: the host).
+    pub fn verified_statement(&self, l: &Listener) -> VerifiedKeyStatement {
+        l.verify_statement(&self.statement, &[self.host_identity()])
+            .unwrap()
     }
 
     /// A listener joins: signed request, verified against its registered
@@ -216,7 +234,8 @@ impl Net {
             Suite::CompactAudio,
             DEFAULT_GRACE_MS,
         );
-        l.open(self.now, &sealed.bytes).unwrap();
+        let stmt = self.verified_statement(&l);
+        l.open(self.now, &sealed.bytes, &stmt).unwrap();
         (ident, l)
     }
 }
