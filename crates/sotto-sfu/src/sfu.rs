@@ -1,0 +1,640 @@
+//! The SFU state machine: demultiplexing, forwarding, timeouts.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::ice::StunMessage;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tracing::{debug, info};
+
+use crate::event::{GoneReason, SfuEvent, Transmit};
+use crate::peer::{Peer, Slot};
+use crate::slot::SlotRewriter;
+use crate::speakers::ActiveSpeakers;
+use crate::{PeerId, RoomKey, SfuConfig, SfuError, SfuStats};
+
+#[derive(Debug)]
+struct Room {
+    members: BTreeSet<PeerId>,
+    speakers: ActiveSpeakers,
+}
+
+/// The sans-IO audio SFU. See the [crate docs](crate) for how to drive it.
+#[derive(Debug)]
+pub struct Sfu {
+    config: SfuConfig,
+    candidate: Candidate,
+    peers: HashMap<PeerId, Peer>,
+    rooms: HashMap<RoomKey, Room>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    by_ufrag: HashMap<String, PeerId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SfuEvent>,
+    stats: SfuStats,
+    now: Instant,
+    rng: u64,
+    #[cfg(feature = "tap")]
+    tap: crate::tap::Tap,
+}
+
+impl Sfu {
+    /// A new SFU whose one UDP socket is reachable at `local_addr` (the
+    /// address put in every answer as the host candidate; with `--public-ip`
+    /// that is the public address, not the bound one).
+    pub fn new(now: Instant, config: SfuConfig, local_addr: SocketAddr) -> Result<Self, SfuError> {
+        let candidate =
+            Candidate::host(local_addr, "udp").map_err(|_| SfuError::InvalidLocalAddress)?;
+        let rng = config.seed;
+        Ok(Self {
+            config,
+            candidate,
+            peers: HashMap::new(),
+            rooms: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: SfuStats::default(),
+            now,
+            rng,
+            #[cfg(feature = "tap")]
+            tap: crate::tap::Tap::default(),
+        })
+    }
+
+    /// The advertised address (the host candidate).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.candidate.addr()
+    }
+
+    /// Adds a peer to a room and answers its SDP offer.
+    ///
+    /// The offer must hold exactly one `sendonly` audio m-line (the
+    /// microphone, present even for listeners) and up to
+    /// [`SfuConfig::slots`] `recvonly` audio m-lines (receive slots), all
+    /// offering Opus. The peer may not publish until
+    /// [`set_may_publish`](Self::set_may_publish) says so.
+    pub fn add_peer(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        room: RoomKey,
+        offer_sdp: &str,
+    ) -> Result<String, SfuError> {
+        let now = self.clock(now);
+        if self.peers.contains_key(&peer) {
+            return Err(SfuError::PeerExists);
+        }
+        let mids = audio_mids(offer_sdp)?;
+        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(SfuError::OfferSyntax)?;
+
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .build(now);
+        rtc.add_local_candidate(self.candidate.clone());
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(SfuError::OfferRejected)?;
+
+        let mut pending = Vec::new();
+        let next_timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => pending.push(t),
+                Ok(Output::Event(_)) => {}
+                Err(e) => return Err(SfuError::OfferRejected(e)),
+            }
+        };
+        // Classify the m-lines from our side: recvonly is the microphone,
+        // sendonly are the slots.
+        let mut mic = 0usize;
+        let mut slot_mids = Vec::new();
+        for mid in &mids {
+            let Some(media) = rtc.media(Mid::from(mid.as_str())) else {
+                return Err(SfuError::NoOpus);
+            };
+            if media.kind() != MediaKind::Audio {
+                return Err(SfuError::NotAudioOnly);
+            }
+            match media.direction() {
+                Direction::RecvOnly => mic += 1,
+                Direction::SendOnly => slot_mids.push(media.mid()),
+                _ => return Err(SfuError::UnsupportedDirection),
+            }
+        }
+        if mic != 1 {
+            return Err(SfuError::MicrophoneCount { found: mic });
+        }
+        if slot_mids.len() > self.config.slots {
+            return Err(SfuError::TooManySlots {
+                found: slot_mids.len(),
+                max: self.config.slots,
+            });
+        }
+        let mut slots = Vec::with_capacity(slot_mids.len());
+        for mid in slot_mids {
+            let pt = rtc.media(mid).and_then(|m| {
+                rtc.codec_config()
+                    .iter()
+                    .find(|p| {
+                        p.spec().codec == str0m::format::Codec::Opus
+                            && m.remote_pts().contains(&p.pt())
+                    })
+                    .map(|p| p.pt())
+            });
+            let Some(pt) = pt else {
+                return Err(SfuError::NoOpus);
+            };
+            let r = self.next_random();
+            slots.push(Slot {
+                mid,
+                pt,
+                rewriter: SlotRewriter::new(r as u16, (r >> 32) as u32, self.config.rebase_gap),
+            });
+        }
+
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let mut p = Peer {
+            id: peer,
+            room,
+            rtc,
+            ufrag: ufrag.clone(),
+            may_publish: false,
+            connected: false,
+            slots,
+            next_timeout,
+            last_rx: now,
+            addrs: Vec::new(),
+            gone: None,
+        };
+        let capacity = self.config.slots;
+        let hold = self.config.speaker_hold;
+        let r = self.rooms.entry(room).or_insert_with(|| Room {
+            members: BTreeSet::new(),
+            speakers: ActiveSpeakers::new(capacity, hold),
+        });
+        r.members.insert(peer);
+        p.assign_slots(&r.speakers);
+        for t in pending {
+            self.transmits.push_back(Transmit {
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents.into(),
+            });
+        }
+        self.by_ufrag.insert(ufrag, peer);
+        self.peers.insert(peer, p);
+        info!(peer = %peer, room = %room, "media peer added");
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Whether the peer may publish (on stage and not muted). Takes effect
+    /// for the very next packet; turning it off also removes the peer from
+    /// the active speakers at once.
+    pub fn set_may_publish(&mut self, peer: PeerId, allowed: bool) -> Result<(), SfuError> {
+        let p = self.peers.get_mut(&peer).ok_or(SfuError::UnknownPeer)?;
+        p.may_publish = allowed;
+        let room = p.room;
+        let was_speaking = !allowed
+            && self
+                .rooms
+                .get_mut(&room)
+                .is_some_and(|r| r.speakers.remove(peer));
+        if was_speaking {
+            self.speakers_changed(room);
+        }
+        debug!(peer = %peer, allowed, "may publish");
+        Ok(())
+    }
+
+    /// Removes a peer at the control plane's request. Its slots elsewhere are
+    /// freed and nothing is sent to its addresses any more. No
+    /// [`SfuEvent::PeerGone`] is emitted for it.
+    pub fn remove_peer(&mut self, peer: PeerId) -> Result<(), SfuError> {
+        if !self.peers.contains_key(&peer) {
+            return Err(SfuError::UnknownPeer);
+        }
+        self.drop_peer(peer);
+        info!(peer = %peer, "media peer removed");
+        Ok(())
+    }
+
+    /// Feeds one datagram received on the SFU's socket.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) {
+        let now = self.clock(now);
+        self.stats.datagrams_in += 1;
+        if bytes.len() > self.config.max_datagram_size {
+            self.stats.dropped_oversized += 1;
+            return;
+        }
+        let Ok(contents) = DatagramRecv::try_from(bytes) else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        let id = match self.by_addr.get(&source) {
+            Some(id) => *id,
+            // Only STUN for one of our ufrags may come from a new address.
+            None => match self.peer_by_stun(bytes) {
+                Some(id) => id,
+                None => {
+                    self.stats.dropped_unknown_source += 1;
+                    return;
+                }
+            },
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.stats.dropped_unknown_source += 1;
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        if !peer.rtc.accepts(&input) {
+            self.stats.dropped_rejected += 1;
+            return;
+        }
+        match peer.rtc.handle_input(input) {
+            Ok(()) => peer.last_rx = now,
+            Err(e) => {
+                self.stats.dropped_rejected += 1;
+                debug!(peer = %id, error = %e, "datagram rejected");
+                if !peer.rtc.is_alive() {
+                    peer.gone = Some(GoneReason::Disconnected);
+                }
+            }
+        }
+        self.drive(now, BTreeSet::from([id]));
+        self.reap();
+    }
+
+    /// Advances time: str0m timers, speaker expiry, idle peers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock(now);
+        let mut due = BTreeSet::new();
+        for (id, p) in &mut self.peers {
+            if now.saturating_duration_since(p.last_rx) >= self.config.peer_timeout {
+                p.gone = Some(GoneReason::Timeout);
+                continue;
+            }
+            if p.next_timeout <= now {
+                if p.rtc.handle_input(Input::Timeout(now)).is_err() || !p.rtc.is_alive() {
+                    p.gone = Some(GoneReason::Disconnected);
+                }
+                due.insert(*id);
+            }
+        }
+        self.drive(now, due);
+        let expired: Vec<RoomKey> = self
+            .rooms
+            .iter_mut()
+            .filter_map(|(k, r)| r.speakers.expire(now).then_some(*k))
+            .collect();
+        for room in expired {
+            self.speakers_changed(room);
+        }
+        self.reap();
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        let peers = self
+            .peers
+            .values()
+            .map(|p| p.next_timeout.min(p.last_rx + self.config.peer_timeout));
+        let rooms = self.rooms.values().filter_map(|r| r.speakers.next_expiry());
+        peers
+            .chain(rooms)
+            .min()
+            .unwrap_or(self.now + self.config.peer_timeout)
+            .max(self.now)
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.transmits.pop_front()?;
+        self.stats.datagrams_out += 1;
+        Some(t)
+    }
+
+    /// Next event for the control plane.
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    /// Counters for `/metrics`.
+    pub fn stats(&self) -> SfuStats {
+        let mut s = self.stats.clone();
+        s.peers = self.peers.len() as u64;
+        s.rooms = self.rooms.len() as u64;
+        s
+    }
+
+    /// Whether the peer's ICE and DTLS are up.
+    pub fn is_connected(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.connected)
+    }
+
+    /// Which speaker feeds each of the peer's receive slots (`None`: idle).
+    pub fn slot_sources(&self, peer: PeerId) -> Option<Vec<Option<PeerId>>> {
+        let p = self.peers.get(&peer)?;
+        Some(p.slots.iter().map(|s| s.rewriter.source()).collect())
+    }
+
+    /// The active speakers of a room, in order of entry.
+    pub fn active_speakers(&self, room: RoomKey) -> Vec<PeerId> {
+        self.rooms
+            .get(&room)
+            .map(|r| r.speakers.peers().collect())
+            .unwrap_or_default()
+    }
+
+    /// Test-only: takes what was forwarded in `room` so far (one record per
+    /// incoming packet, not per receiver).
+    #[cfg(feature = "tap")]
+    pub fn take_tap(&mut self, room: RoomKey) -> Vec<crate::TapRecord> {
+        self.tap.take(room)
+    }
+
+    fn clock(&mut self, now: Instant) -> Instant {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    /// splitmix64: spreads the configured seed over the slots.
+    fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn peer_by_stun(&self, bytes: &[u8]) -> Option<PeerId> {
+        // RFC 7983: STUN starts with 0..=3.
+        if *bytes.first()? > 3 {
+            return None;
+        }
+        let msg = StunMessage::parse(bytes).ok()?;
+        let (local, _remote) = msg.split_username()?;
+        self.by_ufrag.get(local).copied()
+    }
+
+    /// Polls the given peers (and every peer that forwarding touches) until
+    /// their `Rtc`s have nothing more to say.
+    fn drive(&mut self, now: Instant, mut dirty: BTreeSet<PeerId>) {
+        let mut packets = Vec::new();
+        while let Some(id) = dirty.pop_first() {
+            self.poll_peer(id, &mut packets);
+            for pkt in packets.drain(..) {
+                self.forward(id, pkt, now, &mut dirty);
+            }
+        }
+    }
+
+    fn poll_peer(&mut self, id: PeerId, packets: &mut Vec<RtpPacket>) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    peer.next_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    // str0m only answers checks that passed ICE integrity, so
+                    // an address it sends to is one the peer really holds.
+                    if self.by_addr.insert(t.destination, id) != Some(id) {
+                        peer.addrs.push(t.destination);
+                    }
+                    self.transmits.push_back(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    });
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::Connected => {
+                        peer.connected = true;
+                        self.stats.peers_connected += 1;
+                        self.events.push_back(SfuEvent::PeerConnected { peer: id });
+                        info!(peer = %id, "media peer connected");
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected)
+                    | Event::Closed => {
+                        peer.gone = Some(GoneReason::Disconnected);
+                    }
+                    Event::RtpPacket(p) => packets.push(p),
+                    _ => {}
+                },
+                Err(e) => {
+                    debug!(peer = %id, error = %e, "rtc failed");
+                    peer.gone = Some(GoneReason::Disconnected);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn forward(
+        &mut self,
+        from: PeerId,
+        pkt: RtpPacket,
+        now: Instant,
+        dirty: &mut BTreeSet<PeerId>,
+    ) {
+        self.stats.rtp_received += 1;
+        let Some(sender) = self.peers.get(&from) else {
+            return;
+        };
+        if !sender.may_publish {
+            self.stats.rtp_dropped_not_allowed += 1;
+            return;
+        }
+        let room_key = sender.room;
+        let ext = &pkt.header.ext_vals;
+        let (level, vad) = (ext.audio_level, ext.voice_activity);
+        let voiced =
+            vad == Some(true) || level.is_none_or(|l| l >= self.config.voice_level_threshold);
+        let Some(room) = self.rooms.get_mut(&room_key) else {
+            return;
+        };
+        if room.speakers.observe(from, voiced, now) {
+            self.speakers_changed(room_key);
+        }
+        let Some(room) = self.rooms.get(&room_key) else {
+            return;
+        };
+        if !room.speakers.is_active(from) {
+            self.stats.rtp_dropped_inactive += 1;
+            return;
+        }
+        #[cfg(feature = "tap")]
+        self.tap.record(room_key, from, *pkt.seq_no, &pkt.payload);
+
+        // The RFC 6464 extension is only written with both fields present.
+        let ext_out = ExtensionValues {
+            audio_level: level,
+            voice_activity: level.map(|_| vad.unwrap_or(voiced)),
+            ..Default::default()
+        };
+        for member in &room.members {
+            if *member == from {
+                continue;
+            }
+            let Some(rx) = self.peers.get_mut(member) else {
+                continue;
+            };
+            if !rx.connected || rx.gone.is_some() {
+                continue;
+            }
+            for slot in rx.slots.iter_mut() {
+                if slot.rewriter.source() != Some(from) {
+                    continue;
+                }
+                let Some((seq, ts)) = slot
+                    .rewriter
+                    .rewrite(*pkt.seq_no, pkt.header.timestamp, now)
+                else {
+                    self.stats.rtp_dropped_late += 1;
+                    continue;
+                };
+                let mut api = rx.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(slot.mid, None) else {
+                    continue;
+                };
+                tx.write_rtp(
+                    RtpWrite::new(slot.pt, SeqNo::from(seq), ts, now, pkt.payload.clone())
+                        .marker(pkt.header.marker)
+                        .ext_vals(ext_out.clone()),
+                );
+                self.stats.rtp_forwarded += 1;
+                dirty.insert(*member);
+            }
+        }
+    }
+
+    /// Re-assigns slots in a room and tells the control plane.
+    fn speakers_changed(&mut self, room_key: RoomKey) {
+        let Some(room) = self.rooms.get(&room_key) else {
+            return;
+        };
+        for member in &room.members {
+            if let Some(p) = self.peers.get_mut(member) {
+                p.assign_slots(&room.speakers);
+            }
+        }
+        let speakers: Vec<PeerId> = room.speakers.peers().collect();
+        debug!(room = %room_key, count = speakers.len(), "active speakers changed");
+        self.events.push_back(SfuEvent::ActiveSpeakersChanged {
+            room: room_key,
+            speakers,
+        });
+    }
+
+    /// Drops peers whose connection died or went silent, with an event each.
+    fn reap(&mut self) {
+        let gone: Vec<(PeerId, GoneReason)> = self
+            .peers
+            .values()
+            .filter_map(|p| p.gone.map(|r| (p.id, r)))
+            .collect();
+        for (id, reason) in gone {
+            match reason {
+                GoneReason::Timeout => self.stats.peers_timed_out += 1,
+                GoneReason::Disconnected => self.stats.peers_failed += 1,
+            }
+            self.drop_peer(id);
+            info!(peer = %id, ?reason, "media peer gone");
+            self.events
+                .push_back(SfuEvent::PeerGone { peer: id, reason });
+        }
+    }
+
+    fn drop_peer(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.remove(&id) else {
+            return;
+        };
+        for addr in &peer.addrs {
+            if self.by_addr.get(addr) == Some(&id) {
+                self.by_addr.remove(addr);
+            }
+        }
+        if self.by_ufrag.get(&peer.ufrag) == Some(&id) {
+            self.by_ufrag.remove(&peer.ufrag);
+        }
+        let room_key = peer.room;
+        let Some(room) = self.rooms.get_mut(&room_key) else {
+            return;
+        };
+        room.members.remove(&id);
+        let was_speaking = room.speakers.remove(id);
+        for member in &room.members {
+            if let Some(p) = self.peers.get_mut(member) {
+                p.release_source(id);
+            }
+        }
+        if room.members.is_empty() {
+            self.rooms.remove(&room_key);
+            if was_speaking {
+                self.events.push_back(SfuEvent::ActiveSpeakersChanged {
+                    room: room_key,
+                    speakers: Vec::new(),
+                });
+            }
+        } else if was_speaking {
+            self.speakers_changed(room_key);
+        }
+    }
+}
+
+/// The `a=mid` of every m-line, which must all be audio; any other m-line
+/// (video, data channel) is refused before str0m sees the offer.
+fn audio_mids(sdp: &str) -> Result<Vec<String>, SfuError> {
+    let mut mids = Vec::new();
+    let mut in_media = false;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if !m.starts_with("audio ") {
+                return Err(SfuError::NotAudioOnly);
+            }
+            if in_media {
+                // The previous m-line had no a=mid.
+                return Err(SfuError::MissingMid);
+            }
+            in_media = true;
+        } else if let Some(mid) = line.strip_prefix("a=mid:")
+            && in_media
+        {
+            mids.push(mid.to_string());
+            in_media = false;
+        }
+    }
+    if in_media {
+        return Err(SfuError::MissingMid);
+    }
+    Ok(mids)
+}
