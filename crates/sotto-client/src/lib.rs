@@ -6,6 +6,7 @@
 pub mod api;
 pub mod channel;
 pub mod error;
+pub mod media;
 pub mod profile;
 pub mod tls;
 

@@ -58,6 +58,17 @@ pub enum ClientMessage {
     Ping {
         nonce: u32,
     },
+    /// Join the room's audio: an SDP offer with one `sendonly` audio m-line
+    /// (the microphone; present even for listeners, so going on stage needs
+    /// no renegotiation) and up to 3 `recvonly` audio m-lines (receive slots).
+    MediaOffer {
+        room_id: RoomId,
+        sdp: String,
+    },
+    /// Leave the room's audio.
+    MediaLeave {
+        room_id: RoomId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
@@ -81,6 +92,12 @@ pub enum ServerMessage {
     },
     Pong {
         nonce: u32,
+    },
+    /// The media plane's answer. The SDP carries only random ICE
+    /// credentials and the server's UDP address: no account or room id.
+    MediaAnswer {
+        room_id: RoomId,
+        sdp: String,
     },
     Error {
         error: ErrorBody,

@@ -115,6 +115,11 @@ error_codes! {
     UnsupportedVersion = ("unsupported_version", 400),
     /// The first session channel message must be `hello`.
     HelloRequired = ("hello_required", 400),
+    /// The SDP offer is not one the media plane accepts (audio only, Opus,
+    /// one sendonly microphone m-line, at most 3 recvonly slots).
+    BadOffer = ("bad_offer", 400),
+    /// This server runs without a media plane.
+    MediaUnavailable = ("media_unavailable", 503),
     /// Something failed on the server; nothing was changed.
     Internal = ("internal", 500),
     /// The server is shutting down or its database is unavailable.

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     /// How often an open session channel marks its user present.
     pub presence_refresh: Duration,
     pub clock: Arc<dyn Clock>,
+    /// The media plane (UDP); `None` runs the control plane alone.
+    pub media: Option<crate::media::MediaConfig>,
 }
 
 impl ServerConfig {
@@ -82,6 +84,7 @@ impl ServerConfig {
             presence_ttl: Duration::from_secs(90),
             presence_refresh: Duration::from_secs(20),
             clock: Arc::new(SystemClock),
+            media: Some(crate::media::MediaConfig::default()),
         }
     }
 }

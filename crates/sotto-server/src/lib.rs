@@ -17,6 +17,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod media;
 pub mod metrics;
 pub mod ratelimit;
 pub mod rooms;

@@ -27,7 +27,7 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn render(&self, live_rooms: i64) -> String {
+    pub fn render(&self, live_rooms: i64, sfu: Option<&sotto_sfu::SfuStats>) -> String {
         let mut out = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut line = |name: &str, kind: &str, help: &str, labels: &str, value: String| {
@@ -101,6 +101,79 @@ impl Metrics {
             "Rooms that have not ended.",
             live_rooms.to_string(),
         );
+        if let Some(s) = sfu {
+            for (name, kind, help, value) in [
+                (
+                    "sotto_media_datagrams_in_total",
+                    "counter",
+                    "UDP datagrams received by the media plane.",
+                    s.datagrams_in,
+                ),
+                (
+                    "sotto_media_datagrams_out_total",
+                    "counter",
+                    "UDP datagrams sent by the media plane.",
+                    s.datagrams_out,
+                ),
+                (
+                    "sotto_media_dropped_oversized_total",
+                    "counter",
+                    "Datagrams dropped: too large.",
+                    s.dropped_oversized,
+                ),
+                (
+                    "sotto_media_dropped_malformed_total",
+                    "counter",
+                    "Datagrams dropped: not STUN, DTLS, RTP or RTCP.",
+                    s.dropped_malformed,
+                ),
+                (
+                    "sotto_media_dropped_unknown_source_total",
+                    "counter",
+                    "Datagrams dropped: from an unknown address.",
+                    s.dropped_unknown_source,
+                ),
+                (
+                    "sotto_media_dropped_rejected_total",
+                    "counter",
+                    "Datagrams the WebRTC stack refused.",
+                    s.dropped_rejected,
+                ),
+                (
+                    "sotto_media_rtp_received_total",
+                    "counter",
+                    "RTP packets received.",
+                    s.rtp_received,
+                ),
+                (
+                    "sotto_media_rtp_forwarded_total",
+                    "counter",
+                    "RTP packets forwarded (one per receiver slot).",
+                    s.rtp_forwarded,
+                ),
+                (
+                    "sotto_media_rtp_dropped_not_allowed_total",
+                    "counter",
+                    "RTP packets dropped: sender may not publish.",
+                    s.rtp_dropped_not_allowed,
+                ),
+                (
+                    "sotto_media_renegotiations_total",
+                    "counter",
+                    "SDP renegotiations after the first answer (always 0).",
+                    s.renegotiations,
+                ),
+                (
+                    "sotto_media_peers_timed_out_total",
+                    "counter",
+                    "Media peers dropped after silence.",
+                    s.peers_timed_out,
+                ),
+                ("sotto_media_peers", "gauge", "Media peers now.", s.peers),
+            ] {
+                line(name, kind, help, value.to_string());
+            }
+        }
         out
     }
 }

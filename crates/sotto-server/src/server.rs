@@ -25,6 +25,8 @@ pub struct RunningServer {
     pub bootstrap_invite: Option<String>,
     /// With TLS: the certificate clients pin and its SHA-256.
     pub pinned_cert: Option<(Option<PathBuf>, String)>,
+    /// The media plane's UDP address (as advertised in SDP answers).
+    pub media_addr: Option<SocketAddr>,
     pub store: Store,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
@@ -60,8 +62,24 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         None => format!("{scheme}://{local_addr}"),
     };
 
+    let media = match &config.media {
+        Some(media) => Some(
+            crate::media::MediaPlane::start(media)
+                .await
+                .with_context(|| format!("cannot open the media UDP socket on {}", media.bind))?,
+        ),
+        None => None,
+    };
     let config = Arc::new(config);
-    let state = AppState::new(store.clone(), config.clone(), base_url.clone());
+    let state = AppState::new(
+        store.clone(),
+        config.clone(),
+        base_url.clone(),
+        media.clone(),
+    );
+    if let Some(media) = media {
+        tokio::spawn(follow_rooms(state.bus.subscribe(), media));
+    }
     let now = config.clock.now_ms();
     let code = new_invite_code();
     let ttl = i64::try_from(config.bootstrap_invite_ttl.as_millis()).unwrap_or(i64::MAX / 2);
@@ -71,6 +89,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .map_err(|e| anyhow::anyhow!("{}", e.message))?
         .then(|| state.invite_url(&code));
 
+    let state_media_addr = state.media.as_ref().map(|m| m.advertised);
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (shutdown, signal) = oneshot::channel::<()>();
     let retention = tokio::spawn(retention_task(state.clone()));
@@ -110,11 +129,28 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         base_url,
         bootstrap_invite,
         pinned_cert,
+        media_addr: state_media_addr,
         store,
         shutdown: Some(shutdown),
         task,
         retention,
     })
+}
+
+/// Keeps the media plane's publish rights in step with every room change.
+async fn follow_rooms(
+    mut events: tokio::sync::broadcast::Receiver<Arc<crate::bus::RoomEvent>>,
+    media: crate::media::MediaPlane,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(event) => media.apply(&event.view).await,
+            // Missed events: the next change of each room re-applies its state.
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Deletes expired sessions, challenges, invites and long-ended rooms, and

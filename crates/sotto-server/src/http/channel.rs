@@ -1,7 +1,7 @@
 //! The session channel: one WebSocket per client session. It pushes the
 //! state of the rooms the client subscribed to, on every change.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -45,6 +45,8 @@ struct Channel {
     socket: WebSocket,
     user: UserId,
     rooms: HashSet<RoomId>,
+    /// This session's media peers, one per room.
+    media: HashMap<RoomId, sotto_sfu::PeerId>,
 }
 
 async fn run(mut socket: WebSocket, state: AppState) {
@@ -55,8 +57,10 @@ async fn run(mut socket: WebSocket, state: AppState) {
             socket,
             user,
             rooms: HashSet::new(),
+            media: HashMap::new(),
         };
         channel.serve().await;
+        channel.end_media().await;
     }
     state.metrics.channel_open.fetch_sub(1, Ordering::Relaxed);
 }
@@ -173,6 +177,14 @@ impl Channel {
                 self.rooms.remove(&room_id);
                 Ok(())
             }
+            ClientMessage::MediaOffer { room_id, sdp } => self.media_offer(room_id, sdp).await,
+            ClientMessage::MediaLeave { room_id } => {
+                if let (Some(peer), Some(media)) = (self.media.remove(&room_id), &self.state.media)
+                {
+                    media.leave(peer).await;
+                }
+                Ok(())
+            }
             ClientMessage::Subscribe { room_id } => {
                 match self.state.store.is_member(&room_id, &self.user).await {
                     Ok(true) => {}
@@ -202,6 +214,58 @@ impl Channel {
         }
     }
 
+    /// Answers an SDP offer with the media plane. The SFU is told nothing
+    /// but a random peer id and a random room key.
+    async fn media_offer(&mut self, room_id: RoomId, sdp: String) -> Result<(), axum::Error> {
+        let Some(media) = self.state.media.clone() else {
+            return self
+                .refuse(
+                    ErrorCode::MediaUnavailable,
+                    "this server has no media plane",
+                )
+                .await;
+        };
+        let view = match self.state.store.is_member(&room_id, &self.user).await {
+            Ok(true) => self.state.store.room_for(&room_id, &self.user).await,
+            Ok(false) => {
+                return self
+                    .refuse(ErrorCode::NotInRoom, "join the room first")
+                    .await;
+            }
+            Err(e) => Err(e),
+        };
+        let view = match view {
+            Ok(view) => view,
+            Err(e) => return self.refuse(e.code, e.message).await,
+        };
+        if let Some(old) = self.media.remove(&room_id) {
+            media.leave(old).await;
+        }
+        match media.join(&room_id, &self.user, sdp).await {
+            Ok((peer, answer)) => {
+                self.media.insert(room_id.clone(), peer);
+                media.apply(&view).await;
+                self.send(ServerMessage::MediaAnswer {
+                    room_id,
+                    sdp: answer,
+                })
+                .await
+            }
+            Err(e) => {
+                self.refuse(ErrorCode::BadOffer, format!("{} ({})", e, e.code()))
+                    .await
+            }
+        }
+    }
+
+    async fn end_media(&mut self) {
+        if let Some(media) = &self.state.media {
+            for (_, peer) in self.media.drain() {
+                media.leave(peer).await;
+            }
+        }
+    }
+
     async fn deliver(&mut self, event: &Arc<RoomEvent>) -> Result<(), axum::Error> {
         let room_id = &event.view.id;
         if !self.rooms.contains(room_id) {
@@ -213,6 +277,7 @@ impl Channel {
             .filter(|(user, _)| user == &self.user)
         {
             self.rooms.remove(room_id);
+            self.media.remove(room_id);
             return self
                 .send(ServerMessage::RoomLeft {
                     room_id: room_id.clone(),

@@ -39,14 +39,22 @@ pub struct AppState {
     pub bus: Bus,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<RateLimiter>,
+    /// The media plane, when this server runs one.
+    pub media: Option<crate::media::MediaPlane>,
     base_url: Arc<str>,
     openapi: Arc<str>,
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Arc<ServerConfig>, base_url: String) -> Self {
+    pub fn new(
+        store: Store,
+        config: Arc<ServerConfig>,
+        base_url: String,
+        media: Option<crate::media::MediaPlane>,
+    ) -> Self {
         AppState {
             store,
+            media,
             limiter: Arc::new(RateLimiter::new(config.auth_per_minute)),
             config,
             bus: Bus::default(),

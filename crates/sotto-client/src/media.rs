@@ -1,0 +1,276 @@
+//! The client's media connection: a str0m peer (RTP mode) on its own UDP
+//! socket, negotiated over the session channel with the server's SFU.
+//!
+//! The offer has one `sendonly` audio m-line (the microphone, present even
+//! for a listener so that going on stage needs no renegotiation) and
+//! `slots` `recvonly` m-lines. Payloads go out and come in as opaque bytes:
+//! the caller puts SFrame ciphertext in them.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sotto_proto::RoomId;
+use sotto_proto::channel::{ClientMessage, ServerMessage};
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::{Channel, ClientError};
+
+/// One packet to send from the microphone m-line.
+#[derive(Clone, Debug)]
+pub struct OutgoingFrame {
+    pub payload: Vec<u8>,
+    /// RTP timestamp in 48 kHz units.
+    pub timestamp: u32,
+    /// RFC 6464 level, −dBov (0 loudest, −127 silence). Sent in clear: the
+    /// server sees who speaks, never what.
+    pub audio_level: i8,
+}
+
+/// One packet received on a receive slot.
+#[derive(Clone, Debug)]
+pub struct IncomingPacket {
+    pub ssrc: u32,
+    pub seq: u64,
+    pub timestamp: u32,
+    pub payload: Vec<u8>,
+    pub audio_level: Option<i8>,
+}
+
+/// What the driver reports besides packets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaNotice {
+    Connected,
+    /// The SDP changed after the first answer (the SFU promises never).
+    Renegotiated,
+    Closed,
+}
+
+/// A running media connection; dropping it stops the driver.
+pub struct MediaConnection {
+    pub frames: mpsc::Sender<OutgoingFrame>,
+    pub packets: mpsc::Receiver<IncomingPacket>,
+    pub notices: mpsc::Receiver<MediaNotice>,
+    pub local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MediaConnection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MediaConnection {
+    /// Negotiates over `channel` (which must already be in `room`) and starts
+    /// the UDP driver. `bind_ip` is this machine's address towards the server.
+    pub async fn connect(
+        channel: &mut Channel,
+        room: &RoomId,
+        bind_ip: std::net::IpAddr,
+        slots: usize,
+    ) -> Result<MediaConnection, ClientError> {
+        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
+        let local_addr = socket.local_addr()?;
+        let now = Instant::now();
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .build(now);
+        let candidate =
+            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Channel(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let mut api = rtc.sdp_api();
+        let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        for _ in 0..slots {
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        }
+        let (offer, pending) = api
+            .apply()
+            .ok_or_else(|| ClientError::Channel("nothing to offer".into()))?;
+        channel
+            .send(ClientMessage::MediaOffer {
+                room_id: room.clone(),
+                sdp: offer.to_sdp_string(),
+            })
+            .await?;
+        let answer = match channel
+            .wait_for(Duration::from_secs(10), |m| {
+                matches!(
+                    m,
+                    ServerMessage::MediaAnswer { .. } | ServerMessage::Error { .. }
+                )
+            })
+            .await?
+        {
+            ServerMessage::MediaAnswer { sdp, .. } => sdp,
+            ServerMessage::Error { error } => {
+                return Err(ClientError::Api {
+                    status: 0,
+                    code: error.code,
+                    message: error.message,
+                });
+            }
+            _ => unreachable!("filtered above"),
+        };
+        let answer =
+            SdpAnswer::from_sdp_string(&answer).map_err(|e| ClientError::Channel(e.to_string()))?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| ClientError::Channel(e.to_string()))?;
+        let pt = rtc
+            .codec_config()
+            .iter()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt())
+            .ok_or_else(|| ClientError::Channel("the answer has no Opus".into()))?;
+
+        let (frames, frames_rx) = mpsc::channel(256);
+        let (packets_tx, packets) = mpsc::channel(4096);
+        let (notices_tx, notices) = mpsc::channel(16);
+        let driver = Driver {
+            rtc,
+            socket,
+            local_addr,
+            mic,
+            pt,
+            seq: u64::from(rand::random::<u16>()),
+            packets: packets_tx,
+            notices: notices_tx,
+            negotiated: false,
+        };
+        let task = tokio::spawn(driver.run(frames_rx));
+        Ok(MediaConnection {
+            frames,
+            packets,
+            notices,
+            local_addr,
+            task,
+        })
+    }
+
+    /// Waits until ICE and DTLS are up.
+    pub async fn connected(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.notices.recv()).await {
+                Ok(Some(MediaNotice::Connected)) => return Ok(()),
+                Ok(Some(MediaNotice::Closed)) | Ok(None) => {
+                    return Err(ClientError::Channel("media connection closed".into()));
+                }
+                Ok(Some(MediaNotice::Renegotiated)) => continue,
+                Err(_) => return Err(ClientError::Channel("media did not connect in time".into())),
+            }
+        }
+    }
+}
+
+struct Driver {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    mic: Mid,
+    pt: Pt,
+    seq: u64,
+    packets: mpsc::Sender<IncomingPacket>,
+    notices: mpsc::Sender<MediaNotice>,
+    negotiated: bool,
+}
+
+impl Driver {
+    async fn run(mut self, mut frames: mpsc::Receiver<OutgoingFrame>) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let timeout = match self.drain() {
+                Some(t) => t,
+                None => {
+                    let _ = self.notices.try_send(MediaNotice::Closed);
+                    return;
+                }
+            };
+            let deadline = tokio::time::Instant::from_std(timeout);
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => {
+                    let Ok((n, source)) = received else { continue };
+                    let Ok(contents) = buf[..n].try_into() else { continue };
+                    let input = Input::Receive(Instant::now(), Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: self.local_addr,
+                        contents,
+                    });
+                    if self.rtc.accepts(&input) {
+                        let _ = self.rtc.handle_input(input);
+                    }
+                }
+                frame = frames.recv() => match frame {
+                    Some(frame) => self.write(frame),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, frame: OutgoingFrame) {
+        let ext = ExtensionValues {
+            audio_level: Some(frame.audio_level),
+            voice_activity: Some(frame.audio_level > -127),
+            ..Default::default()
+        };
+        let write = RtpWrite::new(
+            self.pt,
+            self.seq.into(),
+            frame.timestamp,
+            Instant::now(),
+            frame.payload,
+        )
+        .ext_vals(ext);
+        self.seq += 1;
+        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(self.mic, None) {
+            tx.write_rtp(write);
+        }
+    }
+
+    /// Sends what str0m has to send; returns its next timeout, or `None`
+    /// when the peer is dead.
+    fn drain(&mut self) -> Option<Instant> {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return Some(t),
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(event)) => match event {
+                    Event::Connected => {
+                        self.negotiated = true;
+                        let _ = self.notices.try_send(MediaNotice::Connected);
+                    }
+                    Event::RtpPacket(p) => {
+                        let _ = self.packets.try_send(IncomingPacket {
+                            ssrc: *p.header.ssrc,
+                            seq: *p.seq_no,
+                            timestamp: p.header.timestamp,
+                            audio_level: p.header.ext_vals.audio_level,
+                            payload: p.payload.to_vec(),
+                        });
+                    }
+                    Event::MediaAdded(_) | Event::MediaChanged(_) if self.negotiated => {
+                        let _ = self.notices.try_send(MediaNotice::Renegotiated);
+                    }
+                    _ => {}
+                },
+                Err(_) => return None,
+            }
+        }
+    }
+}
