@@ -75,7 +75,7 @@ impl MediaConnection {
         room: &RoomId,
         bind_ip: std::net::IpAddr,
         slots: usize,
-    ) -> Result<MediaConnection, ClientError> {
+    ) -> Result<(MediaConnection, Vec<ServerMessage>), ClientError> {
         let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
         let local_addr = socket.local_addr()?;
         let now = Instant::now();
@@ -101,15 +101,18 @@ impl MediaConnection {
                 sdp: offer.to_sdp_string(),
             })
             .await?;
-        let answer = match channel
-            .wait_for(Duration::from_secs(10), |m| {
-                matches!(
-                    m,
-                    ServerMessage::MediaAnswer { .. } | ServerMessage::Error { .. }
-                )
-            })
-            .await?
-        {
+        // Other messages that arrive meanwhile (room state, E2EE relay) are
+        // handed back, not lost.
+        let mut early = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let reply = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match channel.next(left).await? {
+                m @ (ServerMessage::MediaAnswer { .. } | ServerMessage::Error { .. }) => break m,
+                other => early.push(other),
+            }
+        };
+        let answer = match reply {
             ServerMessage::MediaAnswer { sdp, .. } => sdp,
             ServerMessage::Error { error } => {
                 return Err(ClientError::Api {
@@ -118,7 +121,7 @@ impl MediaConnection {
                     message: error.message,
                 });
             }
-            _ => unreachable!("filtered above"),
+            _ => return Err(ClientError::Channel("unexpected reply to the offer".into())),
         };
         let answer =
             SdpAnswer::from_sdp_string(&answer).map_err(|e| ClientError::Channel(e.to_string()))?;
@@ -147,13 +150,16 @@ impl MediaConnection {
             negotiated: false,
         };
         let task = tokio::spawn(driver.run(frames_rx));
-        Ok(MediaConnection {
-            frames,
-            packets,
-            notices,
-            local_addr,
-            task,
-        })
+        Ok((
+            MediaConnection {
+                frames,
+                packets,
+                notices,
+                local_addr,
+                task,
+            },
+            early,
+        ))
     }
 
     /// Waits until ICE and DTLS are up.

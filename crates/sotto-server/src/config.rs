@@ -77,7 +77,7 @@ impl ServerConfig {
             tls: TlsSetting::Off,
             public_url: None,
             session_ttl: Duration::from_secs(30 * 24 * 3600),
-            auth_per_minute: 30,
+            auth_per_minute: 60,
             bootstrap_invite_ttl: Duration::from_secs(7 * 24 * 3600),
             ended_room_retention: Duration::from_secs(24 * 3600),
             retention_interval: Duration::from_secs(600),

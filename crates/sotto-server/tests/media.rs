@@ -27,7 +27,7 @@ async fn enter(client: Client, room: &RoomId) -> Participant {
     client.join(room).await.unwrap();
     let mut channel = Channel::connect(&client).await.unwrap();
     channel.subscribe(room).await.unwrap();
-    let mut media = MediaConnection::connect(&mut channel, room, LOOPBACK, 3)
+    let (mut media, _) = MediaConnection::connect(&mut channel, room, LOOPBACK, 3)
         .await
         .unwrap();
     media.connected(Duration::from_secs(10)).await.unwrap();

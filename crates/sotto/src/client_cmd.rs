@@ -88,6 +88,43 @@ pub enum AccountCommand {
 
 #[derive(Subcommand)]
 pub enum RoomCommand {
+    /// Raise your hand (ask to speak); `--lower` lowers it.
+    Hand {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        room: String,
+        #[arg(long)]
+        lower: bool,
+    },
+    /// Accept a moderator's invitation to the stage (`--decline` to refuse it).
+    Accept {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        room: String,
+        #[arg(long)]
+        decline: bool,
+    },
+    /// Moderation: act on a participant (by username).
+    #[command(name = "invite-speaker")]
+    InviteSpeaker(Target),
+    /// Mute a speaker (or yourself); only they can unmute.
+    Mute(Target),
+    /// Unmute yourself.
+    Unmute(Target),
+    /// Move a speaker back to the audience.
+    #[command(name = "move-to-audience")]
+    MoveToAudience(Target),
+    /// Make a speaker a moderator.
+    #[command(name = "make-moderator")]
+    MakeModerator(Target),
+    /// Remove someone from the room (they may come back).
+    Remove(Target),
+    /// Ban someone from the room (they cannot come back).
+    Ban(Target),
+    /// Let a user into a closed room.
+    Admit(Target),
     /// Start a room; prints its id as the last line.
     Create {
         #[command(flatten)]
@@ -126,6 +163,40 @@ pub enum RoomCommand {
         #[arg(long)]
         room: String,
     },
+}
+
+#[derive(Args)]
+pub struct Target {
+    #[command(flatten)]
+    conn: Conn,
+    #[arg(long)]
+    room: String,
+    /// The participant's username.
+    username: String,
+}
+
+/// Applies a member action to `target.username` in `target.room`.
+async fn member_action(target: Target, action: &str) -> anyhow::Result<()> {
+    let client = signed_in(&target.conn).await?;
+    let room = RoomId(target.room);
+    let view = client.room(&room).await?;
+    let member = view
+        .members
+        .iter()
+        .find(|m| m.username == target.username)
+        .with_context(|| format!("@{} is not in the room", target.username))?;
+    let view = client.member_action(&room, &member.user_id, action).await?;
+    let now = view.members.iter().find(|m| m.username == target.username);
+    match now {
+        Some(m) => println!(
+            "@{}: {}{}",
+            m.username,
+            m.role.as_str(),
+            if m.muted { ", muted" } else { "" }
+        ),
+        None => println!("@{} is no longer in the room.", target.username),
+    }
+    Ok(())
 }
 
 async fn signed_in(conn: &Conn) -> anyhow::Result<Client> {
@@ -280,6 +351,58 @@ async fn room(cmd: RoomCommand) -> anyhow::Result<()> {
                 .room_action(&RoomId(room), "leave")
                 .await?;
             println!("Left the room.");
+        }
+        RoomCommand::Hand { conn, room, lower } => {
+            let action = if lower { "lower-hand" } else { "raise-hand" };
+            signed_in(&conn)
+                .await?
+                .room_action(&RoomId(room), action)
+                .await?;
+            println!(
+                "{}",
+                if lower {
+                    "Hand lowered."
+                } else {
+                    "Hand raised."
+                }
+            );
+        }
+        RoomCommand::Accept {
+            conn,
+            room,
+            decline,
+        } => {
+            let action = if decline {
+                "decline-stage"
+            } else {
+                "accept-stage"
+            };
+            signed_in(&conn)
+                .await?
+                .room_action(&RoomId(room), action)
+                .await?;
+            println!(
+                "{}",
+                if decline {
+                    "Declined."
+                } else {
+                    "You are on stage."
+                }
+            );
+        }
+        RoomCommand::InviteSpeaker(t) => member_action(t, "invite-to-stage").await?,
+        RoomCommand::Mute(t) => member_action(t, "mute").await?,
+        RoomCommand::Unmute(t) => member_action(t, "unmute").await?,
+        RoomCommand::MoveToAudience(t) => member_action(t, "move-to-audience").await?,
+        RoomCommand::MakeModerator(t) => member_action(t, "make-moderator").await?,
+        RoomCommand::Remove(t) => member_action(t, "remove").await?,
+        RoomCommand::Ban(t) => member_action(t, "ban").await?,
+        RoomCommand::Admit(t) => {
+            signed_in(&t.conn)
+                .await?
+                .grant_access(&RoomId(t.room), &t.username)
+                .await?;
+            println!("@{} may now enter.", t.username);
         }
         RoomCommand::End { conn, room } => {
             signed_in(&conn)

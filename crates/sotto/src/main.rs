@@ -72,7 +72,7 @@ struct ServeArgs {
     #[arg(long)]
     public_url: Option<String>,
     /// Registrations and logins allowed per client address per minute (0: no limit).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 60)]
     auth_rate_limit: u32,
     /// How long an ended room's roster, bans and access list are kept (e.g. 24h, 0s).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]

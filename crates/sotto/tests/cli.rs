@@ -20,6 +20,8 @@ fn serve(data: &Path, extra: &[&str], until: &str) -> Serve {
         .args(["serve", "--data-dir"])
         .arg(data)
         .args(["--http", "127.0.0.1:0"])
+        // This test runs dozens of commands a second from one address.
+        .args(["--auth-rate-limit", "0"])
         .args(extra)
         .env_remove("SOTTO_LOG")
         .stdout(Stdio::piped())
@@ -210,6 +212,91 @@ fn serve_register_follow_and_rooms() {
         &room,
     ]);
     assert!(out.contains("listener") && out.contains("@bob"), "{out}");
+    // Moderation from the command line.
+    let r = room.as_str();
+    run(&[
+        "room",
+        "hand",
+        "--server",
+        url,
+        "--profile",
+        p2s,
+        "--room",
+        r,
+    ]);
+    run(&[
+        "room",
+        "invite-speaker",
+        "--server",
+        url,
+        "--profile",
+        p1s,
+        "--room",
+        r,
+        "bob",
+    ]);
+    let out = run(&[
+        "room",
+        "accept",
+        "--server",
+        url,
+        "--profile",
+        p2s,
+        "--room",
+        r,
+    ]);
+    assert!(out.contains("on stage"), "{out}");
+    let out = run(&[
+        "room",
+        "mute",
+        "--server",
+        url,
+        "--profile",
+        p1s,
+        "--room",
+        r,
+        "bob",
+    ]);
+    assert!(out.contains("@bob: speaker, muted"), "{out}");
+    let out = run(&[
+        "room",
+        "move-to-audience",
+        "--server",
+        url,
+        "--profile",
+        p1s,
+        "--room",
+        r,
+        "bob",
+    ]);
+    assert!(out.contains("@bob: listener"), "{out}");
+    let out = run(&[
+        "room",
+        "ban",
+        "--server",
+        url,
+        "--profile",
+        p1s,
+        "--room",
+        r,
+        "bob",
+    ]);
+    assert!(out.contains("no longer in the room"), "{out}");
+    let banned = Command::new(SOTTO)
+        .args([
+            "room",
+            "join",
+            "--server",
+            url,
+            "--profile",
+            p2s,
+            "--room",
+            r,
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&banned.stderr).contains("banned_from_room"));
+
     // An admin invite over the API.
     let out = run(&["invite", "--server", url, "--profile", p1s, "--uses", "1"]);
     assert_eq!(last_line(&out).len(), 22, "{out}");
