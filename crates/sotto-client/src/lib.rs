@@ -8,9 +8,12 @@ pub mod channel;
 pub mod error;
 pub mod media;
 pub mod profile;
+pub mod room_crypto;
+pub mod session;
 pub mod tls;
 
 pub use api::Client;
 pub use channel::Channel;
 pub use error::ClientError;
 pub use profile::Profile;
+pub use room_crypto::RoomCrypto;

@@ -102,6 +102,12 @@ impl Profile {
         encode_b64(&self.key.sign(transcript).to_bytes())
     }
 
+    /// The device key's seed, for the E2EE identity (the same Ed25519 key
+    /// is the device's MLS leaf key and signs its join requests).
+    pub(crate) fn device_seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

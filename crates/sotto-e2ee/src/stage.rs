@@ -26,7 +26,7 @@ use sotto_delivery::STAGE_CIPHERSUITE;
 use crate::codec::{Reader, Writer};
 use crate::error::{FrameError, StageError};
 use crate::frame::{DEFAULT_GRACE_MS, FrameSender, KeyRing, Suite};
-use crate::identity::{DeviceIdentity, room_code};
+use crate::identity::{DeviceIdentity, IdentityKey, room_code};
 use crate::invitation::VerifiedInvitation;
 use crate::keys::{AUDIENCE_EXPORTER_LABEL, AudienceKey, KeyGeneration};
 use crate::secret::Secret32;
@@ -318,6 +318,16 @@ impl StageMember {
     /// Number of stage members.
     pub fn member_count(&self) -> usize {
         self.group.members().count()
+    }
+
+    /// Every stage member's leaf index and identity key, as the group's
+    /// ratchet tree (which all members agree on) shows them: the trusted set
+    /// for invitations, key statements and rosters.
+    pub fn member_keys(&self) -> Vec<(u32, IdentityKey)> {
+        self.group
+            .members()
+            .filter_map(|m| Some((m.index.u32(), IdentityKey::from_bytes(&m.signature_key)?)))
+            .collect()
     }
 
     /// The device identity of this member.

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
 use crate::error::{ErrorBody, ErrorCode};
-use crate::ids::{RoomId, UserId};
+use crate::ids::{DeviceId, RoomId, UserId};
+use crate::keys::DevicePublicKey;
 use crate::room::RoomView;
 
 /// The version both sides speak.
@@ -69,6 +70,12 @@ pub enum ClientMessage {
     MediaLeave {
         room_id: RoomId,
     },
+    /// End-to-end encryption for a room you subscribed to (see
+    /// [`E2eeUp`] and `docs/e2ee.md`, "Wire protocol").
+    E2ee {
+        room_id: RoomId,
+        e2ee: E2eeUp,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
@@ -102,6 +109,155 @@ pub enum ServerMessage {
     Error {
         error: ErrorBody,
     },
+    /// End-to-end encryption relay for a room (see [`E2eeDown`]).
+    E2ee {
+        room_id: RoomId,
+        e2ee: E2eeDown,
+    },
+}
+
+/// E2EE messages from a client. Every binary field is base64url without
+/// padding ([`encode_payload`]). The server parses only what the delivery
+/// service must (MLS handshakes, KeyPackages, GroupInfo, ratchet tree); the
+/// rest is opaque to it. All but `hello` and `join_request` need the sender's
+/// device to be a member of the room's stage group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[ts(export)]
+pub enum E2eeUp {
+    /// Take part in the room's E2EE with this session's device. The server
+    /// answers `info` (and the latest roster, if any).
+    Hello {},
+    /// The host's new stage group: its GroupInfo and ratchet tree. Replaces
+    /// an existing group (the other stage members get `group_reset`).
+    CreateGroup {
+        group_info: String,
+        ratchet_tree: String,
+    },
+    /// A stage candidate's MLS KeyPackage (its leaf signature key must be
+    /// this device's registered key; the user must be on stage).
+    KeyPackage { key_package: String },
+    /// A host's or moderator's signed stage invitation for a candidate
+    /// device. The server then proposes adding it.
+    StageInvitation {
+        device_id: DeviceId,
+        invitation: String,
+    },
+    /// An MLS handshake or application message (commit, rotation notice).
+    /// First valid commit per epoch wins; a later one is refused with
+    /// `stale_epoch`.
+    Handshake { message: String },
+    /// The GroupInfo of the epoch the sender's accepted commit created.
+    GroupInfo { group_info: String },
+    /// The Welcome of the sender's accepted commit; the server gives it,
+    /// with the ratchet tree, to the devices the commit added.
+    Welcome { welcome: String },
+    /// A listener's signed join request (fresh HPKE key).
+    JoinRequest { request: String },
+    /// Sealed audience keys for listener devices, all of the generation the
+    /// key statement vouches for.
+    Sealed {
+        statement: String,
+        deliveries: Vec<SealedFor>,
+    },
+    /// The signed roster of admitted listeners, for everyone in the room.
+    Roster { roster: String },
+}
+
+/// One sealed audience key for one listener device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct SealedFor {
+    pub to: DeviceId,
+    pub sealed: String,
+}
+
+/// Who sent a relayed E2EE message, as the server's directory knows them:
+/// the account, the device, and that device's registered identity key. A
+/// client trusts this binding unless people compare safety codes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct E2eePeer {
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    #[ts(type = "string")]
+    pub device_key: DevicePublicKey,
+}
+
+/// E2EE messages from the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[ts(export)]
+pub enum E2eeDown {
+    /// Answer to `hello`: the server's external-sender key for the stage
+    /// group (Ed25519, and its credential), and whether the room has a
+    /// stage group yet.
+    Info {
+        external_sender_key: String,
+        external_sender_credential: String,
+        has_group: bool,
+    },
+    /// The host replaced the stage group; stage members join it again
+    /// (upload a KeyPackage).
+    GroupReset {},
+    /// A stage handshake or application message, in delivery-service order
+    /// (`seq`); proposals come from the server (`from` absent).
+    Handshake {
+        #[ts(type = "number")]
+        seq: u64,
+        message: String,
+        from: Option<E2eePeer>,
+    },
+    /// Your handshake was accepted at `seq`; the group is now at `epoch`.
+    Accepted {
+        #[ts(type = "number")]
+        seq: u64,
+        #[ts(type = "number")]
+        epoch: u64,
+        commit: bool,
+    },
+    /// You were added to the stage group.
+    Welcome {
+        welcome: String,
+        ratchet_tree: String,
+    },
+    /// (Hosts and moderators) a device on stage asks to join the stage
+    /// group: sign an invitation for it if you invited it.
+    Candidate { candidate: E2eePeer },
+    /// (Stage members) a stage invitation signed by a host or moderator.
+    StageInvitation { invitation: String, from: E2eePeer },
+    /// (The key distributor) a listener's join request; verify it against
+    /// `from.device_key`.
+    JoinRequest { request: String, from: E2eePeer },
+    /// (A listener) your sealed audience key and the key statement that
+    /// vouches for it.
+    Sealed {
+        sealed: String,
+        statement: String,
+        from: E2eePeer,
+    },
+    /// The signed roster of admitted listeners.
+    Roster { roster: String, from: E2eePeer },
+    /// You are (or are no longer) the room's key distributor and committer.
+    Distributor { active: bool },
+}
+
+/// Encodes a binary E2EE field (base64url, no padding).
+pub fn encode_payload(bytes: &[u8]) -> String {
+    crate::keys::encode_b64(bytes)
+}
+
+/// Decodes a binary E2EE field. Unlike [`crate::keys::decode_b64`] it
+/// accepts up to a whole message's size. Never panics.
+pub fn decode_payload(text: &str) -> Result<Vec<u8>, (ErrorCode, String)> {
+    use base64::Engine as _;
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err((ErrorCode::PayloadTooLarge, "field too large".into()));
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| (ErrorCode::MalformedRequest, "not base64url".into()))
 }
 
 impl ServerEnvelope {

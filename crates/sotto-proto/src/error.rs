@@ -120,6 +120,16 @@ error_codes! {
     BadOffer = ("bad_offer", 400),
     /// This server runs without a media plane.
     MediaUnavailable = ("media_unavailable", 503),
+    /// Another stage commit won this epoch: process it from the log, then
+    /// rebase (redo your commit in the new epoch if it still applies).
+    StaleEpoch = ("stale_epoch", 409),
+    /// The delivery service refused an E2EE message: malformed, not valid
+    /// for the group's state, or naming a key that is not the sender's.
+    E2eeInvalid = ("e2ee_invalid", 400),
+    /// The room has no stage group yet (its host has not created one).
+    E2eeNoGroup = ("e2ee_no_group", 409),
+    /// Send the room's E2EE `hello` first.
+    E2eeHelloRequired = ("e2ee_hello_required", 409),
     /// Something failed on the server; nothing was changed.
     Internal = ("internal", 500),
     /// The server is shutting down or its database is unavailable.

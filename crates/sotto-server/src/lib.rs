@@ -7,6 +7,7 @@
 //! - [`store`]: the database, one implementation for both backends.
 //! - [`http`]: the API (one module per concept) and the session channel.
 //! - [`server`]: binding, TLS, the first-start invite, graceful shutdown.
+//! - [`e2ee_relay`]: the E2EE delivery service and relay (public state only).
 //!
 //! Invariants: nothing a client sends panics a handler or yields a 500; every
 //! change is one transaction; logs carry no IP address, username, room title
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod bus;
 pub mod config;
+pub mod e2ee_relay;
 pub mod error;
 pub mod http;
 pub mod media;

@@ -35,6 +35,11 @@ enum Command {
     Remove {
         peer: PeerId,
     },
+    #[cfg(feature = "tap")]
+    TakeTap {
+        room: RoomKey,
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
 }
 
 /// Who a media peer is, on the control plane's side only.
@@ -56,6 +61,9 @@ pub struct MediaPlane {
     commands: mpsc::Sender<Command>,
     registry: Arc<Mutex<Registry>>,
     stats: Arc<Mutex<SfuStats>>,
+    /// Datagrams sent by `sendmmsg` batches, and one by one.
+    pub sent_batched: Arc<std::sync::atomic::AtomicU64>,
+    pub sent_single: Arc<std::sync::atomic::AtomicU64>,
     /// The address the socket is bound to.
     pub bound: SocketAddr,
     /// The address put in SDP answers (the bound one, or `--public-ip`).
@@ -99,6 +107,8 @@ impl MediaPlane {
             commands,
             registry: Arc::default(),
             stats: Arc::default(),
+            sent_batched: Arc::default(),
+            sent_single: Arc::default(),
             bound,
             advertised,
         };
@@ -181,6 +191,27 @@ impl MediaPlane {
         }
     }
 
+    /// Test builds only (feature `tap`): every payload the SFU forwarded in
+    /// the room so far. Release builds do not contain this.
+    #[cfg(feature = "tap")]
+    pub async fn take_tap(&self, room: &RoomId) -> Vec<Vec<u8>> {
+        let key = {
+            let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            reg.rooms.get(room).copied()
+        };
+        let Some(key) = key else { return Vec::new() };
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::TakeTap { room: key, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     /// The SFU's counters as of its last step.
     pub fn stats(&self) -> SfuStats {
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -201,6 +232,7 @@ async fn drive(
     inject_loss: f64,
 ) {
     let mut buf = vec![0u8; 2048];
+    let mut batch = Vec::new();
     let mut loss = rand::rngs::StdRng::from_entropy();
     let advertised = plane.advertised;
     loop {
@@ -225,13 +257,18 @@ async fn drive(
                 Some(Command::Remove { peer }) => {
                     let _ = sfu.remove_peer(peer);
                 }
+                #[cfg(feature = "tap")]
+                Some(Command::TakeTap { room, reply }) => {
+                    let _ = reply.send(sfu.take_tap(room).into_iter().map(|r| r.payload).collect());
+                }
             },
             _ = tokio::time::sleep_until(deadline) => sfu.handle_timeout(Instant::now()),
         }
+        batch.clear();
         while let Some(t) = sfu.poll_transmit() {
-            // UDP is lossy anyway; a failed send is a lost packet.
-            let _ = socket.send_to(&t.contents, t.destination).await;
+            batch.push(t);
         }
+        send_all(&socket, &batch, &plane).await;
         while let Some(event) = sfu.poll_event() {
             if let SfuEvent::PeerGone { peer, .. } = event {
                 plane.forget(peer);
@@ -239,4 +276,54 @@ async fn drive(
         }
         *plane.stats.lock().unwrap_or_else(|p| p.into_inner()) = sfu.stats();
     }
+}
+
+/// Sends a step's datagrams: with `sendmmsg` in batches where the platform
+/// has it (one system call for a speaker's packet to many listeners), else
+/// one by one. UDP is lossy anyway: a failed send is a lost packet.
+async fn send_all(socket: &UdpSocket, batch: &[sotto_sfu::Transmit], plane: &MediaPlane) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut rest = batch;
+    #[cfg(target_os = "linux")]
+    while rest.len() > 1 {
+        match sendmmsg_batch(socket, &rest[..rest.len().min(64)]) {
+            Ok(0) | Err(_) => break,
+            Ok(sent) => {
+                plane.sent_batched.fetch_add(sent as u64, Relaxed);
+                rest = &rest[sent..];
+            }
+        }
+    }
+    for t in rest {
+        let _ = socket.send_to(&t.contents, t.destination).await;
+    }
+    plane.sent_single.fetch_add(rest.len() as u64, Relaxed);
+}
+
+#[cfg(target_os = "linux")]
+fn sendmmsg_batch(socket: &UdpSocket, batch: &[sotto_sfu::Transmit]) -> std::io::Result<usize> {
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd as _;
+
+    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+
+    let addrs: Vec<Option<SockaddrStorage>> = batch
+        .iter()
+        .map(|t| Some(SockaddrStorage::from(t.destination)))
+        .collect();
+    let slices: Vec<[IoSlice<'_>; 1]> = batch.iter().map(|t| [IoSlice::new(&t.contents)]).collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch.len(), None);
+    let no_cmsgs: [ControlMessage<'_>; 0] = [];
+    socket.try_io(tokio::io::Interest::WRITABLE, || {
+        sendmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            &slices,
+            &addrs,
+            no_cmsgs,
+            MsgFlags::empty(),
+        )
+        .map(|sent| sent.count())
+        .map_err(std::io::Error::from)
+    })
 }

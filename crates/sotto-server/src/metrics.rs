@@ -27,7 +27,7 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn render(&self, live_rooms: i64, sfu: Option<&sotto_sfu::SfuStats>) -> String {
+    pub fn render(&self, live_rooms: i64, media: Option<&crate::media::MediaPlane>) -> String {
         let mut out = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut line = |name: &str, kind: &str, help: &str, labels: &str, value: String| {
@@ -101,7 +101,21 @@ impl Metrics {
             "Rooms that have not ended.",
             live_rooms.to_string(),
         );
-        if let Some(s) = sfu {
+        if let Some(media) = media {
+            let s = &media.stats();
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            line(
+                "sotto_media_sent_batched_total",
+                "counter",
+                "Datagrams sent in sendmmsg batches.",
+                load(&media.sent_batched).to_string(),
+            );
+            line(
+                "sotto_media_sent_single_total",
+                "counter",
+                "Datagrams sent one system call each.",
+                load(&media.sent_single).to_string(),
+            );
             for (name, kind, help, value) in [
                 (
                     "sotto_media_datagrams_in_total",

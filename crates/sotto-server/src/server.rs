@@ -27,7 +27,12 @@ pub struct RunningServer {
     pub pinned_cert: Option<(Option<PathBuf>, String)>,
     /// The media plane's UDP address (as advertised in SDP answers).
     pub media_addr: Option<SocketAddr>,
+    /// The media plane itself (tests read its counters and, with the `tap`
+    /// feature, what it forwarded).
+    pub media: Option<crate::media::MediaPlane>,
     pub store: Store,
+    /// The E2EE relay (public state only), for audits and tests.
+    pub e2ee: crate::e2ee_relay::E2eeRelay,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     retention: JoinHandle<()>,
@@ -80,6 +85,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     if let Some(media) = media {
         tokio::spawn(follow_rooms(state.bus.subscribe(), media));
     }
+    tokio::spawn(crate::e2ee_relay::follow_rooms(
+        state.bus.subscribe(),
+        state.e2ee.clone(),
+    ));
     let now = config.clock.now_ms();
     let code = new_invite_code();
     let ttl = i64::try_from(config.bootstrap_invite_ttl.as_millis()).unwrap_or(i64::MAX / 2);
@@ -90,6 +99,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .then(|| state.invite_url(&code));
 
     let state_media_addr = state.media.as_ref().map(|m| m.advertised);
+    let state_media = state.media.clone();
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (shutdown, signal) = oneshot::channel::<()>();
     let retention = tokio::spawn(retention_task(state.clone()));
@@ -130,7 +140,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         bootstrap_invite,
         pinned_cert,
         media_addr: state_media_addr,
+        media: state_media,
         store,
+        e2ee: state.e2ee.clone(),
         shutdown: Some(shutdown),
         task,
         retention,

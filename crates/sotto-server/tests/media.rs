@@ -190,6 +190,8 @@ async fn speakers_reach_listeners_and_roles_gate_publishing() {
         metric(&srv.url, "sotto_media_renegotiations_total").await,
         0.0
     );
+    // A speaker's packet to several listeners goes out in sendmmsg batches.
+    assert!(metric(&srv.url, "sotto_media_sent_batched_total").await > 100.0);
 
     // Muted by the host: his frames stop at once.
     a.client

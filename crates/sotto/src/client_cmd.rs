@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use sotto_client::session::{Mode, SessionConfig, SessionOutcome};
 use sotto_client::{Client, Profile};
 use sotto_proto::RoomId;
 use sotto_proto::room::RoomKind;
@@ -60,6 +61,35 @@ pub enum ClientCommand {
         uses: u32,
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         expires: std::time::Duration,
+    },
+    /// Speak into a room from a WAV file (you must be on stage: a room's creator is).
+    Speak {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        room: String,
+        /// WAV file (any rate, mono or stereo); sent as 48 kHz mono Opus, end-to-end encrypted.
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Start again at the end of the file (until --duration or Ctrl-C).
+        #[arg(long = "loop")]
+        repeat: bool,
+        /// Stop after this long (e.g. 30s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Listen to a room and write what you hear to a WAV file.
+    Listen {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        room: String,
+        /// Where to write the decoded mix (48 kHz mono WAV).
+        #[arg(long)]
+        output: std::path::PathBuf,
+        /// How long to listen (e.g. 30s).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
     },
     /// Rooms.
     #[command(subcommand)]
@@ -199,6 +229,69 @@ async fn member_action(target: Target, action: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn ended(outcome: &SessionOutcome) -> String {
+    outcome
+        .ended_by
+        .as_ref()
+        .map(|why| format!(" Stopped early: {why}."))
+        .unwrap_or_default()
+}
+
+/// Runs a speak or listen session, with a live status line on a terminal.
+async fn session(
+    conn: &Conn,
+    room: String,
+    mode: Mode,
+    stop_after: Option<std::time::Duration>,
+) -> anyhow::Result<SessionOutcome> {
+    let profile = Profile::open(&conn.profile)?;
+    let client = signed_in(conn).await?;
+    let mut config = SessionConfig::new(RoomId(room), mode);
+    config.stop_after = stop_after;
+    config.bind_ip = local_ip_towards(client.base_url())?;
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed} {msg}",
+        )?);
+        Some(bar)
+    } else {
+        None
+    };
+    let outcome = sotto_client::session::run(&client, &profile, config, |s| {
+        if let Some(bar) = &bar {
+            bar.set_message(format!(
+                "speakers {} · sent {} · received {} · decrypted {} · lost {}",
+                s.streams, s.frames_sent, s.packets_received, s.decrypted, s.lost
+            ));
+            bar.tick();
+        }
+    })
+    .await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(outcome)
+}
+
+/// This machine's address on the route to the server (for the media socket).
+fn local_ip_towards(server: &str) -> anyhow::Result<std::net::IpAddr> {
+    let url = url::Url::parse(server)?;
+    let host = url.host_str().context("the server URL has no host")?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.trim_matches(['[', ']']), port))?
+        .next()
+        .context("cannot resolve the server")?;
+    let probe = std::net::UdpSocket::bind(if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })?;
+    // connect() on UDP sends nothing; it only picks the route.
+    probe.connect(addr)?;
+    Ok(probe.local_addr()?.ip())
+}
+
 async fn signed_in(conn: &Conn) -> anyhow::Result<Client> {
     let profile = Profile::open(&conn.profile)?;
     let server = conn
@@ -272,6 +365,45 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             println!("{}", invite.code);
         }
         ClientCommand::Room(cmd) => room(cmd).await?,
+        ClientCommand::Speak {
+            conn,
+            room,
+            input,
+            repeat,
+            duration,
+        } => {
+            let samples = sotto_audio::read_wav(&input)
+                .with_context(|| format!("cannot read {}", input.display()))?;
+            let mode = Mode::Speak { samples, repeat };
+            let outcome = session(&conn, room, mode, duration).await?;
+            println!(
+                "Sent {} frames ({} before a key was available).{}",
+                outcome.stats.frames_sent,
+                outcome.stats.frames_without_key,
+                ended(&outcome)
+            );
+        }
+        ClientCommand::Listen {
+            conn,
+            room,
+            output,
+            duration,
+        } => {
+            let outcome = session(&conn, room, Mode::Listen, Some(duration)).await?;
+            sotto_audio::write_wav(&output, &outcome.mix)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            let s = &outcome.stats;
+            println!(
+                "Wrote {:.1} s to {}: {} packets, {} decrypted, {} failed to decrypt, {} lost.{}",
+                outcome.mix.len() as f64 / 48_000.0,
+                output.display(),
+                s.packets_received,
+                s.decrypted,
+                s.decrypt_failures,
+                s.lost,
+                ended(&outcome)
+            );
+        }
         ClientCommand::Account(AccountCommand::Export { conn }) => {
             let export = signed_in(&conn).await?.export().await?;
             println!("{}", serde_json::to_string_pretty(&export)?);

@@ -74,6 +74,13 @@ struct ServeArgs {
     /// Registrations and logins allowed per client address per minute (0: no limit).
     #[arg(long, default_value_t = 60)]
     auth_rate_limit: u32,
+    /// UDP address of the media plane (the SFU). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    media_udp: SocketAddr,
+    /// The address clients reach the media plane at, if not the bound one
+    /// (e.g. the public IP when binding 0.0.0.0 behind 1:1 NAT).
+    #[arg(long)]
+    public_ip: Option<std::net::IpAddr>,
     /// How long an ended room's roster, bans and access list are kept (e.g. 24h, 0s).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     ended_room_retention: Duration,
@@ -131,6 +138,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.public_url = args.public_url;
     config.auth_per_minute = args.auth_rate_limit;
     config.ended_room_retention = args.ended_room_retention;
+    config.media = Some(sotto_server::media::MediaConfig {
+        bind: args.media_udp,
+        public_ip: args.public_ip,
+        inject_loss: 0.0,
+    });
     config.tls = match (args.tls_cert, args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => TlsSetting::Files { cert, key },
         (_, _, true) => TlsSetting::SelfSigned,
@@ -138,6 +150,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut server = sotto_server::start(config).await?;
     println!("sotto is serving at {}", server.base_url);
+    if let Some(media) = server.media_addr {
+        println!("Media (UDP): {media}");
+    }
     if server.local_addr.ip().is_unspecified() && args_public_url_missing {
         println!("Note: pass --public-url so invite links name an address people can reach.");
     }

@@ -18,7 +18,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use crate::bus::RoomEvent;
+use crate::e2ee_relay::{ConnInfo, OUTBOX_CAPACITY, Outbox};
 use crate::error::ApiError;
+use crate::store::AuthedSession;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,6 +46,10 @@ struct Channel {
     state: AppState,
     socket: WebSocket,
     user: UserId,
+    /// This session's device, as the E2EE relay knows it.
+    e2ee: ConnInfo,
+    e2ee_tx: Outbox,
+    e2ee_rx: tokio::sync::mpsc::Receiver<ServerMessage>,
     rooms: HashSet<RoomId>,
     /// This session's media peers, one per room.
     media: HashMap<RoomId, sotto_sfu::PeerId>,
@@ -51,22 +57,34 @@ struct Channel {
 
 async fn run(mut socket: WebSocket, state: AppState) {
     state.metrics.channel_open.fetch_add(1, Ordering::Relaxed);
-    if let Some(user) = hello(&mut socket, &state).await {
+    if let Some(session) = hello(&mut socket, &state).await {
+        let (e2ee_tx, e2ee_rx) = tokio::sync::mpsc::channel(OUTBOX_CAPACITY);
         let mut channel = Channel {
             state: state.clone(),
             socket,
-            user,
+            user: session.user_id.clone(),
+            e2ee: ConnInfo {
+                id: state.e2ee.next_conn_id(),
+                user: session.user_id,
+                device: session.device_id,
+                key: session.device_key,
+            },
+            e2ee_tx,
+            e2ee_rx,
             rooms: HashSet::new(),
             media: HashMap::new(),
         };
         channel.serve().await;
         channel.end_media().await;
+        for room in channel.rooms.iter() {
+            state.e2ee.unregister(channel.e2ee.id, room);
+        }
     }
     state.metrics.channel_open.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Waits for `hello` and checks its token. On failure, says why and closes.
-async fn hello(socket: &mut WebSocket, state: &AppState) -> Option<UserId> {
+async fn hello(socket: &mut WebSocket, state: &AppState) -> Option<AuthedSession> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, socket.recv())
         .await
         .ok()??
@@ -94,7 +112,7 @@ async fn hello(socket: &mut WebSocket, state: &AppState) -> Option<UserId> {
                 user_id: session.user_id.clone(),
             });
             socket.send(Message::text(welcome.to_json())).await.ok()?;
-            Some(session.user_id)
+            Some(session)
         }
         Err((code, message)) => {
             state.metrics.channel_errors.fetch_add(1, Ordering::Relaxed);
@@ -131,6 +149,9 @@ impl Channel {
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 },
+                Some(out) = self.e2ee_rx.recv() => {
+                    if self.send(out).await.is_err() { return; }
+                }
                 event = events.recv() => match event {
                     Ok(event) => if self.deliver(&event).await.is_err() { return; },
                     Err(RecvError::Lagged(_)) => if self.resync().await.is_err() { return; },
@@ -175,7 +196,24 @@ impl Channel {
             ClientMessage::Ping { nonce } => self.send(ServerMessage::Pong { nonce }).await,
             ClientMessage::Unsubscribe { room_id } => {
                 self.rooms.remove(&room_id);
+                self.state.e2ee.unregister(self.e2ee.id, &room_id);
                 Ok(())
+            }
+            ClientMessage::E2ee { room_id, e2ee } => {
+                if !self.rooms.contains(&room_id) {
+                    return self
+                        .refuse(ErrorCode::NotInRoom, "subscribe to the room first")
+                        .await;
+                }
+                let result = self
+                    .state
+                    .e2ee
+                    .handle(&self.state.store, &self.e2ee, &self.e2ee_tx, &room_id, e2ee)
+                    .await;
+                match result {
+                    Ok(()) => Ok(()),
+                    Err((code, message)) => self.refuse(code, message).await,
+                }
             }
             ClientMessage::MediaOffer { room_id, sdp } => self.media_offer(room_id, sdp).await,
             ClientMessage::MediaLeave { room_id } => {
@@ -278,6 +316,7 @@ impl Channel {
         {
             self.rooms.remove(room_id);
             self.media.remove(room_id);
+            self.state.e2ee.unregister(self.e2ee.id, room_id);
             return self
                 .send(ServerMessage::RoomLeft {
                     room_id: room_id.clone(),
@@ -291,6 +330,7 @@ impl Channel {
         .await?;
         if event.view.ended {
             self.rooms.remove(room_id);
+            self.state.e2ee.unregister(self.e2ee.id, room_id);
             self.send(ServerMessage::RoomEnded {
                 room_id: room_id.clone(),
             })
@@ -316,6 +356,7 @@ impl Channel {
                 }
                 _ => {
                     self.rooms.remove(&room_id);
+                    self.state.e2ee.unregister(self.e2ee.id, &room_id);
                     self.send(ServerMessage::RoomLeft {
                         room_id,
                         banned: false,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// The media plane, when this server runs one.
     pub media: Option<crate::media::MediaPlane>,
+    /// The E2EE relay (public state only).
+    pub e2ee: crate::e2ee_relay::E2eeRelay,
     base_url: Arc<str>,
     openapi: Arc<str>,
 }
@@ -55,6 +57,7 @@ impl AppState {
         AppState {
             store,
             media,
+            e2ee: crate::e2ee_relay::E2eeRelay::new(),
             limiter: Arc::new(RateLimiter::new(config.auth_per_minute)),
             config,
             bus: Bus::default(),

@@ -35,9 +35,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .unwrap_or(-1);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state
-            .metrics
-            .render(live, state.media.as_ref().map(|m| m.stats()).as_ref()),
+        state.metrics.render(live, state.media.as_ref()),
     )
         .into_response()
 }

@@ -1,0 +1,1017 @@
+//! A device's end-to-end encryption in one room, sans-IO: feed it the
+//! session channel's messages ([`RoomCrypto::handle`]) and its timers
+//! ([`RoomCrypto::handle_timeout`]); send what they return; encrypt and
+//! decrypt Opus frames with it. No sockets, no clock, no global RNG.
+//!
+//! The device's role comes from `RoomState`:
+//! - **host**: creates the stage group (MLS, `sotto-e2ee::stage`) when the
+//!   server's `info` arrives;
+//! - **on stage**: uploads a KeyPackage, waits for a Welcome (after a host or
+//!   moderator signed a stage invitation and the distributor committed the
+//!   server's Add), then sends with the stage's keys;
+//! - **listener**: sends a signed join request (fresh HPKE key) and installs
+//!   the sealed audience key a stage member vouched for.
+//!
+//! The server elects one stage device as **key distributor and committer**
+//! (`distributor` message): it commits the server's proposals, admits
+//! listeners, rotates (every stage epoch change, at once when an admitted
+//! listener leaves or is banned, every 60 s) and signs the roster.
+//!
+//! Invariants: `now_ms` is Unix time in milliseconds (join requests and
+//! invitations carry expiries other devices check). Nothing the server or a
+//! peer sends panics; errors are typed and leave the state usable. After an
+//! `Err`, messages produced before the error stay queued: `poll_timeout`
+//! then returns `Some(0)` and `handle_timeout` hands them out.
+
+use std::collections::{HashMap, HashSet};
+
+use rand::{CryptoRng, RngCore, SeedableRng as _};
+use rand_chacha::ChaCha20Rng;
+use sotto_e2ee::audience::{
+    Distributor, JoinRequest, Listener, RoomKind as E2eeRoomKind, RosterVersion, VerifiedRoster,
+};
+use sotto_e2ee::error::{
+    AdmitError, FrameError, InvitationError, JoinRequestError, KeyStatementError, OpenError,
+    RosterError, StageError,
+};
+use sotto_e2ee::identity::{DeviceIdentity, Fingerprint, IdentityKey};
+use sotto_e2ee::invitation::{VerifiedInvitation, create_invitation};
+use sotto_e2ee::stage::{
+    CommitOut, ExternalSenderInfo, StageCandidate, StageConfig, StageEvent, StageMember,
+};
+use sotto_proto::channel::{
+    ClientMessage, E2eeDown, E2eePeer, E2eeUp, SealedFor, ServerMessage, decode_payload,
+    encode_payload,
+};
+use sotto_proto::room::{Role, RoomView};
+use sotto_proto::{DeviceId, ErrorCode, RoomId, UserId};
+
+use crate::Profile;
+
+pub use sotto_e2ee::audience::VerifiedRoster as Roster;
+pub use sotto_e2ee::error::FrameError as FrameErrorKind;
+
+/// How long a join request is valid (the distributor re-verifies stored
+/// requests when it takes over, so listeners refresh well before).
+const JOIN_REQUEST_TTL_MS: u64 = 9 * 60 * 1000;
+/// A listener sends a fresh join request this often.
+const JOIN_REFRESH_MS: u64 = 4 * 60 * 1000;
+/// How long a stage invitation this device signs is valid.
+const INVITATION_TTL_MS: u64 = 10 * 60 * 1000;
+/// How long the listener keys still decrypt after joining the stage.
+const LISTENER_FALLBACK_MS: u64 = 5_000;
+/// Rosters are re-signed at most this often after admissions.
+const ROSTER_DELAY_MS: u64 = 1_000;
+/// Sealed deliveries per `sealed` message (stays under 64 KiB of JSON).
+const SEALED_BATCH: usize = 200;
+
+/// Why an E2EE step failed. The state machine stays usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    #[error("stage group: {0}")]
+    Stage(#[from] StageError),
+    #[error("frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("join request: {0}")]
+    JoinRequest(#[from] JoinRequestError),
+    #[error("admission: {0}")]
+    Admit(#[from] AdmitError),
+    #[error("sealed key: {0}")]
+    Open(#[from] OpenError),
+    #[error("key statement: {0}")]
+    Statement(#[from] KeyStatementError),
+    #[error("roster: {0}")]
+    Roster(#[from] RosterError),
+    #[error("stage invitation: {0}")]
+    Invitation(#[from] InvitationError),
+    /// A relayed field is not base64url or a key is not a valid key.
+    #[error("malformed relay message: {0}")]
+    Malformed(&'static str),
+    /// The relay message names a sender the room does not show on stage.
+    #[error("sender is not on the stage")]
+    NotOnStage,
+    /// No key to decrypt with yet.
+    #[error("no receive key yet")]
+    NoKey,
+    /// The server refused something this device sent.
+    #[error("server refused: {code}: {message}")]
+    Refused { code: ErrorCode, message: String },
+}
+
+/// When this device signs a stage invitation for a candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvitePolicy {
+    /// Only for users passed to [`RoomCrypto::invite_to_stage`] on this
+    /// device: the server alone cannot put anyone on the stage.
+    Explicit,
+    /// For any user the room state shows on stage or invited to it: for a
+    /// moderator whose invitations are sent by another process (e.g. the
+    /// CLI). This trusts the server's word that a moderator invited them.
+    FollowRoomState,
+}
+
+struct ListenerState {
+    current: Listener,
+    previous: Option<Listener>,
+    refresh_at: u64,
+}
+
+enum Stage {
+    None,
+    Candidate {
+        candidate: Box<StageCandidate>,
+        buffered: Vec<Vec<u8>>,
+    },
+    Member(Box<MemberState>),
+}
+
+struct MemberState {
+    stage: StageMember,
+    pending_proposals: bool,
+    in_flight: Option<CommitOut>,
+    buffered: Vec<Vec<u8>>,
+    rebase: bool,
+}
+
+struct DistributorState {
+    dist: Distributor,
+    admitted: HashMap<Fingerprint, (UserId, DeviceId)>,
+    next_rotation_at: u64,
+    roster_at: Option<u64>,
+}
+
+/// One device's E2EE in one room.
+pub struct RoomCrypto {
+    room_id: RoomId,
+    room: Vec<u8>,
+    me: UserId,
+    device: DeviceId,
+    seed: zeroize::Zeroizing<[u8; 32]>,
+    identity: DeviceIdentity,
+    view: RoomView,
+    config: StageConfig,
+    rng: ChaCha20Rng,
+    server: Option<ExternalSenderInfo>,
+    listener: Option<ListenerState>,
+    listener_until: Option<u64>,
+    stage: Stage,
+    distributor: Option<DistributorState>,
+    is_distributor: bool,
+    policy: InvitePolicy,
+    intents: HashSet<UserId>,
+    invitations: Vec<(Vec<u8>, E2eePeer)>,
+    roster: Option<VerifiedRoster>,
+    roster_seen: RosterVersion,
+    left: bool,
+    last_now: u64,
+    out: Vec<ClientMessage>,
+}
+
+impl std::fmt::Debug for RoomCrypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomCrypto")
+            .field("room", &self.room_id.short())
+            .field("role", &self.my_role())
+            .field("distributor", &self.is_distributor)
+            .finish_non_exhaustive()
+    }
+}
+
+fn b64(text: &str) -> Result<Vec<u8>, CryptoError> {
+    decode_payload(text).map_err(|_| CryptoError::Malformed("not base64url"))
+}
+
+impl RoomCrypto {
+    /// E2EE for `me`'s device `device` (its key is the profile's) in `room`.
+    /// Returns the `hello` to send; the rest follows the server's answers.
+    pub fn new(
+        profile: &Profile,
+        me: &UserId,
+        device: &DeviceId,
+        room: &RoomView,
+        now_ms: u64,
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<(RoomCrypto, Vec<ClientMessage>), CryptoError> {
+        let seed = zeroize::Zeroizing::new(profile.device_seed());
+        let identity = DeviceIdentity::from_seed(*seed, me.as_str().as_bytes(), device.as_str());
+        let rng = ChaCha20Rng::from_rng(rng).map_err(|_| CryptoError::Malformed("rng"))?;
+        let mut rc = RoomCrypto {
+            room_id: room.id.clone(),
+            room: room.id.as_str().as_bytes().to_vec(),
+            me: me.clone(),
+            device: device.clone(),
+            seed,
+            identity,
+            view: room.clone(),
+            config: StageConfig::default(),
+            rng,
+            server: None,
+            listener: None,
+            listener_until: None,
+            stage: Stage::None,
+            distributor: None,
+            is_distributor: false,
+            policy: InvitePolicy::Explicit,
+            intents: HashSet::new(),
+            invitations: Vec::new(),
+            roster: None,
+            roster_seen: RosterVersion::default(),
+            left: false,
+            last_now: now_ms,
+            out: Vec::new(),
+        };
+        rc.up(E2eeUp::Hello {});
+        let out = rc_take(&mut rc);
+        Ok((rc, out))
+    }
+
+    /// Choose when this device signs stage invitations (default
+    /// [`InvitePolicy::Explicit`]).
+    pub fn set_invite_policy(&mut self, policy: InvitePolicy) {
+        self.policy = policy;
+    }
+
+    /// This device (a host or moderator) invited `user` to the stage: sign a
+    /// stage invitation when their device asks to join the stage group.
+    pub fn invite_to_stage(&mut self, user: &UserId) {
+        self.intents.insert(user.clone());
+    }
+
+    /// A server message on the channel.
+    pub fn handle(
+        &mut self,
+        now_ms: u64,
+        msg: &ServerMessage,
+    ) -> Result<Vec<ClientMessage>, CryptoError> {
+        let result = self.handle_inner(now_ms, msg);
+        self.flush(now_ms);
+        result.map(|()| rc_take(self))
+    }
+
+    /// When [`Self::handle_timeout`] is next due (Unix ms).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if !self.out.is_empty() {
+            return Some(0);
+        }
+        let mut t: Vec<u64> = Vec::new();
+        if let Stage::Member(m) = &self.stage {
+            t.extend(m.stage.poll_timeout());
+        }
+        if let Some(d) = &self.distributor {
+            t.push(d.next_rotation_at);
+            t.extend(d.roster_at);
+        }
+        if let Some(l) = self.listener.as_ref().filter(|_| !self.left) {
+            t.push(l.refresh_at);
+        }
+        t.extend(self.listener_until);
+        t.into_iter().min()
+    }
+
+    /// Timers: send-key switches, key expiry, rotations, rosters, join
+    /// request refreshes.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<ClientMessage> {
+        if let Stage::Member(m) = &mut self.stage {
+            let _ = m.stage.handle_timeout(now_ms);
+        }
+        if self.listener_until.is_some_and(|t| t <= now_ms) {
+            self.listener_until = None;
+            if matches!(self.stage, Stage::Member(_)) {
+                self.listener = None;
+            }
+        }
+        if !self.left {
+            let refresh = self
+                .listener
+                .as_ref()
+                .is_some_and(|l| l.refresh_at <= now_ms)
+                && self.my_role() == Some(Role::Listener);
+            if refresh {
+                let _ = self.join_as_listener(now_ms);
+            }
+        }
+        self.flush(now_ms);
+        rc_take(self)
+    }
+
+    /// Encrypt one Opus frame (None until this device has a send key).
+    pub fn encrypt(&mut self, now_ms: u64, opus: &[u8]) -> Option<Vec<u8>> {
+        match &mut self.stage {
+            Stage::Member(m) if !self.left => m.stage.encrypt_frame(now_ms, opus).ok(),
+            _ => None,
+        }
+    }
+
+    /// Decrypt a frame from any speaker.
+    pub fn decrypt(&mut self, now_ms: u64, frame: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut first: Option<FrameError> = None;
+        if let Stage::Member(m) = &mut self.stage {
+            match m.stage.decrypt_frame(now_ms, frame) {
+                Ok(p) => return Ok(p),
+                Err(e) => first = Some(e),
+            }
+        }
+        if let Some(l) = &mut self.listener {
+            match l.current.decrypt(now_ms, frame) {
+                Ok(p) => return Ok(p),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+            if let Some(Ok(p)) = l.previous.as_mut().map(|prev| prev.decrypt(now_ms, frame)) {
+                return Ok(p);
+            }
+        }
+        Err(first.map_or(CryptoError::NoKey, CryptoError::Frame))
+    }
+
+    /// Whether this device holds a receive key.
+    pub fn can_decrypt(&self) -> bool {
+        matches!(self.stage, Stage::Member(_))
+            || self.listener.as_ref().is_some_and(|l| {
+                l.current.current_generation().is_some()
+                    || l.previous
+                        .as_ref()
+                        .is_some_and(|p| p.current_generation().is_some())
+            })
+    }
+
+    /// Whether this device can send (holds a stage send key).
+    pub fn can_encrypt(&self) -> bool {
+        matches!(&self.stage, Stage::Member(m) if m.stage.sending_generation().is_some())
+    }
+
+    /// The latest verified roster of admitted listeners.
+    pub fn roster(&self) -> Option<&VerifiedRoster> {
+        self.roster.as_ref()
+    }
+
+    /// Whether the server made this device the room's key distributor.
+    pub fn is_distributor(&self) -> bool {
+        self.is_distributor && self.distributor.is_some()
+    }
+
+    /// A code all stage members of the current epoch share (compare it out
+    /// loud), if this device is on the stage group.
+    pub fn room_code(&self) -> Option<String> {
+        match &self.stage {
+            Stage::Member(m) => Some(m.stage.room_code()),
+            _ => None,
+        }
+    }
+
+    fn my_role(&self) -> Option<Role> {
+        self.role_of(&self.me)
+    }
+
+    fn role_of(&self, user: &UserId) -> Option<Role> {
+        self.view
+            .members
+            .iter()
+            .find(|m| &m.user_id == user)
+            .map(|m| m.role)
+    }
+
+    fn up(&mut self, e2ee: E2eeUp) {
+        self.out.push(ClientMessage::E2ee {
+            room_id: self.room_id.clone(),
+            e2ee,
+        });
+    }
+
+    fn handle_inner(&mut self, now: u64, msg: &ServerMessage) -> Result<(), CryptoError> {
+        match msg {
+            ServerMessage::RoomState { room } if room.id == self.room_id => {
+                self.on_view(now, room.clone())
+            }
+            ServerMessage::RoomLeft { room_id, .. } | ServerMessage::RoomEnded { room_id }
+                if room_id == &self.room_id =>
+            {
+                self.left = true;
+                self.distributor = None;
+                self.is_distributor = false;
+                Ok(())
+            }
+            ServerMessage::Error { error } => self.on_refused(now, error.code, &error.message),
+            ServerMessage::E2ee { room_id, e2ee } if room_id == &self.room_id && !self.left => {
+                self.on_e2ee(now, e2ee)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn on_refused(&mut self, now: u64, code: ErrorCode, message: &str) -> Result<(), CryptoError> {
+        if let Stage::Member(m) = &mut self.stage
+            && m.in_flight.take().is_some()
+        {
+            {
+                // Our commit lost (or was refused): drop it, catch up with
+                // the log, then redo it in the new epoch.
+                m.stage.commit_rejected()?;
+                m.rebase = code == ErrorCode::StaleEpoch;
+                self.drain_buffered(now)?;
+            }
+        }
+        Err(CryptoError::Refused {
+            code,
+            message: message.to_owned(),
+        })
+    }
+
+    fn on_view(&mut self, now: u64, view: RoomView) -> Result<(), CryptoError> {
+        if view.version < self.view.version {
+            return Ok(());
+        }
+        let old = std::mem::replace(&mut self.view, view);
+        if self.left || self.server.is_none() {
+            return Ok(());
+        }
+        let role = self.my_role();
+        let was_on_stage = old
+            .members
+            .iter()
+            .any(|m| m.user_id == self.me && m.role.on_stage());
+        match role {
+            Some(Role::Listener) if !matches!(self.stage, Stage::None) || was_on_stage => {
+                // Moved to the audience: the server proposes our removal.
+                self.stage = Stage::None;
+                self.distributor = None;
+                self.is_distributor = false;
+                self.join_as_listener(now)?;
+            }
+            Some(r) if r.on_stage() && matches!(self.stage, Stage::None) => {
+                self.become_candidate()?;
+            }
+            _ => {}
+        }
+        self.distributor_follow_view(now)
+    }
+
+    fn on_e2ee(&mut self, now: u64, msg: &E2eeDown) -> Result<(), CryptoError> {
+        match msg {
+            E2eeDown::Info {
+                external_sender_key,
+                external_sender_credential,
+                has_group,
+            } => {
+                self.server = Some(ExternalSenderInfo {
+                    public_key: b64(external_sender_key)?,
+                    credential_identity: b64(external_sender_credential)?,
+                });
+                self.start(now, *has_group)
+            }
+            E2eeDown::GroupReset {} => {
+                if self.my_role().is_some_and(Role::on_stage) {
+                    self.distributor = None;
+                    self.stage = Stage::None;
+                    self.become_candidate()?;
+                }
+                Ok(())
+            }
+            E2eeDown::Handshake { message, .. } => {
+                let bytes = b64(message)?;
+                match &mut self.stage {
+                    Stage::Candidate { buffered, .. } => {
+                        buffered.push(bytes);
+                        Ok(())
+                    }
+                    Stage::Member(m) if m.in_flight.is_some() => {
+                        m.buffered.push(bytes);
+                        Ok(())
+                    }
+                    Stage::Member(_) => self.process_handshake(now, &bytes),
+                    Stage::None => Ok(()),
+                }
+            }
+            E2eeDown::Accepted { commit, .. } => {
+                if !commit {
+                    return Ok(());
+                }
+                let Stage::Member(m) = &mut self.stage else {
+                    return Ok(());
+                };
+                let Some(out) = m.in_flight.take() else {
+                    return Ok(());
+                };
+                m.stage.commit_accepted(now)?;
+                m.pending_proposals = false;
+                self.up(E2eeUp::GroupInfo {
+                    group_info: encode_payload(&out.group_info),
+                });
+                if let Some(w) = &out.welcome {
+                    self.up(E2eeUp::Welcome {
+                        welcome: encode_payload(w),
+                    });
+                }
+                self.on_epoch_change(now)?;
+                self.drain_buffered(now)
+            }
+            E2eeDown::Welcome {
+                welcome,
+                ratchet_tree,
+            } => {
+                let (w, tree) = (b64(welcome)?, b64(ratchet_tree)?);
+                let Stage::Candidate { .. } = self.stage else {
+                    return Ok(());
+                };
+                let Stage::Candidate {
+                    candidate,
+                    buffered,
+                } = std::mem::replace(&mut self.stage, Stage::None)
+                else {
+                    return Ok(());
+                };
+                let stage = (*candidate).join(&self.room, &w, &tree, self.config, now)?;
+                self.stage = Stage::Member(Box::new(MemberState {
+                    stage,
+                    pending_proposals: false,
+                    in_flight: None,
+                    buffered,
+                    rebase: false,
+                }));
+                self.listener_until = Some(now + LISTENER_FALLBACK_MS);
+                self.drain_buffered(now)?;
+                if self.is_distributor {
+                    self.start_distributor(now)?;
+                }
+                Ok(())
+            }
+            E2eeDown::Candidate { candidate } => self.maybe_invite(now, candidate),
+            E2eeDown::StageInvitation { invitation, from } => {
+                self.invitations.push((b64(invitation)?, from.clone()));
+                self.try_commit()
+            }
+            E2eeDown::JoinRequest { request, from } => self.admit(now, &b64(request)?, from),
+            E2eeDown::Sealed {
+                sealed,
+                statement,
+                from,
+            } => self.open_sealed(now, &b64(sealed)?, &b64(statement)?, from),
+            E2eeDown::Roster { roster, from } => self.accept_roster(&b64(roster)?, from),
+            E2eeDown::Distributor { active } => {
+                self.is_distributor = *active;
+                if *active {
+                    self.start_distributor(now)
+                } else {
+                    self.distributor = None;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// After the server's `info`: the host creates the stage group, others
+    /// on stage ask to join it, listeners ask for the audience key.
+    fn start(&mut self, now: u64, has_group: bool) -> Result<(), CryptoError> {
+        if !matches!(self.stage, Stage::None) {
+            return Ok(());
+        }
+        match self.my_role() {
+            Some(Role::Host) => {
+                let server = self
+                    .server
+                    .clone()
+                    .ok_or(CryptoError::Malformed("no server info"))?;
+                let identity = DeviceIdentity::from_seed(
+                    *self.seed,
+                    self.me.as_str().as_bytes(),
+                    self.device.as_str(),
+                );
+                let (stage, gi, tree) = StageMember::create(
+                    identity,
+                    &self.room,
+                    &server,
+                    self.config,
+                    now,
+                    &mut self.rng,
+                )?;
+                self.stage = Stage::Member(Box::new(MemberState {
+                    stage,
+                    pending_proposals: false,
+                    in_flight: None,
+                    buffered: Vec::new(),
+                    rebase: false,
+                }));
+                self.up(E2eeUp::CreateGroup {
+                    group_info: encode_payload(&gi),
+                    ratchet_tree: encode_payload(&tree),
+                });
+                Ok(())
+            }
+            Some(r) if r.on_stage() => {
+                if has_group {
+                    self.become_candidate()?;
+                }
+                Ok(())
+            }
+            Some(_) => self.join_as_listener(now),
+            None => Ok(()),
+        }
+    }
+
+    fn become_candidate(&mut self) -> Result<(), CryptoError> {
+        let identity = DeviceIdentity::from_seed(
+            *self.seed,
+            self.me.as_str().as_bytes(),
+            self.device.as_str(),
+        );
+        let (candidate, kp) = StageCandidate::new(identity)?;
+        self.stage = Stage::Candidate {
+            candidate: Box::new(candidate),
+            buffered: Vec::new(),
+        };
+        self.up(E2eeUp::KeyPackage {
+            key_package: encode_payload(&kp),
+        });
+        Ok(())
+    }
+
+    fn join_as_listener(&mut self, now: u64) -> Result<(), CryptoError> {
+        let (req, keys) = JoinRequest::create(
+            &self.identity,
+            &self.room,
+            now + JOIN_REQUEST_TTL_MS,
+            &mut self.rng,
+        )?;
+        let current = Listener::new(
+            &self.room,
+            &self.identity.public(),
+            keys,
+            self.config.suite,
+            self.config.grace_ms,
+        );
+        let previous = self.listener.take().map(|l| l.current);
+        self.listener = Some(ListenerState {
+            current,
+            previous,
+            refresh_at: now + JOIN_REFRESH_MS,
+        });
+        self.up(E2eeUp::JoinRequest {
+            request: encode_payload(&req),
+        });
+        Ok(())
+    }
+
+    fn process_handshake(&mut self, now: u64, bytes: &[u8]) -> Result<(), CryptoError> {
+        let Stage::Member(m) = &mut self.stage else {
+            return Ok(());
+        };
+        match m.stage.handle_message(now, bytes) {
+            Ok(StageEvent::ProposalQueued) => {
+                m.pending_proposals = true;
+                self.try_commit()
+            }
+            Ok(StageEvent::EpochChanged { .. }) => {
+                m.pending_proposals = false;
+                if std::mem::take(&mut m.rebase) {
+                    let invitations = self.verified_invitations(now);
+                    if let Stage::Member(m) = &mut self.stage
+                        && let Some(out) = m.stage.rebase(&invitations)?
+                    {
+                        self.send_commit(out);
+                    }
+                }
+                self.on_epoch_change(now)
+            }
+            Ok(StageEvent::Removed) => {
+                self.stage = Stage::None;
+                self.distributor = None;
+                if self.my_role() == Some(Role::Listener) && self.listener.is_none() {
+                    self.join_as_listener(now)?;
+                }
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            // Messages of an epoch we are past (or before our Welcome).
+            Err(StageError::WrongEpoch { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn drain_buffered(&mut self, now: u64) -> Result<(), CryptoError> {
+        let mut first_err = None;
+        loop {
+            let next = match &mut self.stage {
+                Stage::Member(m) if m.in_flight.is_none() && !m.buffered.is_empty() => {
+                    m.buffered.remove(0)
+                }
+                _ => break,
+            };
+            if let Err(e) = self.process_handshake(now, &next) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn send_commit(&mut self, out: CommitOut) {
+        let message = encode_payload(&out.commit);
+        if let Stage::Member(m) = &mut self.stage {
+            m.in_flight = Some(out);
+        }
+        self.up(E2eeUp::Handshake { message });
+    }
+
+    /// The trusted inviters: stage-group members whose user is a host or
+    /// moderator in the room state.
+    fn verified_invitations(&self, now: u64) -> Vec<VerifiedInvitation> {
+        let Stage::Member(m) = &self.stage else {
+            return Vec::new();
+        };
+        let tree: HashSet<[u8; 32]> = m
+            .stage
+            .member_keys()
+            .into_iter()
+            .map(|(_, k)| k.to_bytes())
+            .collect();
+        let trusted: Vec<IdentityKey> = self
+            .invitations
+            .iter()
+            .map(|(_, from)| from)
+            .filter(|from| {
+                tree.contains(from.device_key.as_bytes())
+                    && self.role_of(&from.user_id).is_some_and(Role::moderates)
+            })
+            .filter_map(|from| IdentityKey::from_bytes(from.device_key.as_bytes()))
+            .collect();
+        self.invitations
+            .iter()
+            .filter_map(|(raw, _)| VerifiedInvitation::verify(raw, &self.room, &trusted, now).ok())
+            .collect()
+    }
+
+    /// The distributor commits pending proposals once every Add has a
+    /// verified invitation.
+    fn try_commit(&mut self) -> Result<(), CryptoError> {
+        let now = self.now_hint();
+        let ready = matches!(&self.stage, Stage::Member(m)
+            if self.is_distributor && m.pending_proposals && m.in_flight.is_none());
+        if !ready {
+            return Ok(());
+        }
+        let invitations = self.verified_invitations(now);
+        let Stage::Member(m) = &mut self.stage else {
+            return Ok(());
+        };
+        match m.stage.commit_pending(&invitations) {
+            Ok(out) => {
+                self.send_commit(out);
+                Ok(())
+            }
+            // Wait for the inviter's signature.
+            Err(StageError::UninvitedAdd) => Ok(()),
+            Err(StageError::NothingPending) => {
+                m.pending_proposals = false;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn now_hint(&self) -> u64 {
+        // Invitation expiry checks need a time; the latest known one is the
+        // send-key timer base. Use the wall time the driver last passed.
+        self.last_now
+    }
+
+    fn maybe_invite(&mut self, now: u64, candidate: &E2eePeer) -> Result<(), CryptoError> {
+        if !self.my_role().is_some_and(Role::moderates) {
+            return Ok(());
+        }
+        let Stage::Member(_) = &self.stage else {
+            return Ok(());
+        };
+        let follows = self.policy == InvitePolicy::FollowRoomState
+            && self.view.members.iter().any(|m| {
+                m.user_id == candidate.user_id && (m.role.on_stage() || m.invited_to_stage)
+            });
+        if !follows && !self.intents.contains(&candidate.user_id) {
+            return Ok(());
+        }
+        let invitee = IdentityKey::from_bytes(candidate.device_key.as_bytes())
+            .ok_or(CryptoError::Malformed("candidate key"))?;
+        let inv = create_invitation(
+            &self.identity,
+            &self.room,
+            &invitee,
+            now + INVITATION_TTL_MS,
+        );
+        self.invitations.push((
+            inv.clone(),
+            E2eePeer {
+                user_id: self.me.clone(),
+                device_id: self.device.clone(),
+                device_key: sotto_proto::keys::DevicePublicKey::from_bytes(
+                    self.identity.public().to_bytes(),
+                ),
+            },
+        ));
+        self.up(E2eeUp::StageInvitation {
+            device_id: candidate.device_id.clone(),
+            invitation: encode_payload(&inv),
+        });
+        self.try_commit()
+    }
+
+    fn on_epoch_change(&mut self, now: u64) -> Result<(), CryptoError> {
+        if self.distributor.is_some() {
+            self.rotate(now)?;
+        }
+        self.try_commit()
+    }
+
+    fn start_distributor(&mut self, now: u64) -> Result<(), CryptoError> {
+        let Stage::Member(m) = &self.stage else {
+            return Ok(());
+        };
+        if self.distributor.is_some() {
+            return Ok(());
+        }
+        let key = m.stage.current_audience_key()?;
+        let mut dist = Distributor::new(&self.room, E2eeRoomKind::Open, key, m.stage.identity());
+        dist.resume_after(self.roster_seen);
+        self.distributor = Some(DistributorState {
+            dist,
+            admitted: HashMap::new(),
+            next_rotation_at: now + self.config.rotation_period_ms,
+            roster_at: None,
+        });
+        let due = m.stage.rotation_due(now);
+        if due {
+            self.rotate(now)?;
+        }
+        self.try_commit()
+    }
+
+    /// Seal the next generation to every admitted listener (with its key
+    /// statement), then announce it to the stage.
+    fn rotate(&mut self, now: u64) -> Result<(), CryptoError> {
+        let (Stage::Member(m), Some(d)) = (&mut self.stage, &mut self.distributor) else {
+            return Ok(());
+        };
+        if m.in_flight.is_some() {
+            return Ok(());
+        }
+        let key = m.stage.next_audience_key()?;
+        let rotation = d.dist.rotate(key.clone(), m.stage.identity())?;
+        let notice = m.stage.announce(now, &key)?;
+        d.next_rotation_at = now + self.config.rotation_period_ms;
+        d.roster_at = Some(now);
+        let statement = encode_payload(&rotation.statement);
+        let deliveries: Vec<SealedFor> = rotation
+            .deliveries
+            .iter()
+            .filter_map(|s| {
+                let (_, device) = d.admitted.get(&s.recipient)?;
+                Some(SealedFor {
+                    to: device.clone(),
+                    sealed: encode_payload(&s.bytes),
+                })
+            })
+            .collect();
+        for batch in deliveries.chunks(SEALED_BATCH) {
+            self.up(E2eeUp::Sealed {
+                statement: statement.clone(),
+                deliveries: batch.to_vec(),
+            });
+        }
+        self.up(E2eeUp::Handshake {
+            message: encode_payload(&notice),
+        });
+        Ok(())
+    }
+
+    fn admit(&mut self, now: u64, request: &[u8], from: &E2eePeer) -> Result<(), CryptoError> {
+        let Some(d) = &mut self.distributor else {
+            return Ok(());
+        };
+        if self.view.members.iter().all(|m| m.user_id != from.user_id) {
+            return Ok(());
+        }
+        let registered = IdentityKey::from_bytes(from.device_key.as_bytes())
+            .ok_or(CryptoError::Malformed("device key"))?;
+        let verified = JoinRequest::parse(request)?.verify(&registered, &self.room, now)?;
+        let sealed = d.dist.admit(verified)?;
+        d.admitted.insert(
+            sealed.recipient,
+            (from.user_id.clone(), from.device_id.clone()),
+        );
+        d.roster_at.get_or_insert(now + ROSTER_DELAY_MS);
+        let statement = encode_payload(d.dist.statement());
+        self.up(E2eeUp::Sealed {
+            statement,
+            deliveries: vec![SealedFor {
+                to: from.device_id.clone(),
+                sealed: encode_payload(&sealed.bytes),
+            }],
+        });
+        Ok(())
+    }
+
+    /// As distributor: drop admitted listeners who left the room (rotate at
+    /// once: a ban or removal must not keep the key) or went on stage.
+    fn distributor_follow_view(&mut self, now: u64) -> Result<(), CryptoError> {
+        let Some(d) = &mut self.distributor else {
+            return Ok(());
+        };
+        let mut departed = false;
+        let gone: Vec<(Fingerprint, bool)> = d
+            .admitted
+            .iter()
+            .filter_map(|(fp, (user, _))| {
+                match self.view.members.iter().find(|m| &m.user_id == user) {
+                    None => Some((*fp, true)),
+                    Some(m) if m.role.on_stage() => Some((*fp, false)),
+                    Some(_) => None,
+                }
+            })
+            .collect();
+        for (fp, left) in gone {
+            d.admitted.remove(&fp);
+            d.dist.remove(fp);
+            departed |= left;
+            d.roster_at.get_or_insert(now);
+        }
+        if departed {
+            self.rotate(now)?;
+        }
+        Ok(())
+    }
+
+    fn stage_keys_for(&self, from: &E2eePeer) -> Result<Vec<IdentityKey>, CryptoError> {
+        if let Stage::Member(m) = &self.stage {
+            return Ok(m.stage.member_keys().into_iter().map(|(_, k)| k).collect());
+        }
+        if !self.role_of(&from.user_id).is_some_and(Role::on_stage) {
+            return Err(CryptoError::NotOnStage);
+        }
+        Ok(IdentityKey::from_bytes(from.device_key.as_bytes())
+            .into_iter()
+            .collect())
+    }
+
+    fn open_sealed(
+        &mut self,
+        now: u64,
+        sealed: &[u8],
+        statement: &[u8],
+        from: &E2eePeer,
+    ) -> Result<(), CryptoError> {
+        let trusted = self.stage_keys_for(from)?;
+        let Some(l) = &mut self.listener else {
+            return Ok(());
+        };
+        let st = l.current.verify_statement(statement, &trusted)?;
+        match l.current.open(now, sealed, &st) {
+            Ok(_) => Ok(()),
+            Err(OpenError::NotForUs) if l.previous.is_some() => {
+                let prev = l.previous.as_mut().ok_or(CryptoError::NoKey)?;
+                prev.open(now, sealed, &st)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn accept_roster(&mut self, roster: &[u8], from: &E2eePeer) -> Result<(), CryptoError> {
+        let trusted = self.stage_keys_for(from)?;
+        let r = VerifiedRoster::verify(roster, &self.room, &trusted, self.roster_seen)?;
+        self.roster_seen = r.version();
+        self.roster = Some(r);
+        Ok(())
+    }
+
+    /// Work that waits on time or state: due rotations, rosters.
+    fn flush(&mut self, now: u64) {
+        self.last_now = now;
+        let rotation_due = matches!((&self.stage, &self.distributor), (Stage::Member(m), Some(d))
+            if m.in_flight.is_none() && (d.next_rotation_at <= now || m.stage.rotation_due(now)));
+        if rotation_due {
+            let _ = self.rotate(now);
+        }
+        let (Stage::Member(m), Some(d)) = (&self.stage, &mut self.distributor) else {
+            return;
+        };
+        if d.roster_at.is_some_and(|t| t <= now) {
+            d.roster_at = None;
+            let roster = d.dist.roster(m.stage.identity());
+            if let Ok(v) = VerifiedRoster::verify(
+                &roster,
+                &self.room,
+                &[m.stage.identity().public()],
+                self.roster_seen,
+            ) {
+                self.roster_seen = v.version();
+                self.roster = Some(v);
+            }
+            self.up(E2eeUp::Roster {
+                roster: encode_payload(&roster),
+            });
+        }
+    }
+}
+
+fn rc_take(rc: &mut RoomCrypto) -> Vec<ClientMessage> {
+    std::mem::take(&mut rc.out)
+}

@@ -1,0 +1,293 @@
+//! A speaking or listening session in a room: the whole client path.
+//!
+//! ```text
+//! speak:  WAV → 48 kHz mono → 20 ms frames → Opus → SFrame (E2EE) → RTP → SFU
+//! listen: SFU → RTP slots → SFrame decrypt → jitter buffer → Opus (FEC/PLC) → mix → WAV
+//! ```
+//!
+//! One task drives it all: the session channel (room state, media signaling,
+//! E2EE relay), the media connection, the room's crypto state, and a 20 ms
+//! clock for sending and playout. Nothing leaves this device unencrypted but
+//! the RTP headers (with the RFC 6464 audio level, by design).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use sotto_audio::{FRAME_SAMPLES, JitterBuffer, OpusDecoder, OpusEncoder, Playout, rfc6464_level};
+use sotto_proto::RoomId;
+use sotto_proto::channel::{ClientMessage, ServerMessage};
+
+use crate::media::{MediaConnection, OutgoingFrame};
+use crate::room_crypto::{InvitePolicy, RoomCrypto};
+use crate::{Channel, Client, ClientError, Profile};
+
+/// What to do in the room.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// Send these 48 kHz mono samples, 20 ms at a time; again from the start
+    /// when `repeat` (until `stop_after`).
+    Speak { samples: Vec<f32>, repeat: bool },
+    /// Receive and mix what the room says.
+    Listen,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub room: RoomId,
+    pub mode: Mode,
+    /// Stop after this long (a listener's `--duration`; a speaker without
+    /// `repeat` stops at the end of its input anyway).
+    pub stop_after: Option<Duration>,
+    /// Address to bind the media socket to (this machine's address towards the server).
+    pub bind_ip: IpAddr,
+    /// Receive slots.
+    pub slots: usize,
+    /// Jitter buffer depth in 20 ms frames.
+    pub jitter_depth: usize,
+    /// When this device (a host or moderator) signs stage invitations.
+    pub invite_policy: InvitePolicy,
+    /// Users this device invites to the stage (signed on their request).
+    pub invite: Vec<sotto_proto::UserId>,
+}
+
+impl SessionConfig {
+    pub fn new(room: RoomId, mode: Mode) -> Self {
+        SessionConfig {
+            room,
+            mode,
+            stop_after: None,
+            bind_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            slots: 3,
+            jitter_depth: 3,
+            invite_policy: InvitePolicy::Explicit,
+            invite: Vec::new(),
+        }
+    }
+}
+
+/// Counters a session reports (and shows on a terminal).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    pub frames_sent: u64,
+    /// Frames not sent because this device had no send key yet.
+    pub frames_without_key: u64,
+    pub packets_received: u64,
+    pub decrypted: u64,
+    pub decrypt_failures: u64,
+    pub lost: u64,
+    pub concealed_or_fec: u64,
+    /// Speakers heard (receive streams).
+    pub streams: usize,
+    /// SDP renegotiations after the first answer (the SFU promises none).
+    pub renegotiations: u64,
+}
+
+/// What a session produced.
+#[derive(Debug, Default)]
+pub struct SessionOutcome {
+    /// The decoded mix, 48 kHz mono (empty for a speaker).
+    pub mix: Vec<f32>,
+    pub stats: SessionStats,
+    /// Why it ended early, if it did (room ended, removed, banned).
+    pub ended_by: Option<String>,
+    /// The room's crypto state as the session left it (tests use it to show
+    /// what a removed participant can still decrypt).
+    pub crypto: Option<RoomCrypto>,
+}
+
+struct Stream {
+    jitter: JitterBuffer,
+    decoder: OpusDecoder,
+}
+
+/// Runs a session until its input ends, `stop_after` passes, or the room
+/// ends for this user. `on_tick` sees the counters once a second.
+pub async fn run(
+    client: &Client,
+    profile: &Profile,
+    config: SessionConfig,
+    mut on_tick: impl FnMut(&SessionStats),
+) -> Result<SessionOutcome, ClientError> {
+    let room = &config.room;
+    let view = client.join(room).await?;
+    let me = client.me().await?;
+    let mut channel = Channel::connect(client).await?;
+    channel.subscribe(room).await?;
+    let (mut media, early) =
+        MediaConnection::connect(&mut channel, room, config.bind_ip, config.slots).await?;
+
+    // The E2EE state works in Unix milliseconds: join requests and
+    // invitations carry expiry times that other devices check.
+    let started = Instant::now();
+    let unix_at_start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let now_ms = |t: Instant| unix_at_start + t.duration_since(started).as_millis() as u64;
+    let device = profile.info.device_id.clone().ok_or_else(|| {
+        ClientError::Profile("the profile has no device id; register first".into())
+    })?;
+    let (mut crypto, hello) = RoomCrypto::new(
+        profile,
+        &me.id,
+        &device,
+        &view,
+        now_ms(Instant::now()),
+        &mut rand::rngs::OsRng,
+    )
+    .map_err(|e| ClientError::Channel(format!("E2EE: {e}")))?;
+    crypto.set_invite_policy(config.invite_policy);
+    for user in &config.invite {
+        crypto.invite_to_stage(user);
+    }
+    for msg in hello {
+        channel.send(msg).await?;
+    }
+    for msg in early {
+        for out in handle_crypto(&mut crypto, now_ms(Instant::now()), &msg) {
+            channel.send(out).await?;
+        }
+    }
+    media.connected(Duration::from_secs(10)).await?;
+
+    let mut outcome = SessionOutcome::default();
+    let mut encoder = match &config.mode {
+        Mode::Speak { .. } => Some(
+            OpusEncoder::new(Default::default())
+                .map_err(|e| ClientError::Channel(e.to_string()))?,
+        ),
+        Mode::Listen => None,
+    };
+    let mut streams: HashMap<u32, Stream> = HashMap::new();
+    let mut frame_index: usize = 0;
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut report = tokio::time::interval(Duration::from_secs(1));
+    let deadline = config.stop_after.map(|d| tokio::time::Instant::now() + d);
+
+    'session: loop {
+        let crypto_due = crypto
+            .poll_timeout()
+            .map(|ms| {
+                tokio::time::Instant::from_std(
+                    started + Duration::from_millis(ms.saturating_sub(unix_at_start)),
+                )
+            })
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(far_future)).await }, if deadline.is_some() => break 'session,
+            msg = channel.next(Duration::from_secs(3600)) => {
+                let msg = msg?;
+                match &msg {
+                    ServerMessage::RoomLeft { room_id, banned } if room_id == room => {
+                        outcome.ended_by = Some(if *banned { "banned".into() } else { "removed".into() });
+                        break 'session;
+                    }
+                    ServerMessage::RoomEnded { room_id } if room_id == room => {
+                        outcome.ended_by = Some("room ended".into());
+                        break 'session;
+                    }
+                    _ => {}
+                }
+                for out in handle_crypto(&mut crypto, now_ms(Instant::now()), &msg) {
+                    channel.send(out).await?;
+                }
+            }
+            _ = tokio::time::sleep_until(crypto_due) => {
+                for out in crypto.handle_timeout(now_ms(Instant::now())) {
+                    channel.send(out).await?;
+                }
+            }
+            packet = media.packets.recv() => {
+                let Some(packet) = packet else { break 'session };
+                outcome.stats.packets_received += 1;
+                match crypto.decrypt(now_ms(Instant::now()), &packet.payload) {
+                    Ok(opus) => {
+                        outcome.stats.decrypted += 1;
+                        let stream = match streams.entry(packet.ssrc) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(e) => e.insert(Stream {
+                                jitter: JitterBuffer::new(config.jitter_depth),
+                                decoder: OpusDecoder::new().map_err(|e| ClientError::Channel(e.to_string()))?,
+                            }),
+                        };
+                        stream.jitter.push(packet.seq as u16, &opus);
+                    }
+                    Err(_) => outcome.stats.decrypt_failures += 1,
+                }
+            }
+            _ = ticker.tick() => {
+                if let (Some(encoder), Mode::Speak { samples, repeat }) = (encoder.as_mut(), &config.mode) {
+                    let start = frame_index * FRAME_SAMPLES;
+                    if start >= samples.len() && !repeat {
+                        break 'session;
+                    }
+                    let mut frame = [0f32; FRAME_SAMPLES];
+                    for (i, s) in frame.iter_mut().enumerate() {
+                        *s = samples.get((start + i) % samples.len().max(1)).copied().unwrap_or(0.0);
+                    }
+                    let packet = encoder.encode(&frame).map_err(|e| ClientError::Channel(e.to_string()))?;
+                    match crypto.encrypt(now_ms(Instant::now()), packet.as_bytes()) {
+                        Some(payload) => {
+                            let level = rfc6464_level(&frame);
+                            let _ = media.frames.try_send(OutgoingFrame {
+                                payload,
+                                timestamp: (frame_index as u32).wrapping_mul(FRAME_SAMPLES as u32),
+                                audio_level: -(level.min(127) as i8),
+                            });
+                            outcome.stats.frames_sent += 1;
+                        }
+                        None => outcome.stats.frames_without_key += 1,
+                    }
+                    frame_index += 1;
+                }
+                if matches!(config.mode, Mode::Listen) {
+                    let mut mix = [0f32; FRAME_SAMPLES];
+                    for stream in streams.values_mut() {
+                        let playout = stream.jitter.pop();
+                        match &playout {
+                            Playout::Idle => continue,
+                            Playout::Lost { .. } => {
+                                outcome.stats.lost += 1;
+                                outcome.stats.concealed_or_fec += 1;
+                            }
+                            Playout::Frame { .. } => {}
+                        }
+                        let decoded = stream.decoder.play(&playout);
+                        for (m, d) in mix.iter_mut().zip(decoded.iter()) {
+                            *m += d;
+                        }
+                    }
+                    outcome.mix.extend(mix.iter().map(|s| s.clamp(-1.0, 1.0)));
+                }
+                outcome.stats.streams = streams.len();
+            }
+            notice = media.notices.recv() => match notice {
+                Some(crate::media::MediaNotice::Renegotiated) => outcome.stats.renegotiations += 1,
+                Some(crate::media::MediaNotice::Closed) | None => break 'session,
+                Some(crate::media::MediaNotice::Connected) => {}
+            },
+            _ = report.tick() => on_tick(&outcome.stats),
+        }
+    }
+    let _ = channel
+        .send(ClientMessage::MediaLeave {
+            room_id: room.clone(),
+        })
+        .await;
+    channel.close().await;
+    drop(media);
+    outcome.crypto = Some(crypto);
+    Ok(outcome)
+}
+
+fn handle_crypto(crypto: &mut RoomCrypto, now_ms: u64, msg: &ServerMessage) -> Vec<ClientMessage> {
+    // A message the crypto state refuses is dropped: a peer's bad message
+    // must not end the session. It stays counted in the crypto state.
+    crypto.handle(now_ms, msg).unwrap_or_default()
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}

@@ -1,0 +1,856 @@
+//! The E2EE relay: the server's part in each room's end-to-end encryption,
+//! with **public state only** (it links `sotto-delivery`, never
+//! `sotto-e2ee`). Per room it keeps:
+//!
+//! - the stage group's public state ([`RoomDelivery`]), created from the
+//!   host's first GroupInfo; it orders handshakes (first valid commit per
+//!   epoch wins; the loser gets `stale_epoch` and rebases);
+//! - KeyPackages of stage candidates (validated; the leaf signature key must
+//!   be the uploading device's registered key);
+//! - the server's role as sole external sender: it proposes `Add` for a
+//!   candidate a host or moderator signed a stage invitation for, and
+//!   `Remove` for a stage-group device whose user left the stage or the room
+//!   (reconciled after every room change and every commit);
+//! - the key distributor (and committer): among devices in the stage group
+//!   with an open channel, the host, else a moderator, else a speaker;
+//! - listeners' latest join requests (public: signed, carrying an HPKE
+//!   *public* key), handed to each new distributor, and the latest roster.
+//!
+//! Sealed keys are forwarded, never stored. Nothing here decrypts media:
+//! the server never holds an MLS epoch secret, HPKE private key or audience
+//! secret. State is in memory (one node). Nothing a client sends panics;
+//! every refusal is a typed error for the sender.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sotto_delivery::{
+    AcceptedKind, DeliveryError, KeyPackageStore, MAX_SEALED_DELIVERY_LEN, RoomDelivery,
+    ServerProposer,
+};
+use sotto_proto::channel::{
+    E2eeDown, E2eePeer, E2eeUp, SealedFor, ServerMessage, decode_payload, encode_payload,
+};
+use sotto_proto::keys::DevicePublicKey;
+use sotto_proto::room::{Role, RoomView};
+use sotto_proto::{DeviceId, ErrorCode, RoomId, UserId};
+use tokio::sync::mpsc;
+
+use crate::store::Store;
+
+/// Messages a channel task sends to its client.
+pub type Outbox = mpsc::Sender<ServerMessage>;
+/// How many relay messages may wait for one channel before some are dropped.
+pub const OUTBOX_CAPACITY: usize = 4096;
+/// Largest join request, key statement or invitation relayed, in bytes.
+const MAX_SMALL_BLOB: usize = 1024;
+
+type RelayError = (ErrorCode, String);
+
+fn err(code: ErrorCode, message: impl Into<String>) -> RelayError {
+    (code, message.into())
+}
+
+/// One session channel that said E2EE `hello` in a room.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub id: u64,
+    pub user: UserId,
+    pub device: DeviceId,
+    pub key: DevicePublicKey,
+}
+
+impl ConnInfo {
+    fn peer(&self) -> E2eePeer {
+        E2eePeer {
+            user_id: self.user.clone(),
+            device_id: self.device.clone(),
+            device_key: self.key,
+        }
+    }
+}
+
+struct Registered {
+    info: ConnInfo,
+    tx: Outbox,
+}
+
+struct Candidate {
+    user: UserId,
+    key: [u8; 32],
+    key_package: Vec<u8>,
+    invitation: Option<(Vec<u8>, E2eePeer)>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Proposed {
+    Add(DeviceId),
+    Remove(u32),
+}
+
+#[derive(Default)]
+struct RoomRelay {
+    view: Option<RoomView>,
+    delivery: Option<RoomDelivery>,
+    conns: BTreeMap<u64, Registered>,
+    key_owner: HashMap<[u8; 32], UserId>,
+    key_packages: KeyPackageStore,
+    candidates: HashMap<DeviceId, Candidate>,
+    proposed: HashSet<Proposed>,
+    proposed_epoch: u64,
+    join_requests: HashMap<DeviceId, (Vec<u8>, E2eePeer)>,
+    roster: Option<(Vec<u8>, E2eePeer)>,
+    distributor: Option<u64>,
+}
+
+/// What a test may inspect of a room's relay state: everything it holds.
+#[derive(Debug, Clone)]
+pub struct RelaySnapshot {
+    pub epoch: u64,
+    pub stage_members: usize,
+    pub distributor: Option<DeviceId>,
+    pub listeners_waiting: usize,
+    /// Every byte string the relay holds for the room (handshake log,
+    /// GroupInfo, ratchet tree, KeyPackages, invitations, join requests,
+    /// roster). All of it is public group state or signed public data.
+    pub held: Vec<Vec<u8>>,
+}
+
+/// The relay for every room of this node.
+#[derive(Clone)]
+pub struct E2eeRelay {
+    rooms: Arc<Mutex<HashMap<RoomId, RoomRelay>>>,
+    proposer: Arc<ServerProposer>,
+    next_conn: Arc<AtomicU64>,
+    public_key: [u8; 32],
+}
+
+impl std::fmt::Debug for E2eeRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("E2eeRelay").finish_non_exhaustive()
+    }
+}
+
+/// The credential label the server's external-sender key carries.
+const SERVER_CREDENTIAL: &[u8] = b"sotto server";
+
+/// What a message needs of its sender.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Host,
+    OnStage,
+    Moderates,
+    StageMember,
+    Listener,
+}
+
+impl E2eeRelay {
+    /// A relay with a fresh external-sender key (kept in memory only).
+    pub fn new() -> Self {
+        let seed = crate::http::random_bytes::<32>();
+        let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let public_key = sk.verifying_key().to_bytes();
+        E2eeRelay {
+            rooms: Arc::default(),
+            proposer: Arc::new(ServerProposer::from_ed25519(
+                seed,
+                public_key,
+                SERVER_CREDENTIAL,
+            )),
+            next_conn: Arc::new(AtomicU64::new(1)),
+            public_key,
+        }
+    }
+
+    /// A number for a new channel.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomRelay>> {
+        // A poisoned lock means a bug panicked while holding it; the state is
+        // plain data, so keep serving.
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Handles one E2EE message from `conn` (whose channel is subscribed to
+    /// `room_id`). Replies and relayed messages go through the outboxes;
+    /// a refusal is returned for the channel to send as a typed error.
+    pub async fn handle(
+        &self,
+        store: &Store,
+        conn: &ConnInfo,
+        tx: &Outbox,
+        room_id: &RoomId,
+        msg: E2eeUp,
+    ) -> Result<(), RelayError> {
+        if let E2eeUp::Hello {} = msg {
+            let view = store
+                .room_for(room_id, &conn.user)
+                .await
+                .map_err(|e| (e.code, e.message))?;
+            let mut rooms = self.lock();
+            let room = rooms.entry(room_id.clone()).or_default();
+            room.apply_view(&self.proposer, view);
+            room.conns.insert(
+                conn.id,
+                Registered {
+                    info: conn.clone(),
+                    tx: tx.clone(),
+                },
+            );
+            room.send(
+                conn.id,
+                E2eeDown::Info {
+                    external_sender_key: encode_payload(&self.public_key),
+                    external_sender_credential: encode_payload(SERVER_CREDENTIAL),
+                    has_group: room.delivery.is_some(),
+                },
+                room_id,
+            );
+            if let Some((roster, from)) = room.roster.clone() {
+                room.send(
+                    conn.id,
+                    E2eeDown::Roster {
+                        roster: encode_payload(&roster),
+                        from,
+                    },
+                    room_id,
+                );
+            }
+            room.elect(room_id);
+            return Ok(());
+        }
+        let need = match &msg {
+            E2eeUp::Hello {} => unreachable_need(),
+            E2eeUp::CreateGroup { .. } => Need::Host,
+            E2eeUp::KeyPackage { .. } => Need::OnStage,
+            E2eeUp::StageInvitation { .. } => Need::Moderates,
+            E2eeUp::JoinRequest { .. } => Need::Listener,
+            E2eeUp::Handshake { .. }
+            | E2eeUp::GroupInfo { .. }
+            | E2eeUp::Welcome { .. }
+            | E2eeUp::Sealed { .. }
+            | E2eeUp::Roster { .. } => Need::StageMember,
+        };
+        let first = self.check(room_id, conn, need);
+        if let Err((code, _)) = &first {
+            if matches!(code, ErrorCode::NotOnStage | ErrorCode::NotPermitted) {
+                // The room may have changed after our last view: re-read it.
+                let view = store
+                    .room_for(room_id, &conn.user)
+                    .await
+                    .map_err(|e| (e.code, e.message))?;
+                if let Some(room) = self.lock().get_mut(room_id) {
+                    room.apply_view(&self.proposer, view);
+                }
+                self.check(room_id, conn, need)?;
+            } else {
+                first?;
+            }
+        }
+        let mut rooms = self.lock();
+        let room = rooms
+            .get_mut(room_id)
+            .ok_or_else(|| err(ErrorCode::E2eeHelloRequired, "say e2ee hello first"))?;
+        room.apply(&self.proposer, room_id, conn, msg)
+    }
+
+    fn check(&self, room_id: &RoomId, conn: &ConnInfo, need: Need) -> Result<(), RelayError> {
+        let rooms = self.lock();
+        let room = rooms
+            .get(room_id)
+            .filter(|r| r.conns.contains_key(&conn.id))
+            .ok_or_else(|| err(ErrorCode::E2eeHelloRequired, "say e2ee hello first"))?;
+        let role = room.role_of(&conn.user);
+        let ok = match need {
+            Need::Host => role == Some(Role::Host),
+            Need::OnStage | Need::StageMember => role.is_some_and(Role::on_stage),
+            Need::Moderates => role.is_some_and(Role::moderates),
+            Need::Listener => role == Some(Role::Listener),
+        };
+        if !ok {
+            let code = match need {
+                Need::Host | Need::Moderates => ErrorCode::NotPermitted,
+                Need::Listener => ErrorCode::AlreadyOnStage,
+                Need::OnStage | Need::StageMember => ErrorCode::NotOnStage,
+            };
+            return Err(err(code, "your role does not allow this E2EE message"));
+        }
+        if need == Need::StageMember {
+            let d = room
+                .delivery
+                .as_ref()
+                .ok_or_else(|| err(ErrorCode::E2eeNoGroup, "the room has no stage group yet"))?;
+            if d.leaf_of(conn.key.as_bytes()).is_none() {
+                return Err(err(
+                    ErrorCode::NotOnStage,
+                    "this device is not a member of the stage group",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A room changed (from the bus).
+    pub fn apply_view(&self, view: &RoomView) {
+        let mut rooms = self.lock();
+        if view.ended {
+            rooms.remove(&view.id);
+            return;
+        }
+        if let Some(room) = rooms.get_mut(&view.id) {
+            room.apply_view(&self.proposer, view.clone());
+        }
+    }
+
+    /// The channel stopped taking part in `room_id` (unsubscribed, left, or
+    /// closed).
+    pub fn unregister(&self, conn: u64, room_id: &RoomId) {
+        let mut rooms = self.lock();
+        if let Some(room) = rooms.get_mut(room_id)
+            && room.conns.remove(&conn).is_some()
+        {
+            room.elect(room_id);
+        }
+    }
+
+    /// What the relay holds for a room (tests and audits).
+    pub fn snapshot(&self, room_id: &RoomId) -> Option<RelaySnapshot> {
+        let rooms = self.lock();
+        let room = rooms.get(room_id)?;
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        if let Some(d) = &room.delivery {
+            held.extend(d.messages_since(0).iter().cloned());
+            held.push(d.group_info().to_vec());
+            held.extend(d.ratchet_tree().ok());
+        }
+        for c in room.candidates.values() {
+            held.push(c.key_package.clone());
+            held.extend(c.invitation.as_ref().map(|(i, _)| i.clone()));
+        }
+        held.extend(room.join_requests.values().map(|(r, _)| r.clone()));
+        held.extend(room.roster.as_ref().map(|(r, _)| r.clone()));
+        Some(RelaySnapshot {
+            epoch: room.delivery.as_ref().map_or(0, RoomDelivery::epoch),
+            stage_members: room.delivery.as_ref().map_or(0, |d| d.members().len()),
+            distributor: room
+                .distributor
+                .and_then(|c| room.conns.get(&c))
+                .map(|r| r.info.device.clone()),
+            listeners_waiting: room.join_requests.len(),
+            held,
+        })
+    }
+}
+
+impl Default for E2eeRelay {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn unreachable_need() -> Need {
+    // `hello` is handled before needs are computed.
+    Need::Listener
+}
+
+fn decode(text: &str, max: usize) -> Result<Vec<u8>, RelayError> {
+    let bytes = decode_payload(text)?;
+    if bytes.len() > max {
+        return Err(err(ErrorCode::PayloadTooLarge, "field too large"));
+    }
+    Ok(bytes)
+}
+
+fn delivery_error(e: DeliveryError) -> RelayError {
+    match e {
+        DeliveryError::StaleEpoch { got, current } => err(
+            ErrorCode::StaleEpoch,
+            format!(
+                "message for epoch {got}, the stage group is at {current}: process the log and rebase"
+            ),
+        ),
+        DeliveryError::TooLarge { .. } => err(ErrorCode::PayloadTooLarge, e.to_string()),
+        other => err(ErrorCode::E2eeInvalid, other.to_string()),
+    }
+}
+
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Host => 0,
+        Role::Moderator => 1,
+        Role::Speaker => 2,
+        Role::Listener => 3,
+    }
+}
+
+impl RoomRelay {
+    fn role_of(&self, user: &UserId) -> Option<Role> {
+        self.view
+            .as_ref()?
+            .members
+            .iter()
+            .find(|m| &m.user_id == user)
+            .map(|m| m.role)
+    }
+
+    fn send(&self, conn: u64, msg: E2eeDown, room_id: &RoomId) {
+        if let Some(r) = self.conns.get(&conn) {
+            let out = ServerMessage::E2ee {
+                room_id: room_id.clone(),
+                e2ee: msg,
+            };
+            if r.tx.try_send(out).is_err() {
+                tracing::warn!("e2ee relay: a channel's outbox is full; message dropped");
+            }
+        }
+    }
+
+    fn conns_where(&self, pred: impl Fn(&ConnInfo) -> bool) -> Vec<u64> {
+        self.conns
+            .values()
+            .filter(|r| pred(&r.info))
+            .map(|r| r.info.id)
+            .collect()
+    }
+
+    fn in_tree(&self, key: &DevicePublicKey) -> bool {
+        self.delivery
+            .as_ref()
+            .is_some_and(|d| d.leaf_of(key.as_bytes()).is_some())
+    }
+
+    fn apply_view(&mut self, proposer: &ServerProposer, view: RoomView) {
+        if self
+            .view
+            .as_ref()
+            .is_some_and(|v| v.id == view.id && v.version > view.version)
+        {
+            return;
+        }
+        let room_id = view.id.clone();
+        self.view = Some(view);
+        let gone: Vec<u64> = self.conns_where(|c| self.role_of(&c.user).is_none());
+        for c in gone {
+            self.conns.remove(&c);
+        }
+        let members: HashMap<DeviceId, Option<Role>> = self
+            .join_requests
+            .iter()
+            .map(|(d, (_, p))| (d.clone(), self.role_of(&p.user_id)))
+            .collect();
+        for (device, role) in members {
+            if role != Some(Role::Listener) {
+                self.join_requests.remove(&device);
+            }
+        }
+        let stale: Vec<DeviceId> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| !self.role_of(&c.user).is_some_and(Role::on_stage))
+            .map(|(d, _)| d.clone())
+            .collect();
+        for d in stale {
+            self.candidates.remove(&d);
+        }
+        self.reconcile(proposer, &room_id);
+        self.elect(&room_id);
+    }
+
+    /// Propose what the stage group needs to match the room: `Remove` for a
+    /// device whose user is no longer on stage, `Add` for an invited
+    /// candidate. Each at most once per epoch.
+    fn reconcile(&mut self, proposer: &ServerProposer, room_id: &RoomId) {
+        let Some(d) = self.delivery.as_ref() else {
+            return;
+        };
+        if d.epoch() != self.proposed_epoch {
+            self.proposed.clear();
+            self.proposed_epoch = d.epoch();
+        }
+        let mut proposals = Vec::new();
+        for m in d.members() {
+            let wanted = <[u8; 32]>::try_from(m.signature_key.as_slice())
+                .ok()
+                .and_then(|k| self.key_owner.get(&k))
+                .is_some_and(|u| self.role_of(u).is_some_and(Role::on_stage));
+            if !wanted && self.proposed.insert(Proposed::Remove(m.leaf_index)) {
+                match proposer.propose_remove(d, m.leaf_index) {
+                    Ok(p) => proposals.push(p),
+                    Err(e) => tracing::warn!(error = %e, "e2ee relay: cannot propose a removal"),
+                }
+            }
+        }
+        let adds: Vec<(DeviceId, Vec<u8>)> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.invitation.is_some() && d.leaf_of(&c.key).is_none())
+            .map(|(dev, c)| (dev.clone(), c.key_package.clone()))
+            .collect();
+        for (device, kp) in adds {
+            if self.proposed.insert(Proposed::Add(device)) {
+                match proposer.propose_add(d, &kp) {
+                    Ok(p) => proposals.push(p),
+                    Err(e) => tracing::warn!(error = %e, "e2ee relay: cannot propose an add"),
+                }
+            }
+        }
+        for p in proposals {
+            self.post(room_id, None, p);
+        }
+    }
+
+    /// Orders one handshake and fans it out to the stage group's devices
+    /// (before and after it: a removed member sees its removal, an added one
+    /// the messages after its Add). Returns what was accepted.
+    fn post(
+        &mut self,
+        room_id: &RoomId,
+        from: Option<&ConnInfo>,
+        bytes: Vec<u8>,
+    ) -> Option<Result<sotto_delivery::Accepted, RelayError>> {
+        let d = self.delivery.as_mut()?;
+        let before: HashSet<Vec<u8>> = d.members().into_iter().map(|m| m.signature_key).collect();
+        let accepted = match d.handle_handshake(&bytes) {
+            Ok(a) => a,
+            Err(e) => {
+                if from.is_none() {
+                    tracing::warn!(error = %e, "e2ee relay: own proposal refused");
+                }
+                return Some(Err(delivery_error(e)));
+            }
+        };
+        let after: HashSet<Vec<u8>> = d.members().into_iter().map(|m| m.signature_key).collect();
+        let message = encode_payload(&bytes);
+        let peer = from.map(ConnInfo::peer);
+        let sender = from.map(|c| c.id);
+        let to = self.conns_where(|c| {
+            Some(c.id) != sender
+                && (before.contains(c.key.as_bytes().as_slice())
+                    || after.contains(c.key.as_bytes().as_slice()))
+        });
+        for c in to {
+            self.send(
+                c,
+                E2eeDown::Handshake {
+                    seq: accepted.seq,
+                    message: message.clone(),
+                    from: peer.clone(),
+                },
+                room_id,
+            );
+        }
+        Some(Ok(accepted))
+    }
+
+    /// Picks the key distributor (and committer): a device in the stage
+    /// group with an open channel, the host first, then moderators, then
+    /// speakers, each in order of arrival. Tells the old and the new one; the
+    /// new one gets the listeners' join requests and pending invitations.
+    fn elect(&mut self, room_id: &RoomId) {
+        let best = self
+            .conns
+            .values()
+            .filter_map(|r| {
+                let role = self.role_of(&r.info.user)?;
+                (role.on_stage() && self.in_tree(&r.info.key)).then_some((rank(role), r.info.id))
+            })
+            .min()
+            .map(|(_, id)| id);
+        if best == self.distributor {
+            return;
+        }
+        if let Some(old) = self.distributor {
+            self.send(old, E2eeDown::Distributor { active: false }, room_id);
+        }
+        self.distributor = best;
+        let Some(new) = best else { return };
+        self.send(new, E2eeDown::Distributor { active: true }, room_id);
+        for (_, (inv, from)) in self
+            .candidates
+            .values()
+            .filter_map(|c| c.invitation.as_ref().map(|i| (c, i)))
+        {
+            self.send(
+                new,
+                E2eeDown::StageInvitation {
+                    invitation: encode_payload(inv),
+                    from: from.clone(),
+                },
+                room_id,
+            );
+        }
+        for (req, from) in self.join_requests.values() {
+            self.send(
+                new,
+                E2eeDown::JoinRequest {
+                    request: encode_payload(req),
+                    from: from.clone(),
+                },
+                room_id,
+            );
+        }
+    }
+
+    fn apply(
+        &mut self,
+        proposer: &ServerProposer,
+        room_id: &RoomId,
+        conn: &ConnInfo,
+        msg: E2eeUp,
+    ) -> Result<(), RelayError> {
+        let max = sotto_proto::channel::MAX_MESSAGE_BYTES;
+        match msg {
+            E2eeUp::Hello {} => Ok(()),
+            E2eeUp::CreateGroup {
+                group_info,
+                ratchet_tree,
+            } => {
+                let gi = decode(&group_info, max)?;
+                let tree = decode(&ratchet_tree, max)?;
+                let d = RoomDelivery::create(&gi, &tree).map_err(delivery_error)?;
+                let members = d.members();
+                if members.len() != 1 || members[0].signature_key != conn.key.as_bytes() {
+                    return Err(err(
+                        ErrorCode::E2eeInvalid,
+                        "a new stage group must hold exactly the host's device",
+                    ));
+                }
+                let replaced = self.delivery.replace(d).is_some();
+                self.key_owner
+                    .insert(*conn.key.as_bytes(), conn.user.clone());
+                self.proposed.clear();
+                self.proposed_epoch = 0;
+                self.distributor = None;
+                if replaced {
+                    let others = self.conns_where(|c| {
+                        c.id != conn.id && self.role_of(&c.user).is_some_and(Role::on_stage)
+                    });
+                    for c in others {
+                        self.send(c, E2eeDown::GroupReset {}, room_id);
+                    }
+                }
+                self.reconcile(proposer, room_id);
+                self.elect(room_id);
+                Ok(())
+            }
+            E2eeUp::KeyPackage { key_package } => {
+                let kp = decode(&key_package, max)?;
+                if self.delivery.is_none() {
+                    return Err(err(
+                        ErrorCode::E2eeNoGroup,
+                        "the room has no stage group yet",
+                    ));
+                }
+                let key = self
+                    .key_packages
+                    .upload(conn.device.as_str(), &kp)
+                    .map_err(delivery_error)?;
+                // Kept per candidate below (proposals may need it again).
+                let _ = self.key_packages.take(conn.device.as_str());
+                if key != conn.key.as_bytes() {
+                    return Err(err(
+                        ErrorCode::E2eeInvalid,
+                        "the KeyPackage's signature key is not this device's registered key",
+                    ));
+                }
+                self.key_owner
+                    .insert(*conn.key.as_bytes(), conn.user.clone());
+                let invitation = self
+                    .candidates
+                    .remove(&conn.device)
+                    .and_then(|c| c.invitation);
+                let invited = invitation.is_some();
+                self.candidates.insert(
+                    conn.device.clone(),
+                    Candidate {
+                        user: conn.user.clone(),
+                        key: *conn.key.as_bytes(),
+                        key_package: kp,
+                        invitation,
+                    },
+                );
+                self.proposed.remove(&Proposed::Add(conn.device.clone()));
+                let inviters = self.conns_where(|c| {
+                    c.id != conn.id
+                        && self.role_of(&c.user).is_some_and(Role::moderates)
+                        && self.in_tree(&c.key)
+                });
+                for c in inviters {
+                    self.send(
+                        c,
+                        E2eeDown::Candidate {
+                            candidate: conn.peer(),
+                        },
+                        room_id,
+                    );
+                }
+                if invited {
+                    self.reconcile(proposer, room_id);
+                }
+                Ok(())
+            }
+            E2eeUp::StageInvitation {
+                device_id,
+                invitation,
+            } => {
+                let inv = decode(&invitation, MAX_SMALL_BLOB)?;
+                let cand = self.candidates.get_mut(&device_id).ok_or_else(|| {
+                    err(
+                        ErrorCode::TargetNotInRoom,
+                        "no stage candidate with that device",
+                    )
+                })?;
+                cand.invitation = Some((inv.clone(), conn.peer()));
+                let to = self.conns_where(|c| c.id != conn.id && self.in_tree(&c.key));
+                for c in to {
+                    self.send(
+                        c,
+                        E2eeDown::StageInvitation {
+                            invitation: encode_payload(&inv),
+                            from: conn.peer(),
+                        },
+                        room_id,
+                    );
+                }
+                self.reconcile(proposer, room_id);
+                Ok(())
+            }
+            E2eeUp::Handshake { message } => {
+                let bytes = decode(&message, max)?;
+                let accepted = self
+                    .post(room_id, Some(conn), bytes)
+                    .unwrap_or_else(|| Err(err(ErrorCode::E2eeNoGroup, "no stage group")))?;
+                let commit = accepted.kind == AcceptedKind::Commit;
+                self.send(
+                    conn.id,
+                    E2eeDown::Accepted {
+                        seq: accepted.seq,
+                        epoch: accepted.epoch,
+                        commit,
+                    },
+                    room_id,
+                );
+                if commit {
+                    self.reconcile(proposer, room_id);
+                    self.elect(room_id);
+                }
+                Ok(())
+            }
+            E2eeUp::GroupInfo { group_info } => {
+                let gi = decode(&group_info, max)?;
+                let d = self
+                    .delivery
+                    .as_mut()
+                    .ok_or_else(|| err(ErrorCode::E2eeNoGroup, "no stage group"))?;
+                d.set_group_info(&gi).map_err(delivery_error)
+            }
+            E2eeUp::Welcome { welcome } => {
+                let w = decode(&welcome, max)?;
+                let d = self
+                    .delivery
+                    .as_ref()
+                    .ok_or_else(|| err(ErrorCode::E2eeNoGroup, "no stage group"))?;
+                let tree = d.ratchet_tree().map_err(delivery_error)?;
+                let joined: Vec<DeviceId> = self
+                    .candidates
+                    .iter()
+                    .filter(|(_, c)| d.leaf_of(&c.key).is_some())
+                    .map(|(dev, _)| dev.clone())
+                    .collect();
+                for device in joined {
+                    self.candidates.remove(&device);
+                    let to = self.conns_where(|c| c.device == device);
+                    for c in to {
+                        self.send(
+                            c,
+                            E2eeDown::Welcome {
+                                welcome: encode_payload(&w),
+                                ratchet_tree: encode_payload(&tree),
+                            },
+                            room_id,
+                        );
+                    }
+                }
+                Ok(())
+            }
+            E2eeUp::JoinRequest { request } => {
+                let req = decode(&request, MAX_SMALL_BLOB)?;
+                self.join_requests
+                    .insert(conn.device.clone(), (req.clone(), conn.peer()));
+                if let Some(d) = self.distributor {
+                    self.send(
+                        d,
+                        E2eeDown::JoinRequest {
+                            request: encode_payload(&req),
+                            from: conn.peer(),
+                        },
+                        room_id,
+                    );
+                }
+                Ok(())
+            }
+            E2eeUp::Sealed {
+                statement,
+                deliveries,
+            } => {
+                let st = decode(&statement, MAX_SMALL_BLOB)?;
+                let mut checked = Vec::with_capacity(deliveries.len());
+                for SealedFor { to, sealed } in deliveries {
+                    checked.push((to, decode(&sealed, MAX_SEALED_DELIVERY_LEN)?));
+                }
+                let statement = encode_payload(&st);
+                for (to, sealed) in checked {
+                    for c in self.conns_where(|c| c.device == to) {
+                        self.send(
+                            c,
+                            E2eeDown::Sealed {
+                                sealed: encode_payload(&sealed),
+                                statement: statement.clone(),
+                                from: conn.peer(),
+                            },
+                            room_id,
+                        );
+                    }
+                }
+                Ok(())
+            }
+            E2eeUp::Roster { roster } => {
+                let r = decode(&roster, max)?;
+                let to = self.conns_where(|c| c.id != conn.id);
+                for c in to {
+                    self.send(
+                        c,
+                        E2eeDown::Roster {
+                            roster: encode_payload(&r),
+                            from: conn.peer(),
+                        },
+                        room_id,
+                    );
+                }
+                self.roster = Some((r, conn.peer()));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Keeps the relay's view of every room in step with the bus (roles decide
+/// who may send what, who is proposed for removal, who distributes keys).
+pub async fn follow_rooms(
+    mut events: tokio::sync::broadcast::Receiver<Arc<crate::bus::RoomEvent>>,
+    relay: E2eeRelay,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(event) => relay.apply_view(&event.view),
+            // Missed events: permission checks re-read the room on refusal,
+            // and the next change of each room re-applies its state.
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        }
+    }
+}

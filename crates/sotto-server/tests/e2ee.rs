@@ -1,0 +1,503 @@
+//! End-to-end encryption through the real server: real WebSocket channels,
+//! the E2EE relay (public state only) and each client's `RoomCrypto`.
+//! Frames travel through the test itself (no audio, no UDP).
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Db, TestServer};
+use sotto_client::room_crypto::{CryptoError, FrameErrorKind as FrameError, RoomCrypto};
+use sotto_client::{Channel, Client};
+use sotto_proto::channel::{
+    ClientEnvelope, ClientMessage, E2eeUp, SealedFor, ServerMessage, encode_payload,
+};
+use sotto_proto::room::RoomKind;
+use sotto_proto::{DeviceId, ErrorCode, RoomId, UserId};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+struct Dev {
+    name: String,
+    client: Client,
+    channel: Channel,
+    crypto: RoomCrypto,
+    user: UserId,
+    device: DeviceId,
+    /// Typed errors the server sent this channel.
+    refused: Vec<ErrorCode>,
+}
+
+async fn enter(srv: &TestServer, name: &str, room: Option<&RoomId>) -> (Dev, RoomId) {
+    let (client, profile) = srv.user(name).await;
+    let room = match room {
+        Some(r) => {
+            client.join(r).await.unwrap();
+            r.clone()
+        }
+        None => {
+            client
+                .create_room("Encrypted", RoomKind::Open, None)
+                .await
+                .unwrap()
+                .id
+        }
+    };
+    let mut channel = Channel::connect(&client).await.unwrap();
+    channel.subscribe(&room).await.unwrap();
+    let view = match channel
+        .wait_for(Duration::from_secs(5), |m| {
+            matches!(m, ServerMessage::RoomState { .. })
+        })
+        .await
+        .unwrap()
+    {
+        ServerMessage::RoomState { room } => room,
+        _ => unreachable!(),
+    };
+    let user = channel.user_id.clone();
+    let device = profile.info.device_id.clone().unwrap();
+    let (crypto, out) = RoomCrypto::new(
+        &profile,
+        &user,
+        &device,
+        &view,
+        now(),
+        &mut rand::rngs::OsRng,
+    )
+    .unwrap();
+    for m in out {
+        channel.send(m).await.unwrap();
+    }
+    (
+        Dev {
+            name: name.into(),
+            client,
+            channel,
+            crypto,
+            user,
+            device,
+            refused: Vec::new(),
+        },
+        room,
+    )
+}
+
+impl Dev {
+    /// Feeds everything the channel has (until it is quiet for `quiet`) and
+    /// every due timer to `RoomCrypto`; sends what it returns.
+    async fn pump(&mut self, quiet: Duration) {
+        loop {
+            let mut out = Vec::new();
+            if self.crypto.poll_timeout().is_some_and(|t| t <= now()) {
+                out.extend(self.crypto.handle_timeout(now()));
+            }
+            let got = self.channel.next(quiet).await;
+            let Ok(msg) = got else {
+                for m in out {
+                    self.channel.send(m).await.unwrap();
+                }
+                return;
+            };
+            if let ServerMessage::Error { error } = &msg {
+                self.refused.push(error.code);
+            }
+            match self.crypto.handle(now(), &msg) {
+                Ok(more) => out.extend(more),
+                Err(CryptoError::Refused { .. }) => {}
+                Err(e) => panic!("{}: {e}", self.name),
+            }
+            for m in out {
+                self.channel.send(m).await.unwrap();
+            }
+        }
+    }
+}
+
+async fn pump_all(devs: &mut [&mut Dev]) {
+    for d in devs.iter_mut() {
+        d.pump(Duration::from_millis(3)).await;
+    }
+}
+
+async fn pump_until(devs: &mut [&mut Dev], limit: Duration, done: impl Fn(&[&mut Dev]) -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(devs) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out: {:?}",
+            devs.iter()
+                .map(|d| (&d.name, d.crypto.can_decrypt(), d.crypto.can_encrypt()))
+                .collect::<Vec<_>>()
+        );
+        pump_all(devs).await;
+    }
+}
+
+async fn pump_for(devs: &mut [&mut Dev], d: Duration) {
+    let end = tokio::time::Instant::now() + d;
+    while tokio::time::Instant::now() < end {
+        pump_all(devs).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_decrypt_second_speaker_joins_banned_listener_is_cut_off() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (mut alice, room) = enter(&srv, "alice", None).await;
+    let (mut bob, _) = enter(&srv, "bob", Some(&room)).await;
+    let (mut l1, _) = enter(&srv, "lis_one", Some(&room)).await;
+    let (mut l2, _) = enter(&srv, "lis_two", Some(&room)).await;
+    let (mut l3, _) = enter(&srv, "lis_three", Some(&room)).await;
+
+    // Host + listeners (bob is a listener for now): everyone gets a key.
+    {
+        let mut devs = [&mut alice, &mut bob, &mut l1, &mut l2, &mut l3];
+        pump_until(&mut devs, Duration::from_secs(15), |d| {
+            d.iter().all(|d| d.crypto.can_decrypt()) && d[0].crypto.can_encrypt()
+        })
+        .await;
+    }
+    assert!(alice.crypto.is_distributor());
+    for i in 0..5u8 {
+        let f = alice.crypto.encrypt(now(), &[i; 60]).unwrap();
+        assert!(f.len() <= 60 + 8, "compact overhead");
+        for l in [&mut bob, &mut l1, &mut l2, &mut l3] {
+            assert_eq!(
+                l.crypto.decrypt(now(), &f).unwrap(),
+                vec![i; 60],
+                "{}",
+                l.name
+            );
+        }
+    }
+    assert!(
+        bob.crypto.encrypt(now(), b"x").is_none(),
+        "a listener has no send key"
+    );
+
+    // Bob is invited to the stage (the host's client signs the invitation),
+    // accepts, joins the MLS group by Welcome, and speaks.
+    alice.crypto.invite_to_stage(&bob.user);
+    alice
+        .client
+        .member_action(&room, &bob.user, "invite-to-stage")
+        .await
+        .unwrap();
+    bob.client.room_action(&room, "accept-stage").await.unwrap();
+    {
+        let mut devs = [&mut alice, &mut bob, &mut l1, &mut l2, &mut l3];
+        pump_until(&mut devs, Duration::from_secs(15), |d| {
+            d[1].crypto.can_encrypt() && d[1].crypto.room_code() == d[0].crypto.room_code()
+        })
+        .await;
+        // Past the switch delay and the epoch switch timeout.
+        pump_for(&mut devs, Duration::from_millis(1300)).await;
+    }
+    let snap = srv.server.as_ref().unwrap().e2ee.snapshot(&room).unwrap();
+    assert_eq!(snap.stage_members, 2);
+    assert_eq!(snap.distributor.as_ref(), Some(&alice.device));
+    for i in 0..5u8 {
+        let f = bob.crypto.encrypt(now(), &[0xb0 | i; 40]).unwrap();
+        for l in [&mut alice, &mut l1, &mut l2, &mut l3] {
+            assert_eq!(
+                l.crypto.decrypt(now(), &f).unwrap(),
+                vec![0xb0 | i; 40],
+                "{} decrypts bob",
+                l.name
+            );
+        }
+        let f = alice.crypto.encrypt(now(), &[0xa0 | i; 40]).unwrap();
+        for l in [&mut bob, &mut l1, &mut l2, &mut l3] {
+            assert_eq!(l.crypto.decrypt(now(), &f).unwrap(), vec![0xa0 | i; 40]);
+        }
+    }
+    let roster = l1.crypto.roster().expect("a verified roster");
+    assert!(roster.listeners().len() >= 3, "{:?}", roster.listeners());
+
+    // l3 is banned while the host speaks: a frame every 20 ms for 2.5 s.
+    // The others decrypt every frame; l3 decrypts none after the switch.
+    let banned_at = now();
+    alice
+        .client
+        .member_action(&room, &l3.user, "ban")
+        .await
+        .unwrap();
+    let mut sent = 0;
+    let mut cut_off_from = None;
+    let mut banned_ok_after_ban = 0;
+    let end = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < end {
+        {
+            let mut devs = [&mut alice, &mut bob, &mut l1, &mut l2];
+            pump_all(&mut devs).await;
+        }
+        l3.pump(Duration::from_millis(1)).await;
+        let payload = format!("frame {sent}").into_bytes();
+        let f = alice.crypto.encrypt(now(), &payload).unwrap();
+        sent += 1;
+        for l in [&mut bob, &mut l1, &mut l2] {
+            assert_eq!(
+                l.crypto.decrypt(now(), &f).unwrap(),
+                payload,
+                "{} missed frame {sent}",
+                l.name
+            );
+        }
+        match l3.crypto.decrypt(now(), &f) {
+            Ok(p) => {
+                assert_eq!(p, payload);
+                assert!(
+                    cut_off_from.is_none(),
+                    "decrypted again after being cut off"
+                );
+                banned_ok_after_ban += 1;
+            }
+            Err(CryptoError::Frame(FrameError::UnknownKeyId { .. })) => {
+                cut_off_from.get_or_insert(now() - banned_at);
+            }
+            Err(e) => panic!("banned listener: unexpected {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cut = cut_off_from.expect("the banned listener was never cut off");
+    assert!(cut < 1500, "cut off only {cut} ms after the ban");
+    assert!(
+        sent > 50 && banned_ok_after_ban < sent,
+        "{banned_ok_after_ban}/{sent}"
+    );
+    let roster = l1.crypto.roster().unwrap();
+    assert_eq!(
+        roster.listeners().len(),
+        2,
+        "the banned listener left the roster"
+    );
+
+    // The server never held anything that decrypts: its relay state is
+    // public group state and signed public data, and none of it (nor the
+    // database) holds a frame's plaintext; nothing E2EE is persisted.
+    let snap = srv.server.as_ref().unwrap().e2ee.snapshot(&room).unwrap();
+    assert!(!snap.held.is_empty());
+    let plain = b"frame 10";
+    for blob in &snap.held {
+        assert!(!blob.windows(plain.len()).any(|w| w == plain));
+    }
+    let mut db = Vec::new();
+    for e in std::fs::read_dir(srv.dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            db.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    for blob in snap.held.iter().filter(|b| b.len() >= 64) {
+        assert!(
+            !db.windows(64).any(|w| w == &blob[..64]),
+            "E2EE state was written to disk"
+        );
+    }
+    srv.stop().await;
+}
+
+async fn expect_error(dev: &mut Dev, msg: ClientMessage, code: ErrorCode) {
+    dev.channel.send(msg).await.unwrap();
+    let got = dev
+        .channel
+        .wait_for(Duration::from_secs(5), |m| {
+            matches!(m, ServerMessage::Error { .. })
+        })
+        .await
+        .unwrap();
+    let ServerMessage::Error { error } = got else {
+        unreachable!()
+    };
+    assert_eq!(error.code, code, "{}", error.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_unauthorised_e2ee_messages_get_typed_errors() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (mut host, room) = enter(&srv, "host", None).await;
+    let (mut lis, _) = enter(&srv, "lis", Some(&room)).await;
+    {
+        let mut devs = [&mut host, &mut lis];
+        pump_until(&mut devs, Duration::from_secs(10), |d| {
+            d[1].crypto.can_decrypt()
+        })
+        .await;
+    }
+    let e2ee = |e2ee: E2eeUp| ClientMessage::E2ee {
+        room_id: room.clone(),
+        e2ee,
+    };
+    let junk = encode_payload(&[0x42; 200]);
+    // A listener may not send handshakes, rosters, sealed keys, groups.
+    for (msg, code) in [
+        (
+            E2eeUp::Handshake {
+                message: junk.clone(),
+            },
+            ErrorCode::NotOnStage,
+        ),
+        (
+            E2eeUp::Roster {
+                roster: junk.clone(),
+            },
+            ErrorCode::NotOnStage,
+        ),
+        (
+            E2eeUp::Sealed {
+                statement: junk.clone(),
+                deliveries: vec![SealedFor {
+                    to: host.device.clone(),
+                    sealed: junk.clone(),
+                }],
+            },
+            ErrorCode::NotOnStage,
+        ),
+        (
+            E2eeUp::CreateGroup {
+                group_info: junk.clone(),
+                ratchet_tree: junk.clone(),
+            },
+            ErrorCode::NotPermitted,
+        ),
+        (
+            E2eeUp::KeyPackage {
+                key_package: junk.clone(),
+            },
+            ErrorCode::NotOnStage,
+        ),
+    ] {
+        expect_error(&mut lis, e2ee(msg), code).await;
+    }
+    // Garbage from a stage member: typed errors, the group is untouched.
+    let epoch = srv
+        .server
+        .as_ref()
+        .unwrap()
+        .e2ee
+        .snapshot(&room)
+        .unwrap()
+        .epoch;
+    for (msg, code) in [
+        (
+            E2eeUp::Handshake {
+                message: "not base64!".into(),
+            },
+            ErrorCode::MalformedRequest,
+        ),
+        (
+            E2eeUp::Handshake {
+                message: junk.clone(),
+            },
+            ErrorCode::E2eeInvalid,
+        ),
+        (
+            E2eeUp::GroupInfo {
+                group_info: junk.clone(),
+            },
+            ErrorCode::E2eeInvalid,
+        ),
+        (
+            E2eeUp::CreateGroup {
+                group_info: junk.clone(),
+                ratchet_tree: junk.clone(),
+            },
+            ErrorCode::E2eeInvalid,
+        ),
+        (
+            E2eeUp::StageInvitation {
+                device_id: DeviceId("0".repeat(32)),
+                invitation: junk.clone(),
+            },
+            ErrorCode::TargetNotInRoom,
+        ),
+        (
+            E2eeUp::Sealed {
+                statement: junk.clone(),
+                deliveries: vec![SealedFor {
+                    to: lis.device.clone(),
+                    sealed: encode_payload(&[0; 5000]),
+                }],
+            },
+            ErrorCode::PayloadTooLarge,
+        ),
+    ] {
+        expect_error(&mut host, e2ee(msg), code).await;
+    }
+    // Unknown kinds and extra fields are malformed requests.
+    for text in [
+        format!(r#"{{"v":1,"msg":{{"type":"e2ee","room_id":"{room}","e2ee":{{"kind":"nope"}}}}}}"#),
+        format!(
+            r#"{{"v":1,"msg":{{"type":"e2ee","room_id":"{room}","e2ee":{{"kind":"hello","x":1}}}}}}"#
+        ),
+    ] {
+        host.channel.send_raw(text).await.unwrap();
+        let got = host
+            .channel
+            .wait_for(Duration::from_secs(5), |m| {
+                matches!(m, ServerMessage::Error { .. })
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(got, ServerMessage::Error { error } if error.code == ErrorCode::MalformedRequest)
+        );
+    }
+    // A channel that did not say e2ee hello, and one not subscribed.
+    let mut fresh = Channel::connect(&lis.client).await.unwrap();
+    fresh
+        .send(e2ee(E2eeUp::JoinRequest {
+            request: junk.clone(),
+        }))
+        .await
+        .unwrap();
+    let got = fresh
+        .wait_for(Duration::from_secs(5), |m| {
+            matches!(m, ServerMessage::Error { .. })
+        })
+        .await
+        .unwrap();
+    assert!(matches!(got, ServerMessage::Error { error } if error.code == ErrorCode::NotInRoom));
+    fresh.subscribe(&room).await.unwrap();
+    fresh
+        .send(e2ee(E2eeUp::JoinRequest { request: junk }))
+        .await
+        .unwrap();
+    let got = fresh
+        .wait_for(Duration::from_secs(5), |m| {
+            matches!(m, ServerMessage::Error { .. })
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(got, ServerMessage::Error { error } if error.code == ErrorCode::E2eeHelloRequired)
+    );
+    // The channels are still up and the group did not move.
+    for ch in [&mut host.channel, &mut lis.channel, &mut fresh] {
+        ch.send_raw(ClientEnvelope::new(ClientMessage::Ping { nonce: 7 }).to_json())
+            .await
+            .unwrap();
+        ch.wait_for(Duration::from_secs(5), |m| {
+            matches!(m, ServerMessage::Pong { nonce: 7 })
+        })
+        .await
+        .unwrap();
+    }
+    let snap = srv.server.as_ref().unwrap().e2ee.snapshot(&room).unwrap();
+    assert_eq!(snap.epoch, epoch);
+    assert_eq!(snap.stage_members, 1);
+    // The host still encrypts and the listener still decrypts.
+    {
+        let mut devs = [&mut host, &mut lis];
+        pump_all(&mut devs).await;
+    }
+    let f = host.crypto.encrypt(now(), b"still fine").unwrap();
+    assert_eq!(lis.crypto.decrypt(now(), &f).unwrap(), b"still fine");
+    srv.stop().await;
+}

@@ -1,0 +1,302 @@
+//! Real audio through the real path: WAV-like speech → Opus → SFrame (E2EE)
+//! → RTP over UDP on loopback → the server's SFU → listeners → decrypt →
+//! Opus → mix. The output must match the input; what the SFU forwarded must
+//! not (it only ever saw ciphertext).
+
+use std::time::Duration;
+
+use sotto_audio::{OpusDecoder, aligned_correlation, speech_like};
+use sotto_client::session::{Mode, SessionConfig, SessionOutcome, run};
+use sotto_client::{Client, Profile};
+use sotto_proto::RoomId;
+use sotto_proto::room::RoomKind;
+use sotto_server::config::{Clock as _, SystemClock};
+use sotto_server::media::MediaConfig;
+use sotto_server::{RunningServer, ServerConfig};
+
+const SECOND: usize = 48_000;
+
+struct World {
+    server: RunningServer,
+    dir: tempfile::TempDir,
+}
+
+async fn start(loss: f64) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(dir.path());
+    config.http = "127.0.0.1:0".parse().unwrap();
+    config.auth_per_minute = 0;
+    config.media = Some(MediaConfig {
+        inject_loss: loss,
+        ..MediaConfig::default()
+    });
+    let server = sotto_server::start(config).await.unwrap();
+    World { server, dir }
+}
+
+impl World {
+    async fn user(&self, name: &str) -> (Client, Profile) {
+        let code = sotto_proto::keys::encode_b64(&rand::random::<[u8; 16]>());
+        let now = SystemClock.now_ms();
+        self.server
+            .store
+            .create_invite(
+                &sotto_server::http::extract::secret_hash(&code),
+                None,
+                1,
+                now + 3_600_000,
+                false,
+                now,
+            )
+            .await
+            .unwrap();
+        let mut profile = Profile::open_or_create(&self.dir.path().join(name)).unwrap();
+        let mut client = Client::new(&self.server.base_url, None).unwrap();
+        client
+            .register(&mut profile, &code, name, name)
+            .await
+            .unwrap();
+        (client, profile)
+    }
+}
+
+fn listen(
+    client: Client,
+    profile: Profile,
+    room: RoomId,
+    secs: u64,
+) -> tokio::task::JoinHandle<SessionOutcome> {
+    tokio::spawn(async move {
+        let mut config = SessionConfig::new(room, Mode::Listen);
+        config.stop_after = Some(Duration::from_secs(secs));
+        run(&client, &profile, config, |_| {}).await.unwrap()
+    })
+}
+
+fn speak(
+    client: Client,
+    profile: Profile,
+    room: RoomId,
+    samples: Vec<f32>,
+) -> tokio::task::JoinHandle<SessionOutcome> {
+    tokio::spawn(async move {
+        let config = SessionConfig::new(
+            room,
+            Mode::Speak {
+                samples,
+                repeat: false,
+            },
+        );
+        run(&client, &profile, config, |_| {}).await.unwrap()
+    })
+}
+
+/// Correlation of `heard` with `said`, after alignment (up to 3 s of lag).
+fn ncc(said: &[f32], heard: &[f32]) -> f64 {
+    aligned_correlation(said, heard, 3 * SECOND).1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_speaker_three_listeners_hear_the_speaker_and_the_sfu_hears_nothing() {
+    let world = start(0.0).await;
+    let (host, host_p) = world.user("host").await;
+    let room = host
+        .create_room("Audio", RoomKind::Open, None)
+        .await
+        .unwrap()
+        .id;
+    let mut listeners = Vec::new();
+    for name in ["lis1", "lis2", "lis3"] {
+        let (c, p) = world.user(name).await;
+        listeners.push(listen(c, p, room.clone(), 16));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let input = speech_like(11, 12.0);
+    let speaker = speak(host, host_p, room.clone(), input.clone())
+        .await
+        .unwrap();
+    assert!(speaker.stats.frames_sent >= 550, "{:?}", speaker.stats);
+
+    for (i, l) in listeners.into_iter().enumerate() {
+        let heard = l.await.unwrap();
+        let c = ncc(&input, &heard.mix);
+        println!("listener {i}: correlation {c:.3}, {:?}", heard.stats);
+        assert!(
+            c >= 0.9,
+            "listener {i} correlation {c:.3} < 0.9 ({:?})",
+            heard.stats
+        );
+        assert_eq!(heard.stats.renegotiations, 0);
+    }
+
+    // What the SFU forwarded, decoded as Opus, is not the speech.
+    let tapped = world.server.media.as_ref().unwrap().take_tap(&room).await;
+    assert!(tapped.len() >= 550, "tap saw {} payloads", tapped.len());
+    let mut decoder = OpusDecoder::new().unwrap();
+    let decoded: Vec<f32> = tapped
+        .iter()
+        .flat_map(|p| decoder.decode(Some(p)))
+        .collect();
+    let c = ncc(&input, &decoded);
+    println!("tap decoded as Opus: correlation {c:.3}");
+    assert!(
+        c.abs() <= 0.1,
+        "the SFU's payloads correlate with the speech: {c:.3}"
+    );
+    world.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_percent_loss_still_sounds_right() {
+    let world = start(0.05).await;
+    let (host, host_p) = world.user("host").await;
+    let room = host
+        .create_room("Lossy", RoomKind::Open, None)
+        .await
+        .unwrap()
+        .id;
+    let (c, p) = world.user("listener").await;
+    let listener = listen(c, p, room.clone(), 15);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let input = speech_like(23, 11.0);
+    speak(host, host_p, room.clone(), input.clone())
+        .await
+        .unwrap();
+    let heard = listener.await.unwrap();
+    let c = ncc(&input, &heard.mix);
+    println!("5% loss: correlation {c:.3}, {:?}", heard.stats);
+    assert!(
+        c >= 0.8,
+        "correlation {c:.3} < 0.8 with 5% loss ({:?})",
+        heard.stats
+    );
+    world.server.shutdown().await.unwrap();
+}
+
+/// A second speaker joins the stage mid-room (invited by the host's device,
+/// which signs the MLS invitation); listeners hear both without any
+/// renegotiation. A listener is banned: the key rotates, and frames sent
+/// after the rotation do not decrypt for them, while the others hear on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_speaker_mid_room_and_a_banned_listener_is_cut_off() {
+    let world = start(0.0).await;
+    let (host, host_p) = world.user("host").await;
+    let (guest, guest_p) = world.user("guest").await;
+    let (stay, stay_p) = world.user("stayer").await;
+    let (gone, gone_p) = world.user("banned_one").await;
+    let guest_id = guest.me().await.unwrap().id;
+    let gone_id = gone.me().await.unwrap().id;
+    let room = host
+        .create_room("Two voices", RoomKind::Open, None)
+        .await
+        .unwrap()
+        .id;
+    let moderator = host.clone();
+
+    let stayer = listen(stay, stay_p, room.clone(), 22);
+    let banned = listen(gone, gone_p, room.clone(), 22);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // The host speaks A (6 s); her device will sign the guest's invitation.
+    let a = speech_like(31, 6.0);
+    let host_task = {
+        let (room, a) = (room.clone(), a.clone());
+        let guest_id = guest_id.clone();
+        tokio::spawn(async move {
+            let mut config = SessionConfig::new(
+                room,
+                Mode::Speak {
+                    samples: a,
+                    repeat: false,
+                },
+            );
+            config.invite = vec![guest_id];
+            // Keep the host's session (the key distributor) alive after she stops talking.
+            let mut padded = match config.mode {
+                Mode::Speak { samples, .. } => samples,
+                Mode::Listen => unreachable!(),
+            };
+            padded.extend(std::iter::repeat_n(0.0, 14 * SECOND));
+            config.mode = Mode::Speak {
+                samples: padded,
+                repeat: false,
+            };
+            run(&host, &host_p, config, |_| {}).await.unwrap()
+        })
+    };
+    // The guest is in the audience, then invited and accepts; after 7 s of
+    // silence it speaks B.
+    let mut b_input = vec![0.0; 7 * SECOND];
+    let b = speech_like(32, 6.0);
+    b_input.extend_from_slice(&b);
+    let guest_client = guest.clone();
+    let guest_task = speak(guest, guest_p, room.clone(), b_input);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    moderator
+        .member_action(&room, &guest_id, "invite-to-stage")
+        .await
+        .unwrap();
+    guest_client
+        .room_action(&room, "accept-stage")
+        .await
+        .unwrap();
+
+    // At 10 s the banned listener goes; later frames are captured at the SFU.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    moderator
+        .member_action(&room, &gone_id, "ban")
+        .await
+        .unwrap();
+    let media = world.server.media.as_ref().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    media.take_tap(&room).await; // frames from around the rotation
+    let guest_out = guest_task.await.unwrap();
+    let after_rotation = media.take_tap(&room).await;
+    let host_out = host_task.await.unwrap();
+    let heard = stayer.await.unwrap();
+    let cut = banned.await.unwrap();
+
+    println!(
+        "guest {:?}\nhost {:?}\nstayer {:?}\nbanned {:?}",
+        guest_out.stats, host_out.stats, heard.stats, cut.stats
+    );
+    assert_eq!(cut.ended_by.as_deref(), Some("banned"));
+    let ca = ncc(&a, &heard.mix);
+    // B starts some 9 s into the listener's recording: a wider search.
+    let cb = aligned_correlation(&b, &heard.mix, 16 * SECOND).1;
+    println!("stayer hears A {ca:.3}, B {cb:.3}");
+    assert!(ca >= 0.9, "the host: {ca:.3}");
+    assert!(cb >= 0.9, "the second speaker: {cb:.3}");
+    assert_eq!(
+        heard.stats.renegotiations, 0,
+        "no renegotiation for a listener"
+    );
+    assert!(
+        guest_out.stats.frames_sent > 250,
+        "the guest spoke with a stage key: {:?}",
+        guest_out.stats
+    );
+
+    // Everything sent after the rotation is closed to the banned listener.
+    assert!(
+        after_rotation.len() > 100,
+        "captured {}",
+        after_rotation.len()
+    );
+    let mut crypto = cut.crypto.expect("the banned listener's crypto state");
+    let opened = after_rotation
+        .iter()
+        .filter(|frame| crypto.decrypt(u64::MAX / 2, frame).is_ok())
+        .count();
+    assert_eq!(
+        opened,
+        0,
+        "{opened} of {} post-rotation frames decrypted for the banned listener",
+        after_rotation.len()
+    );
+    assert_eq!(
+        heard.stats.decrypt_failures, 0,
+        "the remaining listener decrypted every frame"
+    );
+    world.server.shutdown().await.unwrap();
+}
