@@ -130,6 +130,15 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// The banner goes to stdout; a server must not die because nobody reads it
+/// (a closed pipe), so write errors are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let args_public_url_missing = args.public_url.is_none();
     let mut config = ServerConfig::new(&args.db.data_dir);
@@ -149,25 +158,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => TlsSetting::Off,
     };
     let mut server = sotto_server::start(config).await?;
-    println!("sotto is serving at {}", server.base_url);
+    say!("sotto is serving at {}", server.base_url);
     if let Some(media) = server.media_addr {
-        println!("Media (UDP): {media}");
+        say!("Media (UDP): {media}");
     }
     if server.local_addr.ip().is_unspecified() && args_public_url_missing {
-        println!("Note: pass --public-url so invite links name an address people can reach.");
+        say!("Note: pass --public-url so invite links name an address people can reach.");
     }
     if let Some((ca, fingerprint)) = &server.pinned_cert {
         if let Some(ca) = ca {
-            println!(
+            say!(
                 "TLS: self-signed; clients pin {} (pass --ca {})",
                 ca.display(),
                 ca.display()
             );
         }
-        println!("TLS certificate SHA-256: {fingerprint}");
+        say!("TLS certificate SHA-256: {fingerprint}");
     }
     if let Some(url) = &server.bootstrap_invite {
-        println!("No accounts yet. One-time admin invite (valid 7 days): {url}");
+        say!("No accounts yet. One-time admin invite (valid 7 days): {url}");
     }
     let stop = server
         .shutdown_handle()

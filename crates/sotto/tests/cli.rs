@@ -12,6 +12,7 @@ struct Serve {
     child: Child,
     url: String,
     lines: Vec<String>,
+    log: std::path::PathBuf,
 }
 
 /// Starts `sotto serve` and reads its banner up to the line starting with `until`.
@@ -50,7 +51,12 @@ fn serve(data: &Path, extra: &[&str], until: &str) -> Serve {
         .find_map(|l| l.strip_prefix("sotto is serving at "))
         .unwrap()
         .to_string();
-    Serve { child, url, lines }
+    Serve {
+        child,
+        url,
+        lines,
+        log: data.with_extension("log"),
+    }
 }
 
 fn run(args: &[&str]) -> String {
@@ -93,7 +99,11 @@ fn stop(mut server: Serve) {
     let start = Instant::now();
     loop {
         if let Some(status) = server.child.try_wait().unwrap() {
-            assert!(status.success(), "serve exited with {status}");
+            assert!(
+                status.success(),
+                "serve exited with {status}:\n{}",
+                std::fs::read_to_string(&server.log).unwrap_or_default()
+            );
             return;
         }
         assert!(
