@@ -28,7 +28,8 @@ pub enum ClientCommand {
     Register {
         #[command(flatten)]
         conn: Conn,
-        #[arg(long)]
+        /// The invite code or link.
+        #[arg(long, allow_hyphen_values = true)]
         invite: String,
         #[arg(long)]
         username: String,

@@ -173,7 +173,10 @@ fn serve_register_follow_and_rooms() {
         "1h",
     ]);
     let code = last_line(&out).to_string();
-    assert_eq!(code.len(), 22, "{out}");
+    assert!(
+        code.len() == 32 && code.chars().all(|c| c.is_ascii_hexdigit()),
+        "{out}"
+    );
     run(&[
         "register",
         "--server",
@@ -309,7 +312,7 @@ fn serve_register_follow_and_rooms() {
 
     // An admin invite over the API.
     let out = run(&["invite", "--server", url, "--profile", p1s, "--uses", "1"]);
-    assert_eq!(last_line(&out).len(), 22, "{out}");
+    assert_eq!(last_line(&out).len(), 32, "{out}");
 
     // Export, then delete (needs --yes).
     let out = run(&["account", "export", "--server", url, "--profile", p2s]);

@@ -399,7 +399,9 @@ pub async fn create_invite(
     ))
 }
 
-/// A fresh invite code: 128 random bits.
+/// A fresh invite code: 128 random bits as 32 lowercase hex digits (easy
+/// to paste, and never starts with `-`, which a command line would take for
+/// a flag).
 pub fn new_invite_code() -> String {
-    encode_b64(&random_bytes::<16>())
+    hex::encode(random_bytes::<16>())
 }
