@@ -226,6 +226,23 @@ impl RoomCrypto {
         Ok((rc, out))
     }
 
+    /// Test-only (feature `audit`): every secret this device holds for the
+    /// room right now.
+    #[cfg(feature = "audit")]
+    pub fn audit_secrets(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if let Some(l) = &self.listener {
+            out.extend(l.current.audit_secrets());
+            if let Some(p) = &l.previous {
+                out.extend(p.audit_secrets());
+            }
+        }
+        if let Stage::Member(m) = &self.stage {
+            out.extend(m.stage.audit_secrets());
+        }
+        out
+    }
+
     /// Choose when this device signs stage invitations (default
     /// [`InvitePolicy::Explicit`]).
     pub fn set_invite_policy(&mut self, policy: InvitePolicy) {

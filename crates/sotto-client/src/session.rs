@@ -94,6 +94,10 @@ pub struct SessionOutcome {
     /// The room's crypto state as the session left it (tests use it to show
     /// what a removed participant can still decrypt).
     pub crypto: Option<RoomCrypto>,
+    /// Test-only (feature `audit`): every secret the device held during the
+    /// session, sampled each 20 ms tick.
+    #[cfg(feature = "audit")]
+    pub held_secrets: std::collections::HashSet<Vec<u8>>,
 }
 
 struct Stream {
@@ -262,6 +266,8 @@ pub async fn run(
                     outcome.mix.extend(mix.iter().map(|s| s.clamp(-1.0, 1.0)));
                 }
                 outcome.stats.streams = streams.len();
+                #[cfg(feature = "audit")]
+                outcome.held_secrets.extend(crypto.audit_secrets());
             }
             notice = media.notices.recv() => match notice {
                 Some(crate::media::MediaNotice::Renegotiated) => outcome.stats.renegotiations += 1,

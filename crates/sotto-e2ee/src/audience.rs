@@ -762,6 +762,15 @@ impl std::fmt::Debug for Listener {
 }
 
 impl Listener {
+    /// Test-only (feature `audit`): the receive secrets and the HPKE private
+    /// key this listener holds.
+    #[cfg(feature = "audit")]
+    pub fn audit_secrets(&self) -> Vec<Vec<u8>> {
+        let mut out = self.ring.audit_secrets();
+        out.push(self.keys.private.to_vec());
+        out
+    }
+
     /// A listener of `room_id` with identity `identity` and the keys made by
     /// [`JoinRequest::create`].
     pub fn new(

@@ -200,6 +200,21 @@ impl std::fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
+    /// Test-only (feature `audit`): every secret this ring holds — each
+    /// audience secret and the SFrame base keys it yields for stage leaves
+    /// 0–63 — for the operator audit to search the server's storage with.
+    #[cfg(feature = "audit")]
+    pub fn audit_secrets(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for held in &self.held {
+            out.push(held.key.secret.expose().to_vec());
+            for leaf in 0..64 {
+                out.push(held.key.sender_base_key(leaf).expose().to_vec());
+            }
+        }
+        out
+    }
+
     /// An empty ring. `grace_ms` is how long a replaced generation still
     /// decrypts (default [`DEFAULT_GRACE_MS`]).
     pub fn new(suite: Suite, grace_ms: u64) -> Self {

@@ -230,6 +230,14 @@ impl std::fmt::Debug for StageMember {
 }
 
 impl StageMember {
+    /// Test-only (feature `audit`): the receive secrets this member holds
+    /// (every audience secret derived from the MLS exporter, and the SFrame
+    /// base keys they yield).
+    #[cfg(feature = "audit")]
+    pub fn audit_secrets(&self) -> Vec<Vec<u8>> {
+        self.ring.audit_secrets()
+    }
+
     fn from_parts(
         provider: OpenMlsRustCrypto,
         identity: DeviceIdentity,

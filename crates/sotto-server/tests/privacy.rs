@@ -10,7 +10,6 @@ use common::{Db, ManualClock, TestServer};
 use sotto_client::api::is_code;
 use sotto_proto::ErrorCode;
 use sotto_proto::room::{Role, RoomKind};
-use sqlx::Row as _;
 
 /// (table, column) pairs documented in docs/privacy.md: a `### \`table\``
 /// heading, then rows that start with `` | `column` | ``.
@@ -62,35 +61,6 @@ async fn manifest_matches_schema(db: Db) {
 }
 
 both_backends!(privacy_manifest, super::manifest_matches_schema);
-
-/// Every value in every table of ours, as text (integers in decimal, blobs
-/// as raw bytes, lossily decoded).
-async fn all_values(srv: &TestServer) -> Vec<(String, String, Vec<u8>)> {
-    let columns = srv.store().schema_columns().await.unwrap();
-    let tables: BTreeSet<String> = columns.iter().map(|(t, _)| t.clone()).collect();
-    let mut out = Vec::new();
-    for table in tables {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
-            .fetch_all(srv.store().pool())
-            .await
-            .unwrap();
-        for row in rows {
-            for (i, (t, c)) in columns.iter().filter(|(t, _)| *t == table).enumerate() {
-                let value: Vec<u8> = if let Ok(Some(s)) = row.try_get::<Option<String>, _>(i) {
-                    s.into_bytes()
-                } else if let Ok(Some(n)) = row.try_get::<Option<i64>, _>(i) {
-                    n.to_string().into_bytes()
-                } else if let Ok(Some(b)) = row.try_get::<Option<Vec<u8>>, _>(i) {
-                    b
-                } else {
-                    continue;
-                };
-                out.push((t.clone(), c.clone(), value));
-            }
-        }
-    }
-    out
-}
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
@@ -211,7 +181,7 @@ async fn export_and_delete(db: Db) {
         ("device key", bob_key.as_bytes().to_vec()),
         ("device key (base64)", bob_key.to_base64().into_bytes()),
     ];
-    let values = all_values(&srv).await;
+    let values = srv.store().all_values().await.unwrap();
     assert!(
         values.len() > 20,
         "the scan read only {} values",

@@ -1,9 +1,17 @@
-//! The Stanford Internet Observatory's method, as a regression test: run a
+//! The Stanford Internet Observatory's method, as regression tests: run a
 //! room over TLS with real clients — follows, hand raises, stage changes, a
-//! mute, a ban, speech — capture every packet to and from the server with
-//! dumpcap, and look for identifiers in what an observer on the network
-//! sees. (This test binary holds one test so no other test's traffic is on
-//! the server's address while it captures.)
+//! mute, a ban, speech — then look where they looked.
+//!
+//! - **Network observer**: dumpcap captures every packet to and from the
+//!   server's address; no identifier may appear in any form, and no packet
+//!   may go anywhere but the server's two configured ports.
+//! - **Operator**: the database (SQLite and PostgreSQL), the data directory
+//!   and the server's log at its default level hold none of the secrets the
+//!   clients held (audience secrets, SFrame keys, HPKE private keys), no
+//!   audio, no IP address; the log names no user and no room.
+//!
+//! Each scenario's server has a loopback address of its own, so the two tests
+//! can run at once without one capturing the other.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -16,17 +24,15 @@ use sotto_client::session::{Mode, SessionConfig, run};
 use sotto_client::{Client, Profile};
 use sotto_proto::room::RoomKind;
 use sotto_server::media::MediaConfig;
-use sotto_server::{ServerConfig, TlsSetting};
-
-/// Only this test's server uses this address.
-const SERVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 77);
+use sotto_server::{DatabaseLocation, ServerConfig, TlsSetting};
+use sqlx::Connection as _;
 
 struct Capture {
     child: std::process::Child,
     path: std::path::PathBuf,
 }
 
-fn start_capture(dir: &std::path::Path) -> Capture {
+fn start_capture(dir: &std::path::Path, server_ip: Ipv4Addr) -> Capture {
     let path = dir.join("observer.pcap");
     let mut child = Command::new("dumpcap")
         .args([
@@ -35,7 +41,7 @@ fn start_capture(dir: &std::path::Path) -> Capture {
             "-i",
             "lo",
             "-f",
-            &format!("host {SERVER_IP}"),
+            &format!("host {server_ip}"),
             "-w",
         ])
         .arg(&path)
@@ -146,29 +152,70 @@ fn find(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_network_observer_sees_no_identifiers_and_no_other_endpoints() {
+/// The server's log, at the binary's default level, collected in memory.
+fn log_buffer() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOG: std::sync::OnceLock<std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        struct Writer;
+        impl std::io::Write for Writer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                log_buffer().lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
+            .with_writer(|| Writer)
+            .with_ansi(false)
+            .try_init();
+        std::sync::Mutex::new(Vec::new())
+    })
+}
+
+struct Outcome {
+    dir: tempfile::TempDir,
+    /// Identifiers an observer must not learn, named.
+    identifiers: Vec<(String, Vec<u8>)>,
+    /// Every secret the clients' devices held during the scenario.
+    held: std::collections::HashSet<Vec<u8>>,
+    server_ports: [u16; 2],
+    values: Vec<(String, String, Vec<u8>)>,
+}
+
+/// The room: 2 speakers and 5 listeners over TLS; follows, a raised hand, an
+/// invitation to the stage, speech from both speakers, a mute and a ban.
+async fn scenario(
+    server_ip: Ipv4Addr,
+    database: Option<String>,
+    capture: bool,
+) -> (Outcome, Option<Vec<u8>>) {
+    log_buffer();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(dir.path());
-    config.http = SocketAddr::new(IpAddr::V4(SERVER_IP), 0);
+    let mut config = ServerConfig::new(dir.path().join("data"));
+    if let Some(url) = database {
+        config.database = DatabaseLocation::Postgres(url);
+    }
+    config.http = SocketAddr::new(IpAddr::V4(server_ip), 0);
     config.tls = TlsSetting::SelfSigned;
     config.auth_per_minute = 0;
     config.media = Some(MediaConfig {
-        bind: SocketAddr::new(IpAddr::V4(SERVER_IP), 0),
+        bind: SocketAddr::new(IpAddr::V4(server_ip), 0),
         ..MediaConfig::default()
     });
-    let capture = start_capture(dir.path());
+    let capture = capture.then(|| start_capture(dir.path(), server_ip));
     let server = sotto_server::start(config).await.unwrap();
     let ca = server.pinned_cert.clone().unwrap().0.unwrap();
-    let (http_port, media_port) = (server.local_addr.port(), server.media_addr.unwrap().port());
+    let server_ports = [server.local_addr.port(), server.media_addr.unwrap().port()];
 
-    // Everything an observer must not learn.
-    let mut secrets: Vec<(String, Vec<u8>)> = Vec::new();
-    let title = "Clandestine observatory chat";
-    secrets.push(("room title".into(), title.as_bytes().to_vec()));
+    let mut identifiers: Vec<(String, Vec<u8>)> = Vec::new();
+    let title = format!("Clandestine observatory chat {}", server_ip.octets()[3]);
+    identifiers.push(("room title".into(), title.as_bytes().to_vec()));
     let bootstrap = server.bootstrap_invite.clone().unwrap();
     let code = bootstrap.rsplit('/').next().unwrap().to_string();
-    secrets.push(("invite code".into(), code.as_bytes().to_vec()));
+    identifiers.push(("invite code".into(), code.as_bytes().to_vec()));
 
     let names = [
         "obshostess",
@@ -180,13 +227,12 @@ async fn a_network_observer_sees_no_identifiers_and_no_other_endpoints() {
         "obslistener5",
     ];
     let mut users: Vec<(Client, Profile)> = Vec::new();
-    let mut admin: Option<Client> = None;
     for (i, name) in names.iter().enumerate() {
-        let invite = match &admin {
+        let invite = match users.first() {
             None => code.clone(),
-            Some(a) => {
-                let invite = a.create_invite(1, 3600).await.unwrap();
-                secrets.push((
+            Some((admin, _)) => {
+                let invite = admin.create_invite(1, 3600).await.unwrap();
+                identifiers.push((
                     format!("invite for {name}"),
                     invite.code.as_bytes().to_vec(),
                 ));
@@ -200,23 +246,21 @@ async fn a_network_observer_sees_no_identifiers_and_no_other_endpoints() {
             .register(&mut profile, &invite, name, &display)
             .await
             .unwrap();
-        secrets.push((format!("username {name}"), name.as_bytes().to_vec()));
-        secrets.push((format!("display name {name}"), display.as_bytes().to_vec()));
-        secrets.push((
+        identifiers.push((format!("username {name}"), name.as_bytes().to_vec()));
+        identifiers.push((format!("display name {name}"), display.as_bytes().to_vec()));
+        identifiers.push((
             format!("account id {name}"),
             session.user_id.0.as_bytes().to_vec(),
         ));
-        secrets.push((
+        identifiers.push((
             format!("session token {name}"),
             session.token.as_bytes().to_vec(),
         ));
-        secrets.push((
+        identifiers.push((
             format!("device key {name}"),
             profile.public_key().as_bytes().to_vec(),
         ));
-        if i == 0 {
-            admin = Some(client.clone());
-        }
+        assert_eq!(i, users.len());
         users.push((client, profile));
     }
     for (client, _) in &users[1..] {
@@ -224,13 +268,13 @@ async fn a_network_observer_sees_no_identifiers_and_no_other_endpoints() {
     }
     let host = users[0].0.clone();
     let room = host
-        .create_room(title, RoomKind::Social, None)
+        .create_room(&title, RoomKind::Social, None)
         .await
         .unwrap()
         .id;
-    secrets.push(("room id".into(), room.0.as_bytes().to_vec()));
+    identifiers.push(("room id".into(), room.0.as_bytes().to_vec()));
 
-    // Five listeners and the guest follow the room with full sessions.
+    // The guest and five listeners follow the room with full sessions.
     let mut sessions = Vec::new();
     for (client, profile) in users.drain(1..) {
         let room = room.clone();
@@ -255,7 +299,7 @@ async fn a_network_observer_sees_no_identifiers_and_no_other_endpoints() {
     let guest = host.profile("obsguest77").await.unwrap().id;
     let banned = host.profile("obslistener5").await.unwrap().id;
     let (host_client, host_profile) = users.pop().unwrap();
-    let host_room = room.clone();
+    let (host_room, host_guest) = (room.clone(), guest.clone());
     let host_session = tokio::spawn(async move {
         let mut samples = speech_like(4, 6.0);
         samples.extend(std::iter::repeat_n(0.0, 5 * 48_000));
@@ -266,22 +310,20 @@ async fn a_network_observer_sees_no_identifiers_and_no_other_endpoints() {
                 repeat: false,
             },
         );
-        config.invite = vec![guest];
+        config.invite = vec![host_guest];
         run(&host_client, &host_profile, config, |_| {})
             .await
             .unwrap()
     });
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // Hand, stage, mute, ban.
-    let guest_client = Client::new(&server.base_url, Some(&ca)).unwrap();
-    let mut guest_client = guest_client;
+    let mut guest_client = Client::new(&server.base_url, Some(&ca)).unwrap();
     guest_client
         .login(&Profile::open(&dir.path().join("obsguest77")).unwrap())
         .await
         .unwrap();
     guest_client.room_action(&room, "raise-hand").await.unwrap();
-    let guest_id = host.profile("obsguest77").await.unwrap().id;
-    host.member_action(&room, &guest_id, "invite-to-stage")
+    host.member_action(&room, &guest, "invite-to-stage")
         .await
         .unwrap();
     guest_client
@@ -289,18 +331,126 @@ async fn a_network_observer_sees_no_identifiers_and_no_other_endpoints() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    host.member_action(&room, &guest_id, "mute").await.unwrap();
+    host.member_action(&room, &guest, "mute").await.unwrap();
     host.member_action(&room, &banned, "ban").await.unwrap();
-    let mut heard_any = false;
+    let mut held = std::collections::HashSet::new();
+    let mut heard = 0;
     for s in sessions {
         let outcome = s.await.unwrap();
-        heard_any |= outcome.stats.decrypted > 100;
+        heard = heard.max(outcome.stats.decrypted);
+        held.extend(outcome.held_secrets);
     }
-    host_session.await.unwrap();
-    assert!(heard_any, "the scenario carried audio");
+    held.extend(host_session.await.unwrap().held_secrets);
+    assert!(heard > 100, "the scenario carried audio");
+    assert!(held.len() > 100, "the clients held {} secrets", held.len());
+    let values = server.store.all_values().await.unwrap();
     server.shutdown().await.unwrap();
-    let pcap = stop_capture(capture);
+    let pcap = capture.map(stop_capture);
+    (
+        Outcome {
+            dir,
+            identifiers,
+            held,
+            server_ports,
+            values,
+        },
+        pcap,
+    )
+}
 
+/// The operator's view: database rows, files in the data directory, the log.
+fn operator_audit(outcome: &Outcome, files: bool) {
+    let secret_forms: Vec<Vec<u8>> = outcome.held.iter().flat_map(|s| encodings(s)).collect();
+    // The database: no secret, no audio, no address.
+    assert!(
+        outcome.values.len() > 50,
+        "read only {} values",
+        outcome.values.len()
+    );
+    for (table, column, value) in &outcome.values {
+        for form in &secret_forms {
+            assert!(
+                !find(value, form),
+                "a client's secret is stored in {table}.{column}"
+            );
+        }
+        assert!(
+            value.len() <= 512,
+            "{table}.{column} holds {} bytes: no recordings",
+            value.len()
+        );
+        let text = String::from_utf8_lossy(value);
+        assert!(
+            !text.contains("127.0.0."),
+            "{table}.{column} holds an IP address"
+        );
+    }
+    // The data directory: only the database and the TLS files, none holding a secret.
+    if files {
+        let data = outcome.dir.path().join("data");
+        let mut names = Vec::new();
+        for entry in walk(&data) {
+            let name = entry.strip_prefix(&data).unwrap().display().to_string();
+            names.push(name.clone());
+            let bytes = std::fs::read(&entry).unwrap();
+            for form in &secret_forms {
+                assert!(!find(&bytes, form), "a client's secret is in {name}");
+            }
+            assert!(
+                !find(&bytes, b"127.0.0."),
+                "{name} holds an IP address as text"
+            );
+        }
+        let allowed = [
+            "sotto.db",
+            "sotto.db-wal",
+            "sotto.db-shm",
+            "tls/ca.pem",
+            "tls/cert.pem",
+            "tls/key.pem",
+        ];
+        for name in &names {
+            assert!(
+                allowed.contains(&name.as_str()),
+                "unexpected file in the data directory: {name}"
+            );
+        }
+    }
+    // The log at the default level: no user, room, invite, token, key or address.
+    let log = String::from_utf8_lossy(&log_buffer().lock().unwrap()).to_string();
+    assert!(log.contains("account created"), "the log was captured");
+    for (what, value) in &outcome.identifiers {
+        for form in encodings(value) {
+            assert!(!find(log.as_bytes(), &form), "the log contains the {what}");
+        }
+    }
+    for form in &secret_forms {
+        assert!(
+            !find(log.as_bytes(), form),
+            "the log contains a client's secret"
+        );
+    }
+    assert!(!log.contains("127.0.0."), "the log contains an IP address");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn network_observer_and_operator_see_nothing_on_sqlite() {
+    let server_ip = Ipv4Addr::new(127, 0, 0, 77);
+    let (outcome, pcap) = scenario(server_ip, None, true).await;
+    let pcap = pcap.unwrap();
     let captured = packets(&pcap);
     assert!(
         captured.len() > 1000,
@@ -308,19 +458,19 @@ async fn a_network_observer_sees_no_identifiers_and_no_other_endpoints() {
         captured.len()
     );
     // Every packet is between a client and the server's two configured ports.
-    let server_ports = [http_port, media_port];
-    let is_server =
-        |a: &SocketAddr| a.ip() == IpAddr::V4(SERVER_IP) && server_ports.contains(&a.port());
+    let is_server = |a: &SocketAddr| {
+        a.ip() == IpAddr::V4(server_ip) && outcome.server_ports.contains(&a.port())
+    };
     for (src, dst, proto, _) in &captured {
         let icmp_about_server =
-            *proto == 1 && (src.ip() == IpAddr::V4(SERVER_IP) || dst.ip() == IpAddr::V4(SERVER_IP));
+            *proto == 1 && (src.ip() == IpAddr::V4(server_ip) || dst.ip() == IpAddr::V4(server_ip));
         assert!(
             is_server(src) || is_server(dst) || icmp_about_server,
             "a packet not to or from the server's configured ports: proto {proto} {src} -> {dst}"
         );
     }
-    // No identifier in any form in anything an observer saw.
-    for (what, value) in &secrets {
+    // No identifier, and no client secret, in any form in anything an observer saw.
+    for (what, value) in &outcome.identifiers {
         for form in encodings(value) {
             assert!(
                 !find(&pcap, &form),
@@ -329,11 +479,46 @@ async fn a_network_observer_sees_no_identifiers_and_no_other_endpoints() {
             );
         }
     }
+    for secret in &outcome.held {
+        for form in encodings(secret) {
+            assert!(
+                !find(&pcap, &form),
+                "a client's secret is visible on the wire"
+            );
+        }
+    }
+    operator_audit(&outcome, true);
     println!(
-        "{} packets, {} bytes captured; {} identifiers searched in {} forms each",
+        "{} packets, {} bytes captured; {} identifiers and {} client secrets searched",
         captured.len(),
         pcap.len(),
-        secrets.len(),
-        encodings(b"12345678").len()
+        outcome.identifiers.len(),
+        outcome.held.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_sees_nothing_on_postgres() {
+    let admin = std::env::var("SOTTO_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("sotto_obs_{}", hex::encode(rand::random::<[u8; 6]>()));
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL for the operator audit");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("SOTTO_TEST_POSTGRES_URL has no database part"),
+    };
+    let (outcome, _) = scenario(Ipv4Addr::new(127, 0, 0, 78), Some(url), false).await;
+    operator_audit(&outcome, false);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
 }

@@ -24,6 +24,41 @@ pub struct Purged {
 }
 
 impl Store {
+    /// Every value in every table of ours, as bytes (text as UTF-8, integers
+    /// in decimal, blobs raw), with its table and column: what an audit
+    /// searches for identifiers and secrets.
+    pub async fn all_values(&self) -> Result<Vec<(String, String, Vec<u8>)>, ApiError> {
+        let columns = self.schema_columns().await?;
+        let mut tables: Vec<&String> = columns.iter().map(|(t, _)| t).collect();
+        tables.dedup();
+        let mut out = Vec::new();
+        for table in tables {
+            let names: Vec<&String> = columns
+                .iter()
+                .filter(|(t, _)| t == table)
+                .map(|(_, c)| c)
+                .collect();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
+                .fetch_all(self.pool())
+                .await?;
+            for row in rows {
+                for (i, column) in names.iter().enumerate() {
+                    let value: Vec<u8> = if let Ok(Some(s)) = row.try_get::<Option<String>, _>(i) {
+                        s.into_bytes()
+                    } else if let Ok(Some(n)) = row.try_get::<Option<i64>, _>(i) {
+                        n.to_string().into_bytes()
+                    } else if let Ok(Some(b)) = row.try_get::<Option<Vec<u8>>, _>(i) {
+                        b
+                    } else {
+                        continue;
+                    };
+                    out.push((table.clone(), (*column).clone(), value));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn export(
         &self,
         user: &UserId,
