@@ -132,7 +132,7 @@ pub async fn challenge(
     let expires_at = now + crate::config::CHALLENGE_TTL_MS;
     state
         .store
-        .create_challenge(&id, &req.device_public_key, &nonce, expires_at, now)
+        .create_challenge(&id, &req.device_public_key, &nonce, expires_at)
         .await?;
     Ok(Json(ChallengeResponse {
         challenge_id: id,

@@ -85,21 +85,14 @@ impl Store {
         key: &DevicePublicKey,
         nonce: &[u8],
         expires_at: i64,
-        now: i64,
     ) -> Result<(), ApiError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM login_challenges WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query("INSERT INTO login_challenges (id, public_key, nonce, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(id.to_string())
             .bind(key.as_bytes().to_vec())
             .bind(nonce.to_vec())
             .bind(expires_at)
-            .execute(&mut *tx)
+            .execute(self.pool())
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -148,11 +141,8 @@ impl Store {
         expires_at: i64,
         now: i64,
     ) -> Result<(), ApiError> {
+        // Expired sessions (and challenges) are deleted by the retention task.
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
         insert_session(&mut tx, token_hash, user, device, expires_at, now).await?;
         tx.commit().await?;
         Ok(())
