@@ -109,61 +109,89 @@ async fn fixed_bad_requests() {
         .unwrap();
     expect_error(r, 400, ErrorCode::MalformedRequest).await;
 
-    // Authentication.
-    let r = http.get(url("/api/me")).send().await.unwrap();
-    expect_error(r, 401, ErrorCode::Unauthenticated).await;
-    let r = http
-        .get(url("/api/me"))
-        .bearer_auth("nonsense")
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 401, ErrorCode::Unauthenticated).await;
-
-    // Unknown things.
-    let r = http
-        .post(url("/api/rooms/00000000000000000000000000000000/join"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 404, ErrorCode::RoomNotFound).await;
-    let r = http
-        .post(url("/api/rooms/not-an-id/join"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 404, ErrorCode::RoomNotFound).await;
-    let r = http
-        .post(url("/api/rooms/00000000000000000000000000000000/dance"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 404, ErrorCode::NotFound).await;
-    let r = http
-        .put(url("/api/users/nobody_here/follow"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 404, ErrorCode::UserNotFound).await;
-    let r = http
-        .put(url("/api/users/alice/follow"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 400, ErrorCode::CannotFollowSelf).await;
-    let r = http.get(url("/no/such/route")).send().await.unwrap();
-    expect_error(r, 404, ErrorCode::NotFound).await;
-    let r = http.delete(url("/healthz")).send().await.unwrap();
-    expect_error(r, 405, ErrorCode::MethodNotAllowed).await;
+    // Requests without a body: (method, path, with a session token, status, code).
+    let zero = "00000000000000000000000000000000";
+    let cases: &[(&str, String, Option<&str>, u16, ErrorCode)] = &[
+        (
+            "GET",
+            "/api/me".into(),
+            None,
+            401,
+            ErrorCode::Unauthenticated,
+        ),
+        (
+            "GET",
+            "/api/me".into(),
+            Some("nonsense"),
+            401,
+            ErrorCode::Unauthenticated,
+        ),
+        (
+            "POST",
+            format!("/api/rooms/{zero}/join"),
+            Some(&token),
+            404,
+            ErrorCode::RoomNotFound,
+        ),
+        (
+            "POST",
+            "/api/rooms/not-an-id/join".into(),
+            Some(&token),
+            404,
+            ErrorCode::RoomNotFound,
+        ),
+        (
+            "POST",
+            format!("/api/rooms/{zero}/dance"),
+            Some(&token),
+            404,
+            ErrorCode::NotFound,
+        ),
+        (
+            "PUT",
+            "/api/users/nobody_here/follow".into(),
+            Some(&token),
+            404,
+            ErrorCode::UserNotFound,
+        ),
+        (
+            "PUT",
+            "/api/users/alice/follow".into(),
+            Some(&token),
+            400,
+            ErrorCode::CannotFollowSelf,
+        ),
+        (
+            "GET",
+            "/no/such/route".into(),
+            None,
+            404,
+            ErrorCode::NotFound,
+        ),
+        (
+            "DELETE",
+            "/healthz".into(),
+            None,
+            405,
+            ErrorCode::MethodNotAllowed,
+        ),
+        (
+            "GET",
+            "/api/ws".into(),
+            None,
+            400,
+            ErrorCode::MalformedRequest,
+        ),
+    ];
+    for (method, path, token, status, code) in cases {
+        let mut req = http.request(method.parse().unwrap(), url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        expect_error(req.send().await.unwrap(), *status, *code).await;
+    }
     let r = http.get(url("/invite/not-a-code")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let r = http.get(url("/api/ws")).send().await.unwrap();
-    expect_error(r, 400, ErrorCode::MalformedRequest).await;
 
     srv.stop().await;
 }
