@@ -158,6 +158,11 @@ impl Client {
             device_public_key: key,
             device_name: Some("sotto cli".into()),
             signature: profile.sign(&register_transcript(invite_code, username, &key)),
+            device_link: sotto_proto::keys::encode_b64(
+                &profile
+                    .sign_link(None, sotto_proto::chain::LinkOp::Add, &key)
+                    .to_bytes(),
+            ),
         };
         let session: SessionResponse = self
             .request(Method::POST, "/api/register", Some(&req))
@@ -234,6 +239,63 @@ impl Client {
     pub async fn add_device(&self, req: &AddDeviceRequest) -> Result<DeviceView, ClientError> {
         self.request(Method::POST, "/api/me/devices", Some(req))
             .await
+    }
+
+    /// The signed-in account's device chain, as the server serves it
+    /// (parsed, not verified).
+    pub async fn own_chain(&self) -> Result<Vec<sotto_proto::chain::DeviceLink>, ClientError> {
+        let me = self.me().await?;
+        let profile = self.profile(&me.username).await?;
+        let bytes = decode_b64_long(&profile.device_chain)?;
+        sotto_proto::chain::parse_chain(&bytes)
+            .map_err(|_| ClientError::UnexpectedResponse { status: 200 })
+    }
+
+    /// Adds `new_device`'s key to the account: signed by `profile` (this
+    /// session's device) and by the new device, with the chain link.
+    pub async fn add_device_signed(
+        &self,
+        profile: &Profile,
+        new_device: &Profile,
+        name: &str,
+    ) -> Result<DeviceView, ClientError> {
+        let me = self.me().await?;
+        let chain = self.own_chain().await?;
+        let key = new_device.public_key();
+        let t = sotto_proto::keys::add_device_transcript(&me.id.0, &profile.public_key(), &key);
+        let link = profile.sign_link(chain.last(), sotto_proto::chain::LinkOp::Add, &key);
+        let req = AddDeviceRequest {
+            device_public_key: key,
+            name: name.to_string(),
+            authorizer_signature: profile.sign(&t),
+            new_device_signature: new_device.sign(&t),
+            device_link: sotto_proto::keys::encode_b64(&link.to_bytes()),
+        };
+        self.add_device(&req).await
+    }
+
+    /// Revokes one of the account's devices, signing the chain link with
+    /// `profile` (this session's device).
+    pub async fn revoke_device(
+        &self,
+        profile: &Profile,
+        device: &DeviceView,
+    ) -> Result<(), ClientError> {
+        let chain = self.own_chain().await?;
+        let link = profile.sign_link(
+            chain.last(),
+            sotto_proto::chain::LinkOp::Revoke,
+            &device.public_key,
+        );
+        let req = sotto_proto::api::RevokeDeviceRequest {
+            device_link: sotto_proto::keys::encode_b64(&link.to_bytes()),
+        };
+        self.request_empty(
+            Method::DELETE,
+            &format!("/api/me/devices/{}", device.id),
+            Some(&req),
+        )
+        .await
     }
 
     pub async fn create_invite(
@@ -395,4 +457,10 @@ fn path_segment(text: &str) -> String {
 /// Whether an error is the API refusing with `code`.
 pub fn is_code(result: &Result<impl Sized, ClientError>, code: ErrorCode) -> bool {
     matches!(result, Err(e) if e.code() == Some(code))
+}
+
+/// Decodes a base64url field that may be longer than a key (a device chain).
+fn decode_b64_long(text: &str) -> Result<Vec<u8>, ClientError> {
+    sotto_proto::channel::decode_payload(text)
+        .map_err(|_| ClientError::UnexpectedResponse { status: 200 })
 }

@@ -8,7 +8,6 @@ pub mod channel;
 pub mod error;
 pub mod media;
 pub mod profile;
-pub mod room_crypto;
 pub mod session;
 pub mod tls;
 
@@ -16,4 +15,6 @@ pub use api::Client;
 pub use channel::Channel;
 pub use error::ClientError;
 pub use profile::Profile;
-pub use room_crypto::RoomCrypto;
+pub use sotto_room::RoomCrypto;
+/// The room protocol core (kept under its old path for callers).
+pub use sotto_room::room as room_crypto;

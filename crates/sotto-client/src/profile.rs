@@ -13,6 +13,7 @@ use crate::ClientError;
 
 const KEY_FILE: &str = "device.key";
 const INFO_FILE: &str = "profile.json";
+const TRUST_FILE: &str = "trust.json";
 
 /// What a profile remembers about its account.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -102,10 +103,44 @@ impl Profile {
         encode_b64(&self.key.sign(transcript).to_bytes())
     }
 
+    /// Signs the next link of the account's device chain (after `prev`,
+    /// the chain's newest link; None for the first).
+    pub fn sign_link(
+        &self,
+        prev: Option<&sotto_proto::chain::DeviceLink>,
+        op: sotto_proto::chain::LinkOp,
+        subject: &DevicePublicKey,
+    ) -> sotto_proto::chain::DeviceLink {
+        sotto_proto::chain::DeviceLink::sign(prev, op, subject, &self.key)
+    }
+
     /// The device key's seed, for the E2EE identity (the same Ed25519 key
     /// is the device's MLS leaf key and signs its join requests).
-    pub(crate) fn device_seed(&self) -> [u8; 32] {
+    pub fn device_seed(&self) -> [u8; 32] {
         self.key.to_bytes()
+    }
+
+    /// What this device trusts (pinned device chains, verified accounts):
+    /// `trust.json` in the profile directory, empty if there is none.
+    pub fn load_trust(&self) -> Result<sotto_room::TrustStore, ClientError> {
+        match std::fs::read_to_string(self.dir.join(TRUST_FILE)) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                ClientError::Profile(format!("{}: {e}", self.dir.join(TRUST_FILE).display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Saves what this device trusts (written to a temporary file, then
+    /// renamed: a crash never leaves half a trust file).
+    pub fn save_trust(&self, trust: &sotto_room::TrustStore) -> Result<(), ClientError> {
+        let text = serde_json::to_string_pretty(trust)
+            .map_err(|e| ClientError::Profile(e.to_string()))?;
+        let tmp = self.dir.join(format!("{TRUST_FILE}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, self.dir.join(TRUST_FILE))?;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {

@@ -81,6 +81,11 @@ pub struct SessionStats {
     pub streams: usize,
     /// SDP renegotiations after the first answer (the SFU promises none).
     pub renegotiations: u64,
+    /// Failed E2EE checks, in plain words, in the order they happened.
+    pub alerts: Vec<String>,
+    /// Key holders on the room's signed roster that are no device of anyone
+    /// in the room (checked whenever a new roster arrives).
+    pub hidden_listeners: usize,
 }
 
 /// What a session produced.
@@ -133,10 +138,11 @@ pub async fn run(
         ClientError::Profile("the profile has no device id; register first".into())
     })?;
     let (mut crypto, hello) = RoomCrypto::new(
-        profile,
+        profile.device_seed(),
         &me.id,
         &device,
         &view,
+        profile.load_trust()?,
         now_ms(Instant::now()),
         &mut rand::rngs::OsRng,
     )
@@ -169,8 +175,20 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut report = tokio::time::interval(Duration::from_secs(1));
     let deadline = config.stop_after.map(|d| tokio::time::Instant::now() + d);
+    let mut roster_checked = None;
+    let mut view = view;
 
     'session: loop {
+        outcome
+            .stats
+            .alerts
+            .extend(crypto.take_alerts().iter().map(ToString::to_string));
+        let roster = crypto.roster_report().roster_version;
+        if roster.is_some() && roster != roster_checked {
+            roster_checked = roster;
+            learn_room_chains(client, &mut crypto, &view).await;
+            outcome.stats.hidden_listeners = crypto.roster_report().hidden;
+        }
         let crypto_due = crypto
             .poll_timeout()
             .map(|ms| {
@@ -192,6 +210,7 @@ pub async fn run(
                         outcome.ended_by = Some("room ended".into());
                         break 'session;
                     }
+                    ServerMessage::RoomState { room: v } if &v.id == room => view = v.clone(),
                     _ => {}
                 }
                 for out in handle_crypto(&mut crypto, now_ms(Instant::now()), &msg) {
@@ -284,8 +303,36 @@ pub async fn run(
         .await;
     channel.close().await;
     drop(media);
+    profile.save_trust(crypto.trust())?;
+    outcome
+        .stats
+        .alerts
+        .extend(crypto.take_alerts().iter().map(ToString::to_string));
     outcome.crypto = Some(crypto);
     Ok(outcome)
+}
+
+/// Most room members whose device chains a session fetches to name the
+/// roster's key holders (beyond that, `sotto room roster` does it).
+const MAX_CHAIN_FETCHES: usize = 200;
+
+/// Fetches and checks the device chains of the room's members, so that
+/// the roster report can name every key holder (and count hidden ones).
+pub async fn learn_room_chains(
+    client: &Client,
+    crypto: &mut RoomCrypto,
+    view: &sotto_proto::room::RoomView,
+) {
+    for m in view.members.iter().take(MAX_CHAIN_FETCHES) {
+        let chain = match client.profile(&m.username).await {
+            Ok(p) => sotto_proto::channel::decode_payload(&p.device_chain).unwrap_or_default(),
+            Err(_) => continue,
+        };
+        // A chain that fails is reported by the crypto state as an alert.
+        if crypto.learn_chain(&m.user_id, &chain).is_err() {
+            continue;
+        }
+    }
 }
 
 fn handle_crypto(crypto: &mut RoomCrypto, now_ms: u64, msg: &ServerMessage) -> Vec<ClientMessage> {

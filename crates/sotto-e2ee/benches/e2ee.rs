@@ -208,7 +208,7 @@ fn build_stage(rng: &mut ChaCha20Rng, n: usize) -> Stage {
             cands.push(c);
         }
         s.sync();
-        let out = s.members[0].commit_pending(&invites).unwrap();
+        let out = s.members[0].commit_pending(&invites, &[]).unwrap().0;
         s.post(0, &out.commit);
         s.members[0].commit_accepted(0).unwrap();
         let tree = s.ds.ratchet_tree().unwrap();
@@ -219,6 +219,7 @@ fn build_stage(rng: &mut ChaCha20Rng, n: usize) -> Stage {
                     ROOM,
                     out.welcome.as_deref().unwrap(),
                     &tree,
+                    &s.members[0].group_id(),
                     StageConfig::default(),
                     0,
                 )
@@ -268,7 +269,7 @@ fn bench_stage(rng: &mut ChaCha20Rng, n: usize, rounds: usize) {
     s.post(usize::MAX, &p);
     s.sync();
     let t = Instant::now();
-    let out = s.members[0].commit_pending(&[]).unwrap();
+    let out = s.members[0].commit_pending(&[], &[]).unwrap().0;
     let rm_create = t.elapsed();
     let t = Instant::now();
     s.members[1].handle_message(0, &out.commit).unwrap();

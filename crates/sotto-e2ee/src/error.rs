@@ -92,6 +92,9 @@ pub enum StageError {
     /// from the GroupInfo the delivery service holds).
     #[error("commit from a sender that is not a stage member")]
     UnauthorisedCommit,
+    /// A Welcome into a group other than the one the room's host bound.
+    #[error("welcome into a group that is not the room's bound stage group")]
+    UnboundGroup,
     /// A pending Add proposal has no valid stage invitation from a moderator.
     #[error("add proposal for a device nobody invited to the stage")]
     UninvitedAdd,
@@ -242,4 +245,22 @@ pub enum InvitationError {
     /// Expired.
     #[error("invitation expired")]
     Expired,
+}
+
+/// Why a group binding was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindingError {
+    /// The bytes are not a binding.
+    #[error("malformed group binding: {0}")]
+    Malformed(#[from] WireError),
+    /// Signed by a key that is not a device of the room's host.
+    #[error("group binding not signed by the room's host")]
+    UntrustedSigner,
+    /// The signature does not verify.
+    #[error("group binding signature does not verify")]
+    BadSignature,
+    /// For another room.
+    #[error("group binding for another room")]
+    WrongRoom,
 }

@@ -59,6 +59,7 @@ mod codec;
 mod secret;
 
 pub mod audience;
+pub mod binding;
 pub mod error;
 pub mod frame;
 pub mod identity;

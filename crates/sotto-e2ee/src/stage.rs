@@ -26,7 +26,7 @@ use sotto_delivery::STAGE_CIPHERSUITE;
 use crate::codec::{Reader, Writer};
 use crate::error::{FrameError, StageError};
 use crate::frame::{DEFAULT_GRACE_MS, FrameSender, KeyRing, Suite};
-use crate::identity::{DeviceIdentity, IdentityKey, room_code};
+use crate::identity::{DeviceIdentity, IdentityKey, decode_credential_identity, room_code};
 use crate::invitation::VerifiedInvitation;
 use crate::keys::{AUDIENCE_EXPORTER_LABEL, AudienceKey, KeyGeneration};
 use crate::secret::Secret32;
@@ -165,12 +165,15 @@ impl StageCandidate {
     }
 
     /// Join from a Welcome, with the ratchet tree fetched from the delivery
-    /// service (it is not inside the Welcome).
+    /// service (it is not inside the Welcome) — only into `bound_group`, the
+    /// group the room's host signed a binding for
+    /// ([`crate::binding::VerifiedBinding::group_id`]).
     pub fn join(
         self,
         room_id: &[u8],
         welcome: &[u8],
         ratchet_tree: &[u8],
+        bound_group: &[u8],
         config: StageConfig,
         now_ms: u64,
     ) -> Result<StageMember, StageError> {
@@ -181,8 +184,13 @@ impl StageCandidate {
         };
         let tree = RatchetTreeIn::tls_deserialize_exact(ratchet_tree)
             .map_err(|e| StageError::Malformed(e.to_string()))?;
-        let group = StagedWelcome::new_from_welcome(&self.provider, &join_config(), w, Some(tree))
-            .map_err(|e| StageError::Rejected(e.to_string()))?
+        let staged =
+            StagedWelcome::new_from_welcome(&self.provider, &join_config(), w, Some(tree))
+                .map_err(|e| StageError::Rejected(e.to_string()))?;
+        if staged.group_context().group_id().as_slice() != bound_group {
+            return Err(StageError::UnboundGroup);
+        }
+        let group = staged
             .into_group(&self.provider)
             .map_err(|e| StageError::Rejected(e.to_string()))?;
         let mut m = StageMember::from_parts(
@@ -321,6 +329,27 @@ impl StageMember {
     /// This member's leaf index (the sender part of its KIDs).
     pub fn leaf_index(&self) -> u32 {
         self.group.own_leaf_index().u32()
+    }
+
+    /// The MLS group id (what the host's binding names).
+    pub fn group_id(&self) -> Vec<u8> {
+        self.group.group_id().as_slice().to_vec()
+    }
+
+    /// Every member's leaf, identity key and account id (from its
+    /// credential), to check the group against the room's stage.
+    pub fn member_accounts(&self) -> Vec<(u32, IdentityKey, Option<Vec<u8>>)> {
+        self.group
+            .members()
+            .filter_map(|m| {
+                let key = IdentityKey::from_bytes(&m.signature_key)?;
+                let account = BasicCredential::try_from(m.credential.clone())
+                    .ok()
+                    .and_then(|c| decode_credential_identity(c.identity()).ok())
+                    .map(|(account, _)| account);
+                Some((m.index.u32(), key, account))
+            })
+            .collect()
     }
 
     /// Number of stage members.
@@ -510,38 +539,67 @@ impl StageMember {
         }
     }
 
-    /// Commit the pending (server-proposed) Add/Remove proposals. Every Add
-    /// needs a verified stage invitation for the added device's identity key.
-    /// Send `commit` to the delivery service; then call
+    /// Commit the pending (server-proposed) Add/Remove proposals, plus this
+    /// member's own removal of `strays` (leaves that do not belong on the
+    /// stage, whatever the server proposes). Every Add needs a verified stage
+    /// invitation for the added device's identity key: an Add without one is
+    /// dropped (it never blocks the Removes of the same batch) and counted in
+    /// the returned number. Send `commit` to the delivery service; then call
     /// [`Self::commit_accepted`] or [`Self::commit_rejected`].
     pub fn commit_pending(
         &mut self,
         invitations: &[VerifiedInvitation],
-    ) -> Result<CommitOut, StageError> {
-        let mut any = false;
-        for p in self.group.pending_proposals() {
-            any = true;
-            if let Proposal::Add(add) = p.proposal() {
-                let key = add.key_package().leaf_node().signature_key().as_slice();
-                if !invitations
-                    .iter()
-                    .any(|i| i.invitee().to_bytes().as_slice() == key)
-                {
-                    return Err(StageError::UninvitedAdd);
+        strays: &[u32],
+    ) -> Result<(CommitOut, usize), StageError> {
+        let uninvited: Vec<openmls::ciphersuite::hash_ref::ProposalRef> = self
+            .group
+            .pending_proposals()
+            .filter(|p| match p.proposal() {
+                Proposal::Add(add) => {
+                    let key = add.key_package().leaf_node().signature_key().as_slice();
+                    !invitations
+                        .iter()
+                        .any(|i| i.invitee().to_bytes().as_slice() == key)
                 }
-            }
+                _ => false,
+            })
+            .map(|p| p.proposal_reference_ref().clone())
+            .collect();
+        for r in &uninvited {
+            self.group
+                .remove_pending_proposal(self.provider.storage(), r)
+                .map_err(|e| StageError::Internal(e.to_string()))?;
         }
-        if !any {
-            return Err(StageError::NothingPending);
+        let pending_removed: Vec<u32> = self
+            .group
+            .pending_proposals()
+            .filter_map(|p| match p.proposal() {
+                Proposal::Remove(r) => Some(r.removed().u32()),
+                _ => None,
+            })
+            .collect();
+        let own = self.leaf_index();
+        let strays: Vec<u32> = strays
+            .iter()
+            .copied()
+            .filter(|l| *l != own && !pending_removed.contains(l))
+            .filter(|l| self.group.members().any(|m| m.index.u32() == *l))
+            .collect();
+        if self.group.pending_proposals().next().is_none() && strays.is_empty() {
+            return Err(if uninvited.is_empty() {
+                StageError::NothingPending
+            } else {
+                StageError::UninvitedAdd
+            });
         }
-        let out = self.build_commit(None)?;
+        let out = self.build_commit(None, &strays)?;
         self.intent = Some(Intent::CommitPending);
-        Ok(out)
+        Ok((out, uninvited.len()))
     }
 
     /// Commit a self-update (fresh leaf key: post-compromise security).
     pub fn self_update(&mut self) -> Result<CommitOut, StageError> {
-        let out = self.build_commit(Some(LeafNodeParameters::default()))?;
+        let out = self.build_commit(Some(LeafNodeParameters::default()), &[])?;
         self.intent = Some(Intent::SelfUpdate);
         Ok(out)
     }
@@ -552,9 +610,14 @@ impl StageMember {
     fn build_commit(
         &mut self,
         update: Option<LeafNodeParameters>,
+        removals: &[u32],
     ) -> Result<CommitOut, StageError> {
         let internal = |e: &dyn std::fmt::Display| StageError::Internal(e.to_string());
-        let mut builder = self.group.commit_builder().consume_proposal_store(true);
+        let mut builder = self
+            .group
+            .commit_builder()
+            .consume_proposal_store(true)
+            .propose_removals(removals.iter().map(|l| LeafNodeIndex::new(*l)));
         if let Some(params) = update {
             builder = builder.leaf_node_parameters(params);
         }
@@ -620,7 +683,7 @@ impl StageMember {
         match self.intent.take() {
             Some(Intent::SelfUpdate) => self.self_update().map(Some),
             Some(Intent::CommitPending) if self.group.pending_proposals().next().is_some() => {
-                self.commit_pending(invitations).map(Some)
+                self.commit_pending(invitations, &[]).map(|(out, _)| Some(out))
             }
             _ => Ok(None),
         }

@@ -599,7 +599,7 @@ fn roster_versions_continue_across_distributors() {
     let prop = net.server.propose_remove(&net.ds, 0).unwrap();
     net.post(None, &prop).unwrap();
     net.sync_all();
-    let out = net.members[bob].stage.commit_pending(&[]).unwrap();
+    let out = net.members[bob].stage.commit_pending(&[], &[]).unwrap().0;
     net.post(Some(bob), &out.commit).unwrap();
     net.members[bob].stage.commit_accepted(net.now).unwrap();
     net.ds.set_group_info(&out.group_info).unwrap();

@@ -135,7 +135,7 @@ fn uninvited_add_is_not_committed() {
     net.post(None, &prop).unwrap();
     net.sync_all();
     assert!(matches!(
-        net.members[0].stage.commit_pending(&[]),
+        net.members[0].stage.commit_pending(&[], &[]),
         Err(StageError::UninvitedAdd)
     ));
 }
@@ -164,7 +164,7 @@ fn concurrent_commits_one_wins_other_rebases_all_converge() {
     net.post(None, &prop).unwrap();
     net.sync_all();
 
-    let a = net.members[0].stage.commit_pending(&[invite]).unwrap();
+    let a = net.members[0].stage.commit_pending(&[invite], &[]).unwrap().0;
     let b = net.members[1].stage.self_update().unwrap();
     let epoch = net.ds.epoch();
 
@@ -177,6 +177,7 @@ fn concurrent_commits_one_wins_other_rebases_all_converge() {
             ROOM,
             a.welcome.as_deref().unwrap(),
             &tree,
+            &net.members[0].stage.group_id(),
             net.config,
             net.now,
         )
@@ -371,7 +372,7 @@ fn server_may_not_propose_group_context_changes() {
         ));
     }
     assert!(matches!(
-        net.members[0].stage.commit_pending(&[]),
+        net.members[0].stage.commit_pending(&[], &[]),
         Err(StageError::NothingPending)
     ));
 }
@@ -403,12 +404,14 @@ fn rebase_rechecks_invitations() {
     // host and bob both commit the invited Add; the host wins
     let a = net.members[0]
         .stage
-        .commit_pending(std::slice::from_ref(&invite))
-        .unwrap();
+        .commit_pending(std::slice::from_ref(&invite), &[])
+.unwrap()
+.0;
     let b = net.members[1]
         .stage
-        .commit_pending(std::slice::from_ref(&invite))
-        .unwrap();
+        .commit_pending(std::slice::from_ref(&invite), &[])
+.unwrap()
+.0;
     net.post(Some(0), &a.commit).unwrap();
     net.members[0].stage.commit_accepted(net.now).unwrap();
     assert!(matches!(

@@ -23,6 +23,9 @@ pub struct RegisterRequest {
     #[serde(default)]
     pub device_name: Option<String>,
     pub signature: String,
+    /// The first link of the account's device chain (base64url of
+    /// [`crate::chain::DeviceLink`]): the key adding itself, self-signed.
+    pub device_link: String,
 }
 
 /// A new session: send `token` as `Authorization: Bearer …`.
@@ -90,6 +93,9 @@ pub struct Profile {
     pub following: u32,
     /// Whether the signed-in user follows them.
     pub followed_by_you: bool,
+    /// Their device chain (base64url of the concatenated links): verify it
+    /// and pin its root; never trust a device key the chain does not hold.
+    pub device_chain: String,
 }
 
 /// A user in a list.
@@ -137,6 +143,18 @@ pub struct AddDeviceRequest {
     pub name: String,
     pub authorizer_signature: String,
     pub new_device_signature: String,
+    /// The next link of the account's device chain: `add` of the new key,
+    /// signed by this session's device (base64url).
+    pub device_link: String,
+}
+
+/// Revoke a device: the next link of the account's device chain, `revoke`
+/// of that device's key, signed by this session's device (base64url).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct RevokeDeviceRequest {
+    pub device_link: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]

@@ -128,11 +128,14 @@ pub enum E2eeUp {
     /// Take part in the room's E2EE with this session's device. The server
     /// answers `info` (and the latest roster, if any).
     Hello {},
-    /// The host's new stage group: its GroupInfo and ratchet tree. Replaces
-    /// an existing group (the other stage members get `group_reset`).
+    /// The host's new stage group: its GroupInfo and ratchet tree, and the
+    /// host's signed binding of the group to the room (candidates join only
+    /// the bound group). Replaces an existing group (the other stage members
+    /// get `group_reset` with the new binding).
     CreateGroup {
         group_info: String,
         ratchet_tree: String,
+        binding: String,
     },
     /// A stage candidate's MLS KeyPackage (its leaf signature key must be
     /// this device's registered key; the user must be on stage).
@@ -145,8 +148,12 @@ pub enum E2eeUp {
     },
     /// An MLS handshake or application message (commit, rotation notice).
     /// First valid commit per epoch wins; a later one is refused with
-    /// `stale_epoch`.
-    Handshake { message: String },
+    /// `stale_epoch`. The answer (`accepted` or `rejected`) echoes `id`.
+    Handshake {
+        message: String,
+        #[serde(default)]
+        id: u32,
+    },
     /// The GroupInfo of the epoch the sender's accepted commit created.
     GroupInfo { group_info: String },
     /// The Welcome of the sender's accepted commit; the server gives it,
@@ -183,6 +190,19 @@ pub struct E2eePeer {
     pub device_id: DeviceId,
     #[ts(type = "string")]
     pub device_key: DevicePublicKey,
+    /// The account's device chain as the server stores it (base64url of
+    /// the links, [`crate::chain`]). Clients verify it against the pinned
+    /// root and accept `device_key` only if the chain holds it.
+    pub chain: String,
+}
+
+/// A stage group bound to the room by a host's device: the signed binding
+/// (opaque to the server) and who sent it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct GroupBinding {
+    pub binding: String,
+    pub from: E2eePeer,
 }
 
 /// E2EE messages from the server.
@@ -197,10 +217,12 @@ pub enum E2eeDown {
         external_sender_key: String,
         external_sender_credential: String,
         has_group: bool,
+        /// The current stage group's binding, if the room has a group.
+        group: Option<GroupBinding>,
     },
-    /// The host replaced the stage group; stage members join it again
-    /// (upload a KeyPackage).
-    GroupReset {},
+    /// The host replaced the stage group; stage members join the new one
+    /// (upload a KeyPackage) only if the binding verifies.
+    GroupReset { group: GroupBinding },
     /// A stage handshake or application message, in delivery-service order
     /// (`seq`); proposals come from the server (`from` absent).
     Handshake {
@@ -209,13 +231,22 @@ pub enum E2eeDown {
         message: String,
         from: Option<E2eePeer>,
     },
-    /// Your handshake was accepted at `seq`; the group is now at `epoch`.
+    /// Your handshake `id` was accepted at `seq`; the group is now at `epoch`.
     Accepted {
         #[ts(type = "number")]
         seq: u64,
         #[ts(type = "number")]
         epoch: u64,
         commit: bool,
+        #[serde(default)]
+        id: u32,
+    },
+    /// Your handshake `id` was refused (e.g. `stale_epoch`: another commit
+    /// won the epoch).
+    Rejected {
+        id: u32,
+        code: ErrorCode,
+        message: String,
     },
     /// You were added to the stage group.
     Welcome {
@@ -241,6 +272,9 @@ pub enum E2eeDown {
     Roster { roster: String, from: E2eePeer },
     /// You are (or are no longer) the room's key distributor and committer.
     Distributor { active: bool },
+    /// (The key distributor) a device was revoked or logged out: drop it
+    /// from the admitted listeners and rotate.
+    DeviceGone { device_id: DeviceId },
 }
 
 /// Encodes a binary E2EE field (base64url, no padding).

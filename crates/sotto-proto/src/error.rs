@@ -84,6 +84,11 @@ error_codes! {
     DeviceNotFound = ("device_not_found", 404),
     /// The account's only device cannot be revoked: nothing could sign in again.
     LastDevice = ("last_device", 409),
+    /// A device-chain link is malformed, out of sequence or not signed by a
+    /// current device of the account.
+    InvalidDeviceLink = ("invalid_device_link", 400),
+    /// The account's device chain changed meanwhile: fetch it and sign again.
+    DeviceChainConflict = ("device_chain_conflict", 409),
     /// You cannot follow yourself.
     CannotFollowSelf = ("cannot_follow_self", 400),
     /// No such room, or you may not see it.

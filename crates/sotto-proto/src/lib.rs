@@ -17,6 +17,7 @@
 //! panics. `tests/no_panic.rs` checks this with arbitrary input.
 
 pub mod api;
+pub mod chain;
 pub mod channel;
 pub mod error;
 pub mod ids;

@@ -30,7 +30,8 @@ use sotto_delivery::{
     ServerProposer,
 };
 use sotto_proto::channel::{
-    E2eeDown, E2eePeer, E2eeUp, SealedFor, ServerMessage, decode_payload, encode_payload,
+    E2eeDown, E2eePeer, E2eeUp, GroupBinding, SealedFor, ServerMessage, decode_payload,
+    encode_payload,
 };
 use sotto_proto::keys::DevicePublicKey;
 use sotto_proto::room::{Role, RoomView};
@@ -59,6 +60,9 @@ pub struct ConnInfo {
     pub user: UserId,
     pub device: DeviceId,
     pub key: DevicePublicKey,
+    /// The account's device chain (base64url), relayed with every message
+    /// so that receivers can check `key` against it.
+    pub chain: Arc<str>,
 }
 
 impl ConnInfo {
@@ -67,6 +71,7 @@ impl ConnInfo {
             user_id: self.user.clone(),
             device_id: self.device.clone(),
             device_key: self.key,
+            chain: self.chain.to_string(),
         }
     }
 }
@@ -102,6 +107,12 @@ struct RoomRelay {
     join_requests: HashMap<DeviceId, (Vec<u8>, E2eePeer)>,
     roster: Option<(Vec<u8>, E2eePeer)>,
     distributor: Option<u64>,
+    /// The host's signed binding of the current stage group to the room.
+    binding: Option<GroupBinding>,
+    /// Device keys revoked or logged out while the room was live: removed
+    /// from the stage group, their channels dropped (until the key uploads
+    /// a new KeyPackage from a new session).
+    evicted: HashSet<[u8; 32]>,
 }
 
 /// What a test may inspect of a room's relay state: everything it holds.
@@ -206,6 +217,7 @@ impl E2eeRelay {
                     external_sender_key: encode_payload(&self.public_key),
                     external_sender_credential: encode_payload(SERVER_CREDENTIAL),
                     has_group: room.delivery.is_some(),
+                    group: room.binding.clone().filter(|_| room.delivery.is_some()),
                 },
                 room_id,
             );
@@ -302,6 +314,37 @@ impl E2eeRelay {
         }
         if let Some(room) = rooms.get_mut(&view.id) {
             room.apply_view(&self.proposer, view.clone());
+        }
+    }
+
+    /// A device was revoked or its session logged out: in every live room,
+    /// drop its channels, propose its removal from the stage group, and tell
+    /// the key distributor to drop it from the audience and rotate.
+    pub fn evict_device(&self, device: &DeviceId, key: &DevicePublicKey) {
+        let mut rooms = self.lock();
+        for (room_id, room) in rooms.iter_mut() {
+            let conns = room.conns_where(|c| c.key == *key);
+            let known = !conns.is_empty() || room.in_tree(key);
+            if !known && !room.join_requests.contains_key(device) {
+                continue;
+            }
+            room.evicted.insert(*key.as_bytes());
+            for c in conns {
+                room.conns.remove(&c);
+            }
+            room.join_requests.remove(device);
+            room.candidates.remove(device);
+            if let Some(d) = room.distributor {
+                room.send(
+                    d,
+                    E2eeDown::DeviceGone {
+                        device_id: device.clone(),
+                    },
+                    room_id,
+                );
+            }
+            room.reconcile(&self.proposer, room_id);
+            room.elect(room_id);
         }
     }
 
@@ -472,8 +515,9 @@ impl RoomRelay {
         }
         let mut proposals = Vec::new();
         for m in d.members() {
-            let wanted = <[u8; 32]>::try_from(m.signature_key.as_slice())
-                .ok()
+            let key = <[u8; 32]>::try_from(m.signature_key.as_slice()).ok();
+            let wanted = key
+                .filter(|k| !self.evicted.contains(k))
                 .and_then(|k| self.key_owner.get(&k))
                 .is_some_and(|u| self.role_of(u).is_some_and(Role::on_stage));
             if !wanted && self.proposed.insert(Proposed::Remove(m.leaf_index)) {
@@ -607,9 +651,14 @@ impl RoomRelay {
             E2eeUp::CreateGroup {
                 group_info,
                 ratchet_tree,
+                binding,
             } => {
                 let gi = decode(&group_info, max)?;
                 let tree = decode(&ratchet_tree, max)?;
+                let binding = GroupBinding {
+                    binding: encode_payload(&decode(&binding, MAX_SMALL_BLOB)?),
+                    from: conn.peer(),
+                };
                 let d = RoomDelivery::create(&gi, &tree).map_err(delivery_error)?;
                 let members = d.members();
                 if members.len() != 1 || members[0].signature_key != conn.key.as_bytes() {
@@ -619,17 +668,26 @@ impl RoomRelay {
                     ));
                 }
                 let replaced = self.delivery.replace(d).is_some();
+                self.binding = Some(binding.clone());
                 self.key_owner
                     .insert(*conn.key.as_bytes(), conn.user.clone());
                 self.proposed.clear();
                 self.proposed_epoch = 0;
                 self.distributor = None;
-                if replaced {
+                // Stage members already here join the new group (first or
+                // replacement) if the binding verifies for them.
+                if replaced || self.delivery.is_some() {
                     let others = self.conns_where(|c| {
                         c.id != conn.id && self.role_of(&c.user).is_some_and(Role::on_stage)
                     });
                     for c in others {
-                        self.send(c, E2eeDown::GroupReset {}, room_id);
+                        self.send(
+                            c,
+                            E2eeDown::GroupReset {
+                                group: binding.clone(),
+                            },
+                            room_id,
+                        );
                     }
                 }
                 self.reconcile(proposer, room_id);
@@ -648,6 +706,7 @@ impl RoomRelay {
                     .key_packages
                     .upload(conn.device.as_str(), &kp)
                     .map_err(delivery_error)?;
+                self.evicted.remove(conn.key.as_bytes());
                 // Kept per candidate below (proposals may need it again).
                 let _ = self.key_packages.take(conn.device.as_str());
                 if key != conn.key.as_bytes() {
@@ -718,11 +777,21 @@ impl RoomRelay {
                 self.reconcile(proposer, room_id);
                 Ok(())
             }
-            E2eeUp::Handshake { message } => {
-                let bytes = decode(&message, max)?;
-                let accepted = self
-                    .post(room_id, Some(conn), bytes)
-                    .unwrap_or_else(|| Err(err(ErrorCode::E2eeNoGroup, "no stage group")))?;
+            E2eeUp::Handshake { message, id } => {
+                // The answer to a handshake, refusal included, echoes its id
+                // so the sender matches it to its request (a generic error
+                // is never taken for the refusal of a commit).
+                let accepted = decode(&message, max).and_then(|bytes| {
+                    self.post(room_id, Some(conn), bytes)
+                        .unwrap_or_else(|| Err(err(ErrorCode::E2eeNoGroup, "no stage group")))
+                });
+                let accepted = match accepted {
+                    Ok(a) => a,
+                    Err((code, message)) => {
+                        self.send(conn.id, E2eeDown::Rejected { id, code, message }, room_id);
+                        return Ok(());
+                    }
+                };
                 let commit = accepted.kind == AcceptedKind::Commit;
                 self.send(
                     conn.id,
@@ -730,6 +799,7 @@ impl RoomRelay {
                         seq: accepted.seq,
                         epoch: accepted.epoch,
                         commit,
+                        id,
                     },
                     room_id,
                 );

@@ -7,6 +7,7 @@ use std::time::Duration;
 use common::{Db, ManualClock, TestServer, raw_http};
 use sotto_client::api::is_code;
 use sotto_client::{Client, Profile};
+use sotto_proto::chain::LinkOp;
 use sotto_proto::ErrorCode;
 use sotto_proto::api::{AddDeviceRequest, LoginRequest, RegisterRequest, UpdateProfileRequest};
 use sotto_proto::keys::{add_device_transcript, register_transcript};
@@ -175,6 +176,11 @@ async fn registration_needs_proof_of_the_key() {
             "squatter",
             &victim.public_key(),
         )),
+        device_link: sotto_proto::keys::encode_b64(
+            &attacker
+                .sign_link(None, LinkOp::Add, &victim.public_key())
+                .to_bytes(),
+        ),
     };
     let r = raw_http()
         .post(format!("{}/api/register", srv.url))
@@ -209,14 +215,31 @@ async fn sessions_and_devices(db: Db) {
         &phone_profile.public_key(),
         &laptop_profile.public_key(),
     );
+    let chain = phone.own_chain().await.unwrap();
+    assert_eq!(chain.len(), 1, "registration made the chain's first link");
+    let link = |p: &Profile| {
+        sotto_proto::keys::encode_b64(
+            &p.sign_link(chain.last(), LinkOp::Add, &laptop_profile.public_key())
+                .to_bytes(),
+        )
+    };
     let bad = AddDeviceRequest {
         device_public_key: laptop_profile.public_key(),
         name: "laptop".into(),
         authorizer_signature: laptop_profile.sign(&t),
         new_device_signature: laptop_profile.sign(&t),
+        device_link: link(&phone_profile),
     };
     let r = phone.add_device(&bad).await;
     assert!(is_code(&r, ErrorCode::BadSignature), "{r:?}");
+    // A chain link signed by a key that is not a device of the account.
+    let forged = AddDeviceRequest {
+        authorizer_signature: phone_profile.sign(&t),
+        device_link: link(&laptop_profile),
+        ..bad.clone()
+    };
+    let r = phone.add_device(&forged).await;
+    assert!(is_code(&r, ErrorCode::InvalidDeviceLink), "{r:?}");
     let good = AddDeviceRequest {
         authorizer_signature: phone_profile.sign(&t),
         ..bad
@@ -251,15 +274,21 @@ async fn sessions_and_devices(db: Db) {
         .await;
     assert!(is_code(&r, ErrorCode::InvalidProfile), "{r:?}");
 
-    // Revoking the laptop ends its sessions and its logins.
-    phone
+    // Revoking needs a chain link too.
+    let r = phone
         .request_empty::<()>(
             reqwest::Method::DELETE,
             &format!("/api/me/devices/{}", device.id),
             None,
         )
-        .await
-        .unwrap();
+        .await;
+    assert!(r.is_err(), "a revocation without a chain link: {r:?}");
+    // Revoking the laptop ends its sessions and its logins.
+    phone.revoke_device(&phone_profile, &device).await.unwrap();
+    let chain = phone.own_chain().await.unwrap();
+    let verified = sotto_proto::chain::verify_chain(&chain).unwrap();
+    assert!(verified.is_revoked(device.public_key.as_bytes()));
+    assert!(verified.is_active(phone_profile.public_key().as_bytes()));
     let r = laptop.me().await;
     assert!(is_code(&r, ErrorCode::SessionRevoked), "{r:?}");
     let r = srv.client().login(&laptop_profile).await;
@@ -273,13 +302,7 @@ async fn sessions_and_devices(db: Db) {
         .into_iter()
         .find(|d| d.current)
         .unwrap();
-    let r = phone
-        .request_empty::<()>(
-            reqwest::Method::DELETE,
-            &format!("/api/me/devices/{}", phone_device.id),
-            None,
-        )
-        .await;
+    let r = phone.revoke_device(&phone_profile, &phone_device).await;
     assert!(is_code(&r, ErrorCode::LastDevice), "{r:?}");
     phone.me().await.unwrap();
 

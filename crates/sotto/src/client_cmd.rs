@@ -92,6 +92,21 @@ pub enum ClientCommand {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
     },
+    /// Compare safety codes with another user (read the code to each other
+    /// out loud or in person); `--yes` then marks them verified on this
+    /// device. Shows whether their keys changed since first seen.
+    Verify {
+        #[command(flatten)]
+        conn: Conn,
+        username: String,
+        /// You compared the codes and they match.
+        #[arg(long)]
+        yes: bool,
+        /// Accept the new root key their account now shows (after checking
+        /// with them some other way why it changed).
+        #[arg(long)]
+        accept_change: bool,
+    },
     /// Rooms.
     #[command(subcommand)]
     Room(RoomCommand),
@@ -194,6 +209,18 @@ pub enum RoomCommand {
         #[arg(long)]
         room: String,
     },
+    /// Who can decrypt the room: stage members and admitted listeners by
+    /// username, each verified / unverified / CHANGED, and any key holder
+    /// who is not in the room (a hidden listener). Joins as a listener.
+    Roster {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        room: String,
+        /// How long to wait for the room's signed roster.
+        #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
 }
 
 #[derive(Args)]
@@ -259,7 +286,15 @@ async fn session(
     } else {
         None
     };
+    let mut warned = 0;
     let outcome = sotto_client::session::run(&client, &profile, config, |s| {
+        for alert in &s.alerts[warned.min(s.alerts.len())..] {
+            match &bar {
+                Some(bar) => bar.println(format!("warning: {alert}")),
+                None => eprintln!("warning: {alert}"),
+            }
+        }
+        warned = s.alerts.len();
         if let Some(bar) = &bar {
             bar.set_message(format!(
                 "speakers {} · sent {} · received {} · decrypted {} · lost {}",
@@ -272,7 +307,120 @@ async fn session(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    for alert in outcome.stats.alerts.iter().skip(warned) {
+        eprintln!("warning: {alert}");
+    }
+    if outcome.stats.hidden_listeners > 0 {
+        eprintln!(
+            "warning: HIDDEN LISTENER: the room's signed roster lists {} key holder(s) who are not in the room",
+            outcome.stats.hidden_listeners
+        );
+    }
     Ok(outcome)
+}
+
+/// `sotto verify`: the safety code of this account and another, from the
+/// roots of their device chains (checked against this device's pins).
+async fn verify(
+    conn: &Conn,
+    username: &str,
+    yes: bool,
+    accept_change: bool,
+) -> anyhow::Result<()> {
+    let profile = Profile::open(&conn.profile)?;
+    let client = signed_in(conn).await?;
+    let me = client.me().await?;
+    let mine = client.profile(&me.username).await?;
+    let theirs = client.profile(username).await?;
+    let mut trust = profile.load_trust()?;
+    let chain = |text: &str| sotto_proto::channel::decode_payload(text).unwrap_or_default();
+    trust
+        .check(&me.id, &chain(&mine.device_chain))
+        .context("your own device chain does not verify")?;
+    if accept_change && trust.accept_change(&theirs.id) {
+        println!("Accepted the new root key of @{username} (unverified until you compare codes).");
+    }
+    match trust.check(&theirs.id, &chain(&theirs.device_chain)) {
+        Ok(_) => {}
+        Err(sotto_proto::chain::ChainError::RootChanged) => {
+            profile.save_trust(&trust)?;
+            bail!(
+                "the root key of @{username} CHANGED since this device first saw it: their devices are refused. \
+                 If they reset their account, check with them another way, then run `sotto verify {username} --accept-change`."
+            );
+        }
+        Err(e) => bail!("the device chain of @{username} does not verify: {e}"),
+    }
+    let code = trust
+        .safety_code(&me.id, &theirs.id)
+        .context("no safety code: a root key is not valid")?;
+    println!("Safety code with @{username}:");
+    println!("  {code}");
+    if yes {
+        trust.mark_verified(&theirs.id);
+        println!("@{username} is now verified on this device.");
+    } else {
+        println!(
+            "@{username} is {} on this device. Compare the code with them; if it matches, run again with --yes.",
+            trust.trust(&theirs.id).map_or("unknown".into(), |t| t.to_string())
+        );
+    }
+    profile.save_trust(&trust)?;
+    Ok(())
+}
+
+/// `sotto room roster`: who can decrypt the room.
+async fn roster(conn: &Conn, room: String, wait: std::time::Duration) -> anyhow::Result<()> {
+    let outcome = session(conn, room, Mode::Listen, Some(wait)).await?;
+    let crypto = outcome
+        .crypto
+        .as_ref()
+        .context("the session ended before E2EE started")?;
+    let report = crypto.roster_report();
+    let client = signed_in(conn).await?;
+    let view = client.room(&crypto_room(crypto)).await?;
+    let name = |u: &sotto_proto::UserId| {
+        view.members
+            .iter()
+            .find(|m| &m.user_id == u)
+            .map_or_else(|| format!("{} (not in the room)", u.short()), |m| format!("@{}", m.username))
+    };
+    println!("Who can decrypt \"{}\":", view.title);
+    for e in &report.entries {
+        let who = e.user.as_ref().map_or_else(|| "unknown key holder".into(), name);
+        let trust = e.trust.map_or("unknown".into(), |t| t.to_string());
+        let tier = if e.stage { "stage   " } else { "listener" };
+        println!("  {tier} {who:<30} {trust}");
+    }
+    match report.roster_version {
+        Some(v) => println!(
+            "Signed roster: key generation {}.{}, version {}.",
+            v.epoch, v.rotation, v.seq
+        ),
+        None => println!("No signed roster received (is a stage member online?)."),
+    }
+    let listeners_in_room = view
+        .members
+        .iter()
+        .filter(|m| m.role == sotto_proto::room::Role::Listener)
+        .count();
+    let on_roster = report.entries.iter().filter(|e| !e.stage).count();
+    if report.hidden > 0 {
+        println!(
+            "WARNING: {} key holder(s) on the roster are not in the room: HIDDEN LISTENER.",
+            report.hidden
+        );
+    }
+    if on_roster > listeners_in_room {
+        println!(
+            "WARNING: the roster lists {on_roster} listener devices, the room shows {listeners_in_room} listeners."
+        );
+    }
+    Ok(())
+}
+
+fn crypto_room(crypto: &sotto_client::RoomCrypto) -> RoomId {
+    crypto.room_id().clone()
 }
 
 /// This machine's address on the route to the server (for the media socket).
@@ -405,6 +553,12 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 ended(&outcome)
             );
         }
+        ClientCommand::Verify {
+            conn,
+            username,
+            yes,
+            accept_change,
+        } => verify(&conn, &username, yes, accept_change).await?,
         ClientCommand::Account(AccountCommand::Export { conn }) => {
             let export = signed_in(&conn).await?.export().await?;
             println!("{}", serde_json::to_string_pretty(&export)?);
@@ -447,6 +601,7 @@ async fn room(cmd: RoomCommand) -> anyhow::Result<()> {
             );
             println!("{}", room.id);
         }
+        RoomCommand::Roster { conn, room, wait } => roster(&conn, room, wait).await?,
         RoomCommand::List { conn } => {
             let rooms = signed_in(&conn).await?.hallway().await?;
             if rooms.is_empty() {

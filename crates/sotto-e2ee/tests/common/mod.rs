@@ -136,7 +136,7 @@ impl Net {
         let prop = self.server.propose_add(&self.ds, &kp).unwrap();
         self.post(None, &prop).unwrap();
         self.sync_all();
-        let out = self.members[0].stage.commit_pending(&[invite]).unwrap();
+        let out = self.members[0].stage.commit_pending(&[invite], &[]).unwrap().0;
         self.post(Some(0), &out.commit).unwrap();
         self.members[0].stage.commit_accepted(self.now).unwrap();
         self.ds.set_group_info(&out.group_info).unwrap();
@@ -146,6 +146,7 @@ impl Net {
                 ROOM,
                 out.welcome.as_deref().unwrap(),
                 &tree,
+                &self.members[0].stage.group_id(),
                 self.config,
                 self.now,
             )
@@ -167,7 +168,7 @@ impl Net {
         let prop = self.server.propose_remove(&self.ds, leaf).unwrap();
         self.post(None, &prop).unwrap();
         self.sync_all();
-        let out = self.members[0].stage.commit_pending(&[]).unwrap();
+        let out = self.members[0].stage.commit_pending(&[], &[]).unwrap().0;
         self.post(Some(0), &out.commit).unwrap();
         self.members[0].stage.commit_accepted(self.now).unwrap();
         self.ds.set_group_info(&out.group_info).unwrap();

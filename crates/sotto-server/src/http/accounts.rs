@@ -7,8 +7,10 @@ use axum::http::StatusCode;
 use sotto_proto::api::{AccountExport, DeleteAccountRequest};
 use sotto_proto::api::{
     AddDeviceRequest, ChallengeRequest, ChallengeResponse, CreateInviteRequest, DeviceView,
-    InviteCreated, LoginRequest, Me, RegisterRequest, SessionResponse, UpdateProfileRequest,
+    InviteCreated, LoginRequest, Me, RegisterRequest, RevokeDeviceRequest, SessionResponse,
+    UpdateProfileRequest,
 };
+use sotto_proto::chain::{DeviceLink, LinkOp, parse_chain, verify_chain};
 use sotto_proto::ids::{is_valid_text, is_valid_username};
 use sotto_proto::keys::{
     DevicePublicKey, add_device_transcript, delete_account_transcript, encode_b64,
@@ -33,6 +35,53 @@ fn check_key(key: &DevicePublicKey) -> ApiResult<()> {
 fn check_signature(key: &DevicePublicKey, message: &[u8], signature: &str) -> ApiResult<()> {
     key.verify(message, signature)
         .map_err(|_| ApiError::new(ErrorCode::BadSignature, "the signature does not verify"))
+}
+
+fn bad_link(why: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidDeviceLink,
+        format!("device chain link refused: {why}"),
+    )
+}
+
+/// Checks that `link` (base64url) is the next link of `user`'s device chain,
+/// doing `op` on `subject`, signed by `signer`. Returns its seq and bytes.
+async fn next_link(
+    state: &AppState,
+    user: &UserId,
+    link: &str,
+    op: LinkOp,
+    subject: &DevicePublicKey,
+    signer: &DevicePublicKey,
+) -> ApiResult<(u32, Vec<u8>)> {
+    let bytes = sotto_proto::keys::decode_b64(link).map_err(bad_link)?;
+    let new = DeviceLink::parse(&bytes).map_err(bad_link)?;
+    if new.op != op || new.subject != *subject.as_bytes() || new.signer != *signer.as_bytes() {
+        return Err(bad_link("it does not say what this request does"));
+    }
+    let stored = state.store.device_chain(user).await?;
+    let mut links = if stored.is_empty() {
+        Vec::new()
+    } else {
+        parse_chain(&stored).map_err(|_| ApiError::new(ErrorCode::Internal, "stored chain"))?
+    };
+    let current = if links.is_empty() {
+        None
+    } else {
+        Some(verify_chain(&links).map_err(|_| ApiError::new(ErrorCode::Internal, "stored chain"))?)
+    };
+    if op == LinkOp::Revoke && current.is_some_and(|c| c.active() == [*subject.as_bytes()]) {
+        return Err(ErrorCode::LastDevice.into());
+    }
+    if new.seq as usize != links.len() {
+        return Err(ApiError::new(
+            ErrorCode::DeviceChainConflict,
+            "the link does not follow the account's current device chain",
+        ));
+    }
+    links.push(new);
+    verify_chain(&links).map_err(bad_link)?;
+    Ok((links.len() as u32 - 1, bytes))
 }
 
 fn check_display_name(name: &str) -> ApiResult<()> {
@@ -84,6 +133,12 @@ pub async fn register(
         &register_transcript(&req.invite_code, &req.username, &req.device_public_key),
         &req.signature,
     )?;
+    let device_link = sotto_proto::keys::decode_b64(&req.device_link).map_err(bad_link)?;
+    let genesis = DeviceLink::parse(&device_link).map_err(bad_link)?;
+    if genesis.subject != *req.device_public_key.as_bytes() {
+        return Err(bad_link("the first link must add the registering key"));
+    }
+    verify_chain(std::slice::from_ref(&genesis)).map_err(bad_link)?;
     let now = state.now();
     let token = random_token();
     let new = NewAccount {
@@ -93,6 +148,7 @@ pub async fn register(
         device_id: DeviceId::from_bytes(random_bytes()),
         device_name,
         public_key: req.device_public_key,
+        device_link,
         token_hash: secret_hash(&token),
         session_expires_at: now + state.session_ttl_ms(),
     };
@@ -195,6 +251,11 @@ pub async fn logout(
         .store
         .revoke_session(&session.token_hash, state.now())
         .await?;
+    state.revoke(
+        crate::http::Revocation::Session(session.token_hash.clone()),
+        &session.device_id,
+        &session.device_key,
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -275,11 +336,27 @@ pub async fn add_device(
         &transcript,
         &req.new_device_signature,
     )?;
+    let link = next_link(
+        &state,
+        &session.user_id,
+        &req.device_link,
+        LinkOp::Add,
+        &req.device_public_key,
+        &session.device_key,
+    )
+    .await?;
     let now = state.now();
     let id = DeviceId::from_bytes(random_bytes());
     state
         .store
-        .add_device(&session.user_id, &id, &name, &req.device_public_key, now)
+        .add_device(
+            &session.user_id,
+            &id,
+            &name,
+            &req.device_public_key,
+            (link.0, &link.1),
+            now,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -293,23 +370,37 @@ pub async fn add_device(
     ))
 }
 
-/// Revoke a device key and its sessions.
+/// Revoke a device key and its sessions, with the chain link that says so
+/// (signed by this session's device). Its open channels close at once.
 #[utoipa::path(delete, path = "/api/me/devices/{device_id}", tag = "accounts", security(("bearer" = [])),
     params(("device_id" = String, Path)),
+    request_body = RevokeDeviceRequest,
     responses((status = 204), (status = "4XX", body = ErrorResponse)))]
 pub async fn revoke_device(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
     ApiPath(device_id): ApiPath<String>,
+    ApiJson(req): ApiJson<RevokeDeviceRequest>,
 ) -> ApiResult<StatusCode> {
     let device = DeviceId(device_id);
     if !device.is_well_formed() {
         return Err(ErrorCode::DeviceNotFound.into());
     }
+    let key = state.store.device_key(&session.user_id, &device).await?;
+    let link = next_link(
+        &state,
+        &session.user_id,
+        &req.device_link,
+        LinkOp::Revoke,
+        &key,
+        &session.device_key,
+    )
+    .await?;
     state
         .store
-        .revoke_device(&session.user_id, &device, state.now())
+        .revoke_device(&session.user_id, &device, Some((link.0, &link.1)), state.now())
         .await?;
+    state.revoke(crate::http::Revocation::Device(device.clone()), &device, &key);
     Ok(StatusCode::NO_CONTENT)
 }
 

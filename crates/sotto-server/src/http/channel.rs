@@ -51,6 +51,8 @@ struct Channel {
     e2ee_tx: Outbox,
     e2ee_rx: tokio::sync::mpsc::Receiver<ServerMessage>,
     rooms: HashSet<RoomId>,
+    /// This session's token hash (a logout closes the channel).
+    token_hash: Vec<u8>,
     /// This session's media peers, one per room.
     media: HashMap<RoomId, sotto_sfu::PeerId>,
 }
@@ -59,6 +61,15 @@ async fn run(mut socket: WebSocket, state: AppState) {
     state.metrics.channel_open.fetch_add(1, Ordering::Relaxed);
     if let Some(session) = hello(&mut socket, &state).await {
         let (e2ee_tx, e2ee_rx) = tokio::sync::mpsc::channel(OUTBOX_CAPACITY);
+        // A chain that cannot be read now is relayed empty: receivers then
+        // refuse this device's E2EE messages, which is safe.
+        let chain = match state.store.device_chain(&session.user_id).await {
+            Ok(chain) => sotto_proto::channel::encode_payload(&chain),
+            Err(e) => {
+                tracing::warn!(code = e.code.as_str(), "session channel: device chain unavailable");
+                String::new()
+            }
+        };
         let mut channel = Channel {
             state: state.clone(),
             socket,
@@ -68,10 +79,12 @@ async fn run(mut socket: WebSocket, state: AppState) {
                 user: session.user_id,
                 device: session.device_id,
                 key: session.device_key,
+                chain: chain.into(),
             },
             e2ee_tx,
             e2ee_rx,
             rooms: HashSet::new(),
+            token_hash: session.token_hash,
             media: HashMap::new(),
         };
         channel.serve().await;
@@ -130,6 +143,7 @@ async fn hello(socket: &mut WebSocket, state: &AppState) -> Option<AuthedSession
 impl Channel {
     async fn serve(&mut self) {
         let mut events = self.state.bus.subscribe();
+        let mut revocations = self.state.revocations.subscribe();
         let mut presence = tokio::time::interval(self.state.config.presence_refresh);
         loop {
             tokio::select! {
@@ -152,12 +166,34 @@ impl Channel {
                 Some(out) = self.e2ee_rx.recv() => {
                     if self.send(out).await.is_err() { return; }
                 }
+                revoked = revocations.recv() => match revoked {
+                    Ok(r) if self.is_revoked_by(&r) => {
+                        // Best effort: the channel closes either way.
+                        let _ = self.refuse(ErrorCode::SessionRevoked, "this session or device was revoked").await;
+                        return;
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        // Missed revocations: check this session is still valid.
+                        let check = self.state.store.authenticate(&self.token_hash, self.state.now()).await;
+                        if check.is_err_and(|e| matches!(e.code, ErrorCode::SessionRevoked | ErrorCode::Unauthenticated)) {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Closed) => {}
+                },
                 event = events.recv() => match event {
                     Ok(event) => if self.deliver(&event).await.is_err() { return; },
                     Err(RecvError::Lagged(_)) => if self.resync().await.is_err() { return; },
                     Err(RecvError::Closed) => return,
                 },
             }
+        }
+    }
+
+    fn is_revoked_by(&self, r: &crate::http::Revocation) -> bool {
+        match r {
+            crate::http::Revocation::Device(d) => *d == self.e2ee.device,
+            crate::http::Revocation::Session(h) => *h == self.token_hash,
         }
     }
 

@@ -16,7 +16,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rand::RngCore as _;
-use sotto_proto::ErrorCode;
+use sotto_proto::keys::DevicePublicKey;
+use sotto_proto::{DeviceId, ErrorCode};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -31,6 +32,28 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::store::{AuthedSession, Store};
 
+/// A device or a session that may no longer speak on a session channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// The device was revoked: all of its sessions end.
+    Device(DeviceId),
+    /// One session ended (logout), by the hash of its token.
+    Session(Vec<u8>),
+}
+
+impl AppState {
+    /// Ends what `revocation` names at once: its open channels close (the
+    /// E2EE relay drops the device from every live room's stage group and
+    /// audience) — revocation must not wait for a reconnect.
+    pub fn revoke(&self, revocation: Revocation, device: &DeviceId, key: &DevicePublicKey) {
+        self.e2ee.evict_device(device, key);
+        // No channel open anywhere: nothing to close.
+        if self.revocations.send(revocation).is_err() {
+            tracing::debug!("revocation: no open channel");
+        }
+    }
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -43,6 +66,8 @@ pub struct AppState {
     pub media: Option<crate::media::MediaPlane>,
     /// The E2EE relay (public state only).
     pub e2ee: crate::e2ee_relay::E2eeRelay,
+    /// Revoked devices and ended sessions: their open channels close.
+    pub revocations: tokio::sync::broadcast::Sender<Revocation>,
     base_url: Arc<str>,
     openapi: Arc<str>,
 }
@@ -58,6 +83,7 @@ impl AppState {
             store,
             media,
             e2ee: crate::e2ee_relay::E2eeRelay::new(),
+            revocations: tokio::sync::broadcast::channel(64).0,
             limiter: Arc::new(RateLimiter::new(config.auth_per_minute)),
             config,
             bus: Bus::default(),

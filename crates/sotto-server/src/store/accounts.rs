@@ -17,6 +17,8 @@ pub struct NewAccount {
     pub device_id: DeviceId,
     pub device_name: String,
     pub public_key: DevicePublicKey,
+    /// The first link of the device chain (verified by the caller).
+    pub device_link: Vec<u8>,
     pub token_hash: Vec<u8>,
     pub session_expires_at: i64,
 }
@@ -66,6 +68,7 @@ impl Store {
             now,
         )
         .await?;
+        insert_link(&mut tx, &new.user_id, 0, &new.device_link).await?;
         insert_session(
             &mut tx,
             &new.token_hash,
@@ -255,16 +258,54 @@ impl Store {
             .collect()
     }
 
+    /// The account's device chain, oldest link first (empty for an account
+    /// made before chains existed, or no such account).
+    pub async fn device_chain(&self, user: &UserId) -> Result<Vec<u8>, ApiError> {
+        let rows = sqlx::query("SELECT link FROM device_links WHERE user_id = $1 ORDER BY seq")
+            .bind(user.0.clone())
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .flat_map(|r| r.get::<Vec<u8>, _>(0))
+            .collect())
+    }
+
+    /// The public key of one of the user's devices (revoked or not).
+    pub async fn device_key(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<DevicePublicKey, ApiError> {
+        let key: Vec<u8> =
+            sqlx::query_scalar("SELECT public_key FROM devices WHERE id = $1 AND user_id = $2")
+                .bind(device.0.clone())
+                .bind(user.0.clone())
+                .fetch_optional(self.pool())
+                .await?
+                .ok_or(ErrorCode::DeviceNotFound)?;
+        let arr: [u8; 32] = key
+            .as_slice()
+            .try_into()
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "stored key is not 32 bytes"))?;
+        Ok(DevicePublicKey::from_bytes(arr))
+    }
+
+    /// Adds a device and its chain link `seq` (verified by the caller
+    /// against the chain it read; a concurrent change makes the insert of
+    /// the same `seq` fail with `device_chain_conflict`).
     pub async fn add_device(
         &self,
         user: &UserId,
         device: &DeviceId,
         name: &str,
         key: &DevicePublicKey,
+        link: (u32, &[u8]),
         now: i64,
     ) -> Result<(), ApiError> {
         let mut tx = self.begin_write().await?;
         insert_device(&mut tx, user, device, name, key, now).await?;
+        insert_link(&mut tx, user, link.0, link.1).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -274,9 +315,13 @@ impl Store {
         &self,
         user: &UserId,
         device: &DeviceId,
+        link: Option<(u32, &[u8])>,
         now: i64,
     ) -> Result<(), ApiError> {
         let mut tx = self.begin_write().await?;
+        if let Some((seq, bytes)) = link {
+            insert_link(&mut tx, user, seq, bytes).await?;
+        }
         let changed = sqlx::query("UPDATE devices SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
             .bind(device.0.clone())
             .bind(user.0.clone())
@@ -326,6 +371,25 @@ async fn insert_device(
         .await;
     match inserted {
         Err(e) if is_unique_violation(&e) => Err(ErrorCode::DeviceKeyTaken.into()),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
+}
+
+async fn insert_link(
+    tx: &mut super::Tx,
+    user: &UserId,
+    seq: u32,
+    link: &[u8],
+) -> Result<(), ApiError> {
+    let inserted =
+        sqlx::query("INSERT INTO device_links (user_id, seq, link) VALUES ($1, $2, $3)")
+            .bind(user.0.clone())
+            .bind(i64::from(seq))
+            .bind(link.to_vec())
+            .execute(&mut **tx)
+            .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => Err(ErrorCode::DeviceChainConflict.into()),
         other => other.map(|_| ()).map_err(Into::into),
     }
 }

@@ -30,14 +30,17 @@ impl Store {
         .fetch_optional(self.pool())
         .await?
         .ok_or(ErrorCode::UserNotFound)?;
+        let id = UserId(row.get(0));
+        let chain = self.device_chain(&id).await?;
         Ok(Profile {
-            id: UserId(row.get(0)),
             username: row.get(1),
             display_name: row.get(2),
             bio: row.get(3),
             followers: count(row.get(4)),
             following: count(row.get(5)),
             followed_by_you: row.get::<i64, _>(6) > 0,
+            device_chain: sotto_proto::keys::encode_b64(&chain),
+            id,
         })
     }
 

@@ -17,6 +17,20 @@
 //! listeners, rotates (every stage epoch change, at once when an admitted
 //! listener leaves or is banned, every 60 s) and signs the roster.
 //!
+//! ## Against a server that acts
+//! Every key the server relays comes with the account's device chain
+//! (`sotto_proto::chain`), checked against this device's [`TrustStore`]:
+//! a key the chain does not hold is refused (admission, invitations, key
+//! statements, rosters). A candidate joins only the group the room's host
+//! bound with a signature ([`sotto_e2ee::binding`]); a reset needs a newer
+//! binding. The distributor removes stage-group members that do not belong
+//! on the stage itself (it does not wait for the server's Removes), drops an
+//! uninvited Add instead of blocking the batch, times out a commit the
+//! server never answers, and matches answers to requests by id. A speaker
+//! stops sending on a key older than the rotation period plus a grace. One
+//! replay filter covers every frame this device decrypts. What failed is
+//! reported as an [`Alert`] ([`RoomCrypto::take_alerts`]).
+//!
 //! Invariants: `now_ms` is Unix time in milliseconds (join requests and
 //! invitations carry expiries other devices check). Nothing the server or a
 //! peer sends panics; errors are typed and leave the state usable. After an
@@ -25,28 +39,34 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rand::{CryptoRng, RngCore, SeedableRng as _};
 use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRng, RngCore, SeedableRng as _};
 use sotto_e2ee::audience::{
     Distributor, JoinRequest, Listener, RoomKind as E2eeRoomKind, RosterVersion, VerifiedRoster,
 };
+use sotto_e2ee::binding::{VerifiedBinding, sign_binding};
 use sotto_e2ee::error::{
-    AdmitError, FrameError, InvitationError, JoinRequestError, KeyStatementError, OpenError,
-    RosterError, StageError,
+    AdmitError, BindingError, FrameError, InvitationError, JoinRequestError, KeyStatementError,
+    OpenError, RosterError, StageError,
 };
+use sotto_e2ee::frame::parse_header;
+use sotto_e2ee::keys::KeyGeneration;
+use sotto_proto::chain::{ChainError, VerifiedChain};
 use sotto_e2ee::identity::{DeviceIdentity, Fingerprint, IdentityKey};
 use sotto_e2ee::invitation::{VerifiedInvitation, create_invitation};
 use sotto_e2ee::stage::{
     CommitOut, ExternalSenderInfo, StageCandidate, StageConfig, StageEvent, StageMember,
 };
 use sotto_proto::channel::{
-    ClientMessage, E2eeDown, E2eePeer, E2eeUp, SealedFor, ServerMessage, decode_payload,
-    encode_payload,
+    ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, SealedFor, ServerMessage,
+    decode_payload, encode_payload,
 };
 use sotto_proto::room::{Role, RoomView};
 use sotto_proto::{DeviceId, ErrorCode, RoomId, UserId};
 
-use crate::Profile;
+use crate::alert::Alert;
+use crate::replay::ReplayFilter;
+use crate::trust::{Trust, TrustStore};
 
 pub use sotto_e2ee::audience::VerifiedRoster as Roster;
 pub use sotto_e2ee::error::FrameError as FrameErrorKind;
@@ -64,6 +84,15 @@ const LISTENER_FALLBACK_MS: u64 = 5_000;
 const ROSTER_DELAY_MS: u64 = 1_000;
 /// Sealed deliveries per `sealed` message (stays under 64 KiB of JSON).
 const SEALED_BATCH: usize = 200;
+/// A commit the server has not answered after this long is dropped and
+/// redone: withholding an answer must not stop rotations.
+pub const COMMIT_TIMEOUT_MS: u64 = 5_000;
+/// A key may be this much older than the rotation period before a speaker
+/// stops sending on it (and a listener is told rotations stalled).
+pub const STALE_KEY_GRACE_MS: u64 = 15_000;
+/// A roster is expected at least every rotation period; after the period
+/// plus this much without one, the participant is told.
+pub const STALE_ROSTER_GRACE_MS: u64 = 30_000;
 
 /// Why an E2EE step failed. The state machine stays usable.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +126,21 @@ pub enum CryptoError {
     /// The server refused something this device sent.
     #[error("server refused: {code}: {message}")]
     Refused { code: ErrorCode, message: String },
+    /// A device chain did not verify, or changed root, or rolled back.
+    #[error("device chain: {0}")]
+    Chain(#[from] ChainError),
+    /// The server presented a device key the account's chain does not hold.
+    #[error("device key not in the account's device chain")]
+    ForgedDevice,
+    /// A stage group binding did not verify or is older than the current.
+    #[error("group binding: {0}")]
+    Binding(#[from] BindingError),
+    /// A group message before any verified binding of the room's group.
+    #[error("no verified binding for the room's stage group")]
+    Unbound,
+    /// A roster for a key generation this device does not hold yet.
+    #[error("roster for a key generation not received yet")]
+    RosterAhead,
 }
 
 /// When this device signs a stage invitation for a candidate.
@@ -109,6 +153,28 @@ pub enum InvitePolicy {
     /// moderator whose invitations are sent by another process (e.g. the
     /// CLI). This trusts the server's word that a moderator invited them.
     FollowRoomState,
+}
+
+/// One key holder of the room, as [`RoomCrypto::roster_report`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RosterEntry {
+    /// The account whose verified device chain holds the key (None: no
+    /// chain this device verified holds it).
+    pub user: Option<UserId>,
+    /// How far this device trusts that account.
+    pub trust: Option<Trust>,
+    /// In the stage group (else an admitted listener).
+    pub stage: bool,
+}
+
+/// Who can decrypt the room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RosterReport {
+    pub entries: Vec<RosterEntry>,
+    /// Key holders that are no device of anyone in the room.
+    pub hidden: usize,
+    /// The version of the signed roster the listeners come from.
+    pub roster_version: Option<RosterVersion>,
 }
 
 struct ListenerState {
@@ -129,9 +195,28 @@ enum Stage {
 struct MemberState {
     stage: StageMember,
     pending_proposals: bool,
-    in_flight: Option<CommitOut>,
+    in_flight: Option<InFlight>,
     buffered: Vec<Vec<u8>>,
     rebase: bool,
+}
+
+/// A commit sent and not answered yet.
+struct InFlight {
+    out: CommitOut,
+    id: u32,
+    sent_at: u64,
+}
+
+impl MemberState {
+    fn new(stage: StageMember, buffered: Vec<Vec<u8>>) -> Box<Self> {
+        Box::new(MemberState {
+            stage,
+            pending_proposals: false,
+            in_flight: None,
+            buffered,
+            rebase: false,
+        })
+    }
 }
 
 struct DistributorState {
@@ -144,6 +229,17 @@ struct DistributorState {
 /// One device's E2EE in one room.
 pub struct RoomCrypto {
     room_id: RoomId,
+    trust: TrustStore,
+    /// Chains verified in this session, by account.
+    chains: HashMap<UserId, VerifiedChain>,
+    binding: Option<VerifiedBinding>,
+    replay: ReplayFilter,
+    alerts: Vec<Alert>,
+    reported: HashSet<String>,
+    next_id: u32,
+    /// The generation this device last sent or received with, and since when.
+    key_seen: Option<(KeyGeneration, u64)>,
+    last_roster_at: u64,
     room: Vec<u8>,
     me: UserId,
     device: DeviceId,
@@ -160,7 +256,8 @@ pub struct RoomCrypto {
     is_distributor: bool,
     policy: InvitePolicy,
     intents: HashSet<UserId>,
-    invitations: Vec<(Vec<u8>, E2eePeer)>,
+    /// Stage invitations received, with the inviter's chain-verified key.
+    invitations: Vec<(Vec<u8>, E2eePeer, IdentityKey)>,
     roster: Option<VerifiedRoster>,
     roster_seen: RosterVersion,
     left: bool,
@@ -183,21 +280,32 @@ fn b64(text: &str) -> Result<Vec<u8>, CryptoError> {
 }
 
 impl RoomCrypto {
-    /// E2EE for `me`'s device `device` (its key is the profile's) in `room`.
-    /// Returns the `hello` to send; the rest follows the server's answers.
+    /// E2EE for `me`'s device `device` (whose Ed25519 seed is `seed`) in
+    /// `room`, trusting what `trust` pins. Returns the `hello` to send; the
+    /// rest follows the server's answers.
     pub fn new(
-        profile: &Profile,
+        seed: [u8; 32],
         me: &UserId,
         device: &DeviceId,
         room: &RoomView,
+        trust: TrustStore,
         now_ms: u64,
         rng: &mut (impl CryptoRng + RngCore),
     ) -> Result<(RoomCrypto, Vec<ClientMessage>), CryptoError> {
-        let seed = zeroize::Zeroizing::new(profile.device_seed());
+        let seed = zeroize::Zeroizing::new(seed);
         let identity = DeviceIdentity::from_seed(*seed, me.as_str().as_bytes(), device.as_str());
         let rng = ChaCha20Rng::from_rng(rng).map_err(|_| CryptoError::Malformed("rng"))?;
         let mut rc = RoomCrypto {
             room_id: room.id.clone(),
+            trust,
+            chains: HashMap::new(),
+            binding: None,
+            replay: ReplayFilter::default(),
+            alerts: Vec::new(),
+            reported: HashSet::new(),
+            next_id: 1,
+            key_seen: None,
+            last_roster_at: now_ms,
             room: room.id.as_str().as_bytes().to_vec(),
             me: me.clone(),
             device: device.clone(),
@@ -282,16 +390,36 @@ impl RoomCrypto {
         if let Some(l) = self.listener.as_ref().filter(|_| !self.left) {
             t.push(l.refresh_at);
         }
+        if let Stage::Member(m) = &self.stage
+            && let Some(f) = &m.in_flight
+        {
+            t.push(f.sent_at + COMMIT_TIMEOUT_MS);
+        }
         t.extend(self.listener_until);
+        if !self.left {
+            // Freshness checks (stale keys, withheld rosters) once a second.
+            t.push(self.last_now + 1_000);
+        }
         t.into_iter().min()
     }
 
     /// Timers: send-key switches, key expiry, rotations, rosters, join
     /// request refreshes.
     pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<ClientMessage> {
-        if let Stage::Member(m) = &mut self.stage {
-            let _ = m.stage.handle_timeout(now_ms);
+        if let Stage::Member(m) = &mut self.stage
+            && let Err(e) = m.stage.handle_timeout(now_ms)
+        {
+            // A send key that cannot be built: keep the old one; say so once.
+            self.alert(Alert::ForeignGroup {
+                why: format!("send key: {e}"),
+            });
         }
+        if let Err(e) = self.commit_timeout(now_ms) {
+            self.alert(Alert::ForeignGroup {
+                why: format!("after a commit timed out: {e}"),
+            });
+        }
+        self.check_freshness(now_ms);
         if self.listener_until.is_some_and(|t| t <= now_ms) {
             self.listener_until = None;
             if matches!(self.stage, Stage::Member(_)) {
@@ -304,24 +432,56 @@ impl RoomCrypto {
                 .as_ref()
                 .is_some_and(|l| l.refresh_at <= now_ms)
                 && self.my_role() == Some(Role::Listener);
-            if refresh {
-                let _ = self.join_as_listener(now_ms);
+            if refresh && let Err(e) = self.join_as_listener(now_ms) {
+                self.alert(Alert::ForeignGroup {
+                    why: format!("join request: {e}"),
+                });
             }
         }
         self.flush(now_ms);
         rc_take(self)
     }
 
-    /// Encrypt one Opus frame (None until this device has a send key).
+    /// Encrypt one Opus frame (None until this device has a send key, and
+    /// None again when its key is older than the rotation period plus
+    /// [`STALE_KEY_GRACE_MS`]: a server that stalls rotations does not get
+    /// audio under an old key).
     pub fn encrypt(&mut self, now_ms: u64, opus: &[u8]) -> Option<Vec<u8>> {
-        match &mut self.stage {
-            Stage::Member(m) if !self.left => m.stage.encrypt_frame(now_ms, opus).ok(),
-            _ => None,
+        let Stage::Member(m) = &mut self.stage else {
+            return None;
+        };
+        if self.left {
+            return None;
         }
+        let frame = m.stage.encrypt_frame(now_ms, opus).ok()?;
+        let generation = m.stage.sending_generation()?;
+        let since = match self.key_seen {
+            Some((g, t)) if g == generation => t,
+            _ => {
+                self.key_seen = Some((generation, now_ms));
+                now_ms
+            }
+        };
+        let age = now_ms.saturating_sub(since);
+        if age > self.config.rotation_period_ms + STALE_KEY_GRACE_MS {
+            self.alert(Alert::StaleKey { age_ms: age });
+            return None;
+        }
+        Some(frame)
     }
 
-    /// Decrypt a frame from any speaker.
+    /// Decrypt a frame from any speaker. Each (key id, counter) decrypts
+    /// once, whichever of this device's key rings holds the key.
     pub fn decrypt(&mut self, now_ms: u64, frame: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let (kid, ctr, _) = parse_header(frame)?;
+        let plain = self.decrypt_any(now_ms, frame)?;
+        if !self.replay.accept(kid, ctr) {
+            return Err(FrameError::Replayed { kid, ctr }.into());
+        }
+        Ok(plain)
+    }
+
+    fn decrypt_any(&mut self, now_ms: u64, frame: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut first: Option<FrameError> = None;
         if let Stage::Member(m) = &mut self.stage {
             match m.stage.decrypt_frame(now_ms, frame) {
@@ -341,6 +501,166 @@ impl RoomCrypto {
             }
         }
         Err(first.map_or(CryptoError::NoKey, CryptoError::Frame))
+    }
+
+    /// The room this state is for.
+    pub fn room_id(&self) -> &RoomId {
+        &self.room_id
+    }
+
+    /// The failed checks since the last call (each reported once).
+    pub fn take_alerts(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.alerts)
+    }
+
+    /// What this device trusts (pins moved forward this session): the
+    /// driver saves it.
+    pub fn trust(&self) -> &TrustStore {
+        &self.trust
+    }
+
+    /// Check and remember `user`'s device chain (fetched by the driver,
+    /// e.g. from the user's profile), for naming roster entries.
+    pub fn learn_chain(&mut self, user: &UserId, chain: &[u8]) -> Result<(), CryptoError> {
+        match self.trust.check(user, chain) {
+            Ok(v) => {
+                self.chains.insert(user.clone(), v);
+                Ok(())
+            }
+            Err(e) => {
+                self.chain_alert(user, &e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Who can decrypt the room, as far as this device can tell: the stage
+    /// group's members (if this device is in it) and the latest verified
+    /// roster's listeners, each named by the chains this device verified,
+    /// and the key holders no chain names (hidden listeners).
+    pub fn roster_report(&self) -> RosterReport {
+        let name = |fp: &Fingerprint| -> Option<UserId> {
+            self.chains.iter().find_map(|(user, chain)| {
+                chain
+                    .active()
+                    .iter()
+                    .filter_map(|k| IdentityKey::from_bytes(k))
+                    .any(|k| k.fingerprint() == *fp)
+                    .then(|| user.clone())
+            })
+        };
+        let in_room = |u: &UserId| self.view.members.iter().any(|m| &m.user_id == u);
+        let mut entries = Vec::new();
+        if let Stage::Member(m) = &self.stage {
+            for (_, key, _) in m.stage.member_accounts() {
+                entries.push(self.roster_entry(name(&key.fingerprint()), true));
+            }
+        }
+        if let Some(r) = &self.roster {
+            for fp in r.listeners() {
+                entries.push(self.roster_entry(name(fp), false));
+            }
+        }
+        let hidden = entries
+            .iter()
+            .filter(|e| e.user.as_ref().is_none_or(|u| !in_room(u)))
+            .count();
+        RosterReport {
+            entries,
+            hidden,
+            roster_version: self.roster.as_ref().map(|r| r.version()),
+        }
+    }
+
+    fn roster_entry(&self, user: Option<UserId>, stage: bool) -> RosterEntry {
+        let trust = user.as_ref().and_then(|u| self.trust.trust(u));
+        RosterEntry { user, trust, stage }
+    }
+
+    fn alert(&mut self, alert: Alert) {
+        let key = alert.to_string();
+        if self.reported.insert(key) {
+            self.alerts.push(alert);
+        }
+    }
+
+    fn chain_alert(&mut self, user: &UserId, e: &ChainError) {
+        match e {
+            ChainError::RootChanged => self.alert(Alert::RootChanged { user: user.clone() }),
+            other => self.alert(Alert::ForgedDevice {
+                user: user.clone(),
+                why: other.to_string(),
+            }),
+        }
+    }
+
+    /// The identity key of a relayed peer — only if the account's device
+    /// chain (checked against the pins) holds it. Never the server's word.
+    fn verified_peer(&mut self, peer: &E2eePeer) -> Result<IdentityKey, CryptoError> {
+        let chain = b64(&peer.chain)?;
+        let verified = match self.trust.check(&peer.user_id, &chain) {
+            Ok(v) => v,
+            Err(e) => {
+                self.chain_alert(&peer.user_id, &e);
+                return Err(e.into());
+            }
+        };
+        let active = verified.is_active(peer.device_key.as_bytes());
+        self.chains.insert(peer.user_id.clone(), verified);
+        if !active {
+            self.alert(Alert::ForgedDevice {
+                user: peer.user_id.clone(),
+                why: "the key is not a current device in the account's own device chain".into(),
+            });
+            return Err(CryptoError::ForgedDevice);
+        }
+        IdentityKey::from_bytes(peer.device_key.as_bytes())
+            .ok_or(CryptoError::Malformed("device key"))
+    }
+
+    /// Stale keys and withheld rosters, checked once a second.
+    fn check_freshness(&mut self, now: u64) {
+        if self.left {
+            return;
+        }
+        let limit = self.config.rotation_period_ms;
+        if let Some((_, since)) = self.key_seen {
+            let age = now.saturating_sub(since);
+            if self.listener_key_current() && age > limit + STALE_KEY_GRACE_MS {
+                self.alert(Alert::StaleKey { age_ms: age });
+            }
+        }
+        let roster_age = now.saturating_sub(self.last_roster_at);
+        if self.can_decrypt() && roster_age > limit + STALE_ROSTER_GRACE_MS {
+            self.alert(Alert::StaleRoster { age_ms: roster_age });
+        }
+    }
+
+    /// Whether this device receives as a listener only (no stage group).
+    fn listener_key_current(&self) -> bool {
+        !matches!(self.stage, Stage::Member(_)) && self.listener.is_some()
+    }
+
+    /// Drop a commit the server did not answer in time, then catch up and
+    /// redo what is still needed.
+    fn commit_timeout(&mut self, now: u64) -> Result<(), CryptoError> {
+        let Stage::Member(m) = &mut self.stage else {
+            return Ok(());
+        };
+        if !m
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.sent_at + COMMIT_TIMEOUT_MS <= now)
+        {
+            return Ok(());
+        }
+        m.in_flight = None;
+        m.stage.commit_rejected()?;
+        m.rebase = false;
+        m.pending_proposals = true;
+        self.alert(Alert::CommitTimedOut);
+        self.drain_buffered(now)?;
+        self.try_commit()
     }
 
     /// Whether this device holds a receive key.
@@ -410,7 +730,13 @@ impl RoomCrypto {
                 self.is_distributor = false;
                 Ok(())
             }
-            ServerMessage::Error { error } => self.on_refused(now, error.code, &error.message),
+            // A generic error is about some request of this session: never
+            // taken for the refusal of a commit (those come as `rejected`
+            // with the commit's id).
+            ServerMessage::Error { error } => Err(CryptoError::Refused {
+                code: error.code,
+                message: error.message.clone(),
+            }),
             ServerMessage::E2ee { room_id, e2ee } if room_id == &self.room_id && !self.left => {
                 self.on_e2ee(now, e2ee)
             }
@@ -418,17 +744,23 @@ impl RoomCrypto {
         }
     }
 
-    fn on_refused(&mut self, now: u64, code: ErrorCode, message: &str) -> Result<(), CryptoError> {
+    /// The server refused handshake `id`. If it is our in-flight commit, it
+    /// lost (or was refused): drop it, catch up with the log, then redo it
+    /// in the new epoch.
+    fn on_rejected(
+        &mut self,
+        now: u64,
+        id: u32,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), CryptoError> {
         if let Stage::Member(m) = &mut self.stage
-            && m.in_flight.take().is_some()
+            && m.in_flight.as_ref().is_some_and(|f| f.id == id)
         {
-            {
-                // Our commit lost (or was refused): drop it, catch up with
-                // the log, then redo it in the new epoch.
-                m.stage.commit_rejected()?;
-                m.rebase = code == ErrorCode::StaleEpoch;
-                self.drain_buffered(now)?;
-            }
+            m.in_flight = None;
+            m.stage.commit_rejected()?;
+            m.rebase = code == ErrorCode::StaleEpoch;
+            self.drain_buffered(now)?;
         }
         Err(CryptoError::Refused {
             code,
@@ -471,15 +803,26 @@ impl RoomCrypto {
                 external_sender_key,
                 external_sender_credential,
                 has_group,
+                group,
             } => {
                 self.server = Some(ExternalSenderInfo {
                     public_key: b64(external_sender_key)?,
                     credential_identity: b64(external_sender_credential)?,
                 });
-                self.start(now, *has_group)
+                let bound = match group {
+                    Some(g) if *has_group => self.accept_binding(g).is_ok(),
+                    _ => false,
+                };
+                self.start(now, bound)
             }
-            E2eeDown::GroupReset {} => {
-                if self.my_role().is_some_and(Role::on_stage) {
+            E2eeDown::GroupReset { group } => {
+                // Leave the group only for a newer one the host bound.
+                self.accept_binding(group)?;
+                let in_bound = match (&self.stage, &self.binding) {
+                    (Stage::Member(m), Some(b)) => b.group_id() == m.stage.group_id(),
+                    _ => false,
+                };
+                if self.my_role().is_some_and(Role::on_stage) && !in_bound {
                     self.distributor = None;
                     self.stage = Stage::None;
                     self.become_candidate()?;
@@ -501,14 +844,18 @@ impl RoomCrypto {
                     Stage::None => Ok(()),
                 }
             }
-            E2eeDown::Accepted { commit, .. } => {
+            E2eeDown::Rejected { id, code, message } => self.on_rejected(now, *id, *code, message),
+            E2eeDown::Accepted { commit, id, .. } => {
                 if !commit {
                     return Ok(());
                 }
                 let Stage::Member(m) = &mut self.stage else {
                     return Ok(());
                 };
-                let Some(out) = m.in_flight.take() else {
+                if !m.in_flight.as_ref().is_some_and(|f| f.id == *id) {
+                    return Ok(());
+                }
+                let Some(InFlight { out, .. }) = m.in_flight.take() else {
                     return Ok(());
                 };
                 m.stage.commit_accepted(now)?;
@@ -532,6 +879,12 @@ impl RoomCrypto {
                 let Stage::Candidate { .. } = self.stage else {
                     return Ok(());
                 };
+                let Some(bound) = self.binding.as_ref().map(|b| b.group_id().to_vec()) else {
+                    self.alert(Alert::ForeignGroup {
+                        why: "a Welcome before any group binding from the host".into(),
+                    });
+                    return Err(CryptoError::Unbound);
+                };
                 let Stage::Candidate {
                     candidate,
                     buffered,
@@ -539,14 +892,20 @@ impl RoomCrypto {
                 else {
                     return Ok(());
                 };
-                let stage = (*candidate).join(&self.room, &w, &tree, self.config, now)?;
-                self.stage = Stage::Member(Box::new(MemberState {
-                    stage,
-                    pending_proposals: false,
-                    in_flight: None,
-                    buffered,
-                    rebase: false,
-                }));
+                let stage = match (*candidate).join(&self.room, &w, &tree, &bound, self.config, now)
+                {
+                    Ok(stage) => stage,
+                    Err(e) => {
+                        // The candidate's KeyPackage keys are spent: ask again.
+                        self.alert(Alert::ForeignGroup {
+                            why: format!("Welcome refused: {e}"),
+                        });
+                        self.become_candidate()?;
+                        return Err(e.into());
+                    }
+                };
+                self.stage = Stage::Member(MemberState::new(stage, buffered));
+                self.check_stage_members();
                 self.listener_until = Some(now + LISTENER_FALLBACK_MS);
                 self.drain_buffered(now)?;
                 if self.is_distributor {
@@ -556,7 +915,8 @@ impl RoomCrypto {
             }
             E2eeDown::Candidate { candidate } => self.maybe_invite(now, candidate),
             E2eeDown::StageInvitation { invitation, from } => {
-                self.invitations.push((b64(invitation)?, from.clone()));
+                let key = self.verified_peer(from)?;
+                self.invitations.push((b64(invitation)?, from.clone(), key));
                 self.try_commit()
             }
             E2eeDown::JoinRequest { request, from } => self.admit(now, &b64(request)?, from),
@@ -566,6 +926,7 @@ impl RoomCrypto {
                 from,
             } => self.open_sealed(now, &b64(sealed)?, &b64(statement)?, from),
             E2eeDown::Roster { roster, from } => self.accept_roster(&b64(roster)?, from),
+            E2eeDown::DeviceGone { device_id } => self.device_gone(now, device_id),
             E2eeDown::Distributor { active } => {
                 self.is_distributor = *active;
                 if *active {
@@ -603,16 +964,17 @@ impl RoomCrypto {
                     now,
                     &mut self.rng,
                 )?;
-                self.stage = Stage::Member(Box::new(MemberState {
-                    stage,
-                    pending_proposals: false,
-                    in_flight: None,
-                    buffered: Vec::new(),
-                    rebase: false,
-                }));
+                let binding = sign_binding(&self.identity, &self.room, &stage.group_id(), now);
+                self.binding = Some(VerifiedBinding::verify(
+                    &binding,
+                    &self.room,
+                    &[self.identity.public()],
+                )?);
+                self.stage = Stage::Member(MemberState::new(stage, Vec::new()));
                 self.up(E2eeUp::CreateGroup {
                     group_info: encode_payload(&gi),
                     ratchet_tree: encode_payload(&tree),
+                    binding: encode_payload(&binding),
                 });
                 Ok(())
             }
@@ -625,6 +987,35 @@ impl RoomCrypto {
             Some(_) => self.join_as_listener(now),
             None => Ok(()),
         }
+    }
+
+    /// Accepts the host's binding of the room's stage group: signed by a
+    /// chain-verified device of the user the room shows as host, and not
+    /// older than the binding already held.
+    fn accept_binding(&mut self, group: &GroupBinding) -> Result<(), CryptoError> {
+        let result = self.check_binding(group);
+        if let Err(e) = &result {
+            self.alert(Alert::ForeignGroup {
+                why: format!("group binding refused: {e}"),
+            });
+        }
+        result
+    }
+
+    fn check_binding(&mut self, group: &GroupBinding) -> Result<(), CryptoError> {
+        if self.role_of(&group.from.user_id) != Some(Role::Host) {
+            return Err(CryptoError::NotOnStage);
+        }
+        let key = self.verified_peer(&group.from)?;
+        let new = VerifiedBinding::verify(&b64(&group.binding)?, &self.room, &[key])?;
+        if let Some(old) = &self.binding
+            && old.group_id() != new.group_id()
+            && new.created_ms() <= old.created_ms()
+        {
+            return Err(CryptoError::Unbound);
+        }
+        self.binding = Some(new);
+        Ok(())
     }
 
     fn become_candidate(&mut self) -> Result<(), CryptoError> {
@@ -724,10 +1115,20 @@ impl RoomCrypto {
 
     fn send_commit(&mut self, out: CommitOut) {
         let message = encode_payload(&out.commit);
+        let id = self.handshake_id();
         if let Stage::Member(m) = &mut self.stage {
-            m.in_flight = Some(out);
+            m.in_flight = Some(InFlight {
+                out,
+                id,
+                sent_at: self.last_now,
+            });
         }
-        self.up(E2eeUp::Handshake { message });
+        self.up(E2eeUp::Handshake { message, id });
+    }
+
+    fn handshake_id(&mut self) -> u32 {
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.next_id
     }
 
     /// The trusted inviters: stage-group members whose user is a host or
@@ -745,16 +1146,17 @@ impl RoomCrypto {
         let trusted: Vec<IdentityKey> = self
             .invitations
             .iter()
-            .map(|(_, from)| from)
-            .filter(|from| {
-                tree.contains(from.device_key.as_bytes())
+            .filter(|(_, from, key)| {
+                tree.contains(&key.to_bytes())
                     && self.role_of(&from.user_id).is_some_and(Role::moderates)
             })
-            .filter_map(|from| IdentityKey::from_bytes(from.device_key.as_bytes()))
+            .map(|(_, _, key)| *key)
             .collect();
         self.invitations
             .iter()
-            .filter_map(|(raw, _)| VerifiedInvitation::verify(raw, &self.room, &trusted, now).ok())
+            .filter_map(|(raw, _, _)| {
+                VerifiedInvitation::verify(raw, &self.room, &trusted, now).ok()
+            })
             .collect()
     }
 
@@ -762,28 +1164,69 @@ impl RoomCrypto {
     /// verified invitation.
     fn try_commit(&mut self) -> Result<(), CryptoError> {
         let now = self.now_hint();
-        let ready = matches!(&self.stage, Stage::Member(m)
-            if self.is_distributor && m.pending_proposals && m.in_flight.is_none());
-        if !ready {
+        let idle = matches!(&self.stage, Stage::Member(m)
+            if self.is_distributor && m.in_flight.is_none());
+        if !idle {
+            return Ok(());
+        }
+        let strays = self.check_stage_members();
+        let pending = matches!(&self.stage, Stage::Member(m) if m.pending_proposals);
+        if !pending && strays.is_empty() {
             return Ok(());
         }
         let invitations = self.verified_invitations(now);
         let Stage::Member(m) = &mut self.stage else {
             return Ok(());
         };
-        match m.stage.commit_pending(&invitations) {
-            Ok(out) => {
+        match m.stage.commit_pending(&invitations, &strays) {
+            Ok((out, _dropped)) => {
                 self.send_commit(out);
                 Ok(())
             }
-            // Wait for the inviter's signature.
-            Err(StageError::UninvitedAdd) => Ok(()),
-            Err(StageError::NothingPending) => {
+            // Only uninvited Adds pending: dropped, nothing to commit.
+            Err(StageError::UninvitedAdd | StageError::NothingPending) => {
                 m.pending_proposals = false;
                 Ok(())
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The stage group's leaves that do not belong on the stage: no
+    /// account, an account the room does not show on stage, or a key that
+    /// the account's verified chain does not hold (revoked). Alerts once
+    /// per stray; the distributor removes them.
+    fn check_stage_members(&mut self) -> Vec<u32> {
+        let Stage::Member(m) = &self.stage else {
+            return Vec::new();
+        };
+        let mut strays = Vec::new();
+        let mut found = Vec::new();
+        for (leaf, key, account) in m.stage.member_accounts() {
+            let user = account
+                .and_then(|a| String::from_utf8(a).ok())
+                .map(UserId);
+            let on_stage = user
+                .as_ref()
+                .is_some_and(|u| self.role_of(u).is_some_and(Role::on_stage));
+            let chain_ok = user.as_ref().is_none_or(|u| {
+                self.chains
+                    .get(u)
+                    .is_none_or(|c| c.is_active(&key.to_bytes()))
+            });
+            if !on_stage || !chain_ok {
+                strays.push(leaf);
+            }
+            // A demotion is routine (the server proposes the Remove too); a
+            // leaf no chain vouches for is an attack to report.
+            if !chain_ok || user.is_none() {
+                found.push(user);
+            }
+        }
+        for user in found {
+            self.alert(Alert::StrayStageMember { user });
+        }
+        strays
     }
 
     fn now_hint(&self) -> u64 {
@@ -806,8 +1249,11 @@ impl RoomCrypto {
         if !follows && !self.intents.contains(&candidate.user_id) {
             return Ok(());
         }
-        let invitee = IdentityKey::from_bytes(candidate.device_key.as_bytes())
-            .ok_or(CryptoError::Malformed("candidate key"))?;
+        // Only a key the candidate's own device chain holds, and one
+        // invitation per intent: the server cannot get a second key of the
+        // same user on stage on the strength of one invite.
+        let invitee = self.verified_peer(candidate)?;
+        self.intents.remove(&candidate.user_id);
         let inv = create_invitation(
             &self.identity,
             &self.room,
@@ -822,7 +1268,9 @@ impl RoomCrypto {
                 device_key: sotto_proto::keys::DevicePublicKey::from_bytes(
                     self.identity.public().to_bytes(),
                 ),
+                chain: String::new(),
             },
+            self.identity.public(),
         ));
         self.up(E2eeUp::StageInvitation {
             device_id: candidate.device_id.clone(),
@@ -846,6 +1294,8 @@ impl RoomCrypto {
             return Ok(());
         }
         let key = m.stage.current_audience_key()?;
+        // Room kinds and bans are still enforced by the server only (see
+        // docs/e2ee.md): the distributor admits whoever the room shows.
         let mut dist = Distributor::new(&self.room, E2eeRoomKind::Open, key, m.stage.identity());
         dist.resume_after(self.roster_seen);
         self.distributor = Some(DistributorState {
@@ -893,21 +1343,27 @@ impl RoomCrypto {
                 deliveries: batch.to_vec(),
             });
         }
+        let id = self.handshake_id();
         self.up(E2eeUp::Handshake {
             message: encode_payload(&notice),
+            id,
         });
         Ok(())
     }
 
     fn admit(&mut self, now: u64, request: &[u8], from: &E2eePeer) -> Result<(), CryptoError> {
-        let Some(d) = &mut self.distributor else {
+        if self.distributor.is_none() {
             return Ok(());
-        };
+        }
         if self.view.members.iter().all(|m| m.user_id != from.user_id) {
             return Ok(());
         }
-        let registered = IdentityKey::from_bytes(from.device_key.as_bytes())
-            .ok_or(CryptoError::Malformed("device key"))?;
+        // The key the listener's own device chain holds, never the key the
+        // server attaches.
+        let registered = self.verified_peer(from)?;
+        let Some(d) = &mut self.distributor else {
+            return Ok(());
+        };
         let verified = JoinRequest::parse(request)?.verify(&registered, &self.room, now)?;
         let sealed = d.dist.admit(verified)?;
         d.admitted.insert(
@@ -956,16 +1412,17 @@ impl RoomCrypto {
         Ok(())
     }
 
-    fn stage_keys_for(&self, from: &E2eePeer) -> Result<Vec<IdentityKey>, CryptoError> {
+    /// The keys a listener trusts for key statements and rosters: those of
+    /// the stage group if it is in it, else the sender's — if the room
+    /// shows the sender on stage and the sender's own chain holds the key.
+    fn stage_keys_for(&mut self, from: &E2eePeer) -> Result<Vec<IdentityKey>, CryptoError> {
         if let Stage::Member(m) = &self.stage {
             return Ok(m.stage.member_keys().into_iter().map(|(_, k)| k).collect());
         }
         if !self.role_of(&from.user_id).is_some_and(Role::on_stage) {
             return Err(CryptoError::NotOnStage);
         }
-        Ok(IdentityKey::from_bytes(from.device_key.as_bytes())
-            .into_iter()
-            .collect())
+        Ok(vec![self.verified_peer(from)?])
     }
 
     fn open_sealed(
@@ -980,22 +1437,67 @@ impl RoomCrypto {
             return Ok(());
         };
         let st = l.current.verify_statement(statement, &trusted)?;
-        match l.current.open(now, sealed, &st) {
-            Ok(_) => Ok(()),
+        let opened = match l.current.open(now, sealed, &st) {
+            Ok(g) => g,
             Err(OpenError::NotForUs) if l.previous.is_some() => {
                 let prev = l.previous.as_mut().ok_or(CryptoError::NoKey)?;
-                prev.open(now, sealed, &st)?;
-                Ok(())
+                prev.open(now, sealed, &st)?
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
+        };
+        if self.key_seen.is_none_or(|(g, _)| g < opened) {
+            self.key_seen = Some((opened, now));
         }
+        Ok(())
+    }
+
+    /// The newest key generation this device can decrypt.
+    fn newest_generation(&self) -> Option<KeyGeneration> {
+        let stage = match &self.stage {
+            Stage::Member(m) => m.stage.current_audience_key().ok().map(|k| k.generation()),
+            _ => None,
+        };
+        let listener = self.listener.as_ref().and_then(|l| {
+            let prev = l.previous.as_ref().and_then(Listener::current_generation);
+            l.current.current_generation().max(prev)
+        });
+        stage.max(listener)
+    }
+
+    /// (The distributor) a listener device was revoked or logged out.
+    fn device_gone(&mut self, now: u64, device: &DeviceId) -> Result<(), CryptoError> {
+        let Some(d) = &mut self.distributor else {
+            return Ok(());
+        };
+        let gone: Vec<Fingerprint> = d
+            .admitted
+            .iter()
+            .filter(|(_, (_, dev))| dev == device)
+            .map(|(fp, _)| *fp)
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for fp in gone {
+            d.admitted.remove(&fp);
+            d.dist.remove(fp);
+        }
+        d.roster_at.get_or_insert(now);
+        self.rotate(now)
     }
 
     fn accept_roster(&mut self, roster: &[u8], from: &E2eePeer) -> Result<(), CryptoError> {
         let trusted = self.stage_keys_for(from)?;
         let r = VerifiedRoster::verify(roster, &self.room, &trusted, self.roster_seen)?;
+        // A roster is signed after its generation is sealed: one for a
+        // generation this device does not hold is from the future, and
+        // accepting it would make every genuine roster look like a rollback.
+        if self.newest_generation().is_none_or(|g| r.generation() > g) {
+            return Err(CryptoError::RosterAhead);
+        }
         self.roster_seen = r.version();
         self.roster = Some(r);
+        self.last_roster_at = self.last_now;
         Ok(())
     }
 
@@ -1004,8 +1506,10 @@ impl RoomCrypto {
         self.last_now = now;
         let rotation_due = matches!((&self.stage, &self.distributor), (Stage::Member(m), Some(d))
             if m.in_flight.is_none() && (d.next_rotation_at <= now || m.stage.rotation_due(now)));
-        if rotation_due {
-            let _ = self.rotate(now);
+        if rotation_due && let Err(e) = self.rotate(now) {
+            self.alert(Alert::ForeignGroup {
+                why: format!("rotation failed: {e}"),
+            });
         }
         let (Stage::Member(m), Some(d)) = (&self.stage, &mut self.distributor) else {
             return;
@@ -1021,6 +1525,7 @@ impl RoomCrypto {
             ) {
                 self.roster_seen = v.version();
                 self.roster = Some(v);
+                self.last_roster_at = now;
             }
             self.up(E2eeUp::Roster {
                 roster: encode_payload(&roster),

@@ -1,0 +1,79 @@
+//! One replay filter per device for every frame it decrypts, whichever key
+//! ring (stage, listener, the listener's previous join) decrypted it: a
+//! relay that plays a frame twice gets it refused the second time, also
+//! after a listener refreshes its join request and gets a fresh ring.
+
+use std::collections::HashMap;
+
+/// Counters behind the highest seen that still count as fresh.
+const WINDOW: u64 = 128;
+/// Most key ids tracked at once (oldest dropped; a dropped kid's frames are
+/// refused by the key rings anyway once their generation expires).
+const MAX_KIDS: usize = 1024;
+
+#[derive(Clone, Copy, Default)]
+struct Window {
+    highest: u64,
+    /// Bit i: counter `highest - i` was seen.
+    seen: u128,
+}
+
+/// Sliding windows of SFrame counters, per key id.
+#[derive(Default)]
+pub struct ReplayFilter {
+    windows: HashMap<u64, Window>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl ReplayFilter {
+    /// Records `(kid, ctr)`; false if it was seen before or is too old.
+    pub fn accept(&mut self, kid: u64, ctr: u64) -> bool {
+        let w = match self.windows.get_mut(&kid) {
+            Some(w) => w,
+            None => {
+                if self.order.len() >= MAX_KIDS
+                    && let Some(old) = self.order.pop_front()
+                {
+                    self.windows.remove(&old);
+                }
+                self.order.push_back(kid);
+                self.windows.entry(kid).or_insert(Window {
+                    highest: ctr,
+                    seen: 0,
+                })
+            }
+        };
+        if ctr > w.highest || (w.seen == 0 && ctr == w.highest) {
+            let shift = ctr - w.highest;
+            w.seen = if shift >= WINDOW { 0 } else { w.seen << shift };
+            w.seen |= 1;
+            w.highest = ctr;
+            return true;
+        }
+        let back = w.highest - ctr;
+        if back >= WINDOW || w.seen & (1u128 << back) != 0 {
+            return false;
+        }
+        w.seen |= 1u128 << back;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_and_old_frames_are_refused() {
+        let mut f = ReplayFilter::default();
+        assert!(f.accept(1, 10));
+        assert!(!f.accept(1, 10));
+        assert!(f.accept(1, 12));
+        assert!(f.accept(1, 11), "late but fresh");
+        assert!(!f.accept(1, 11));
+        assert!(f.accept(2, 10), "another kid");
+        assert!(f.accept(1, 500));
+        assert!(!f.accept(1, 300), "outside the window");
+        assert!(f.accept(1, 0) == false);
+    }
+}

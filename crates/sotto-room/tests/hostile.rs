@@ -1,0 +1,579 @@
+//! The client core against a server that acts (issue: "E2EE that holds
+//! against a malicious operator"). Each test is one attack from the issue,
+//! run through an otherwise honest in-memory relay (`common::Net`) that the
+//! test subverts: forged keys and chains, its own stage group, withheld,
+//! replaced, replayed and reordered messages. Virtual time throughout.
+
+mod common;
+
+use common::{Net, Verdict, keypair};
+use rand_core::RngCore;
+use sotto_delivery::{RoomDelivery, ServerProposer};
+use sotto_e2ee::audience::{Distributor, JoinRequest, RoomKind as E2eeKind};
+use sotto_e2ee::binding::sign_binding;
+use sotto_e2ee::frame::{FrameSender, Suite};
+use sotto_e2ee::identity::{DeviceIdentity, IdentityKey};
+use sotto_e2ee::invitation::{VerifiedInvitation, create_invitation};
+use sotto_e2ee::keys::{KeyGeneration, test_audience_key};
+use sotto_e2ee::stage::{ExternalSenderInfo, StageConfig, StageMember};
+use sotto_proto::chain::encode_chain;
+use sotto_proto::channel::{
+    ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, ServerMessage, decode_payload,
+    encode_payload,
+};
+use sotto_proto::keys::DevicePublicKey;
+use sotto_proto::room::Role;
+use sotto_proto::{DeviceId, ErrorCode};
+use sotto_room::Alert;
+use sotto_room::room::{COMMIT_TIMEOUT_MS, CryptoError};
+
+/// Host + one listener, keys delivered.
+fn host_and_listener() -> (Net, usize, usize) {
+    let mut net = Net::new(1);
+    let h = net.join("host", Role::Host);
+    net.run();
+    let l = net.join("lis", Role::Listener);
+    net.run();
+    net.advance(1_500, 100);
+    assert!(net.devs[l].crypto.can_decrypt(), "{:?}", net.devs[l].errors);
+    assert!(net.hears(h, l));
+    (net, h, l)
+}
+
+/// Host + speaker on the stage group + listener.
+fn stage_of_two() -> (Net, usize, usize, usize) {
+    let (mut net, h, l) = host_and_listener();
+    let s = net.join("spk", Role::Listener);
+    net.run();
+    net.invite(h, s);
+    net.advance(2_000, 100);
+    assert!(net.devs[s].crypto.can_encrypt(), "{:?}", net.devs[s].errors);
+    assert_eq!(
+        net.devs[s].crypto.room_code(),
+        net.devs[h].crypto.room_code()
+    );
+    assert!(net.hears(s, l) && net.hears(h, s) && net.hears(s, h));
+    (net, h, s, l)
+}
+
+/// The operator's own device key, registered in its `devices` table for a
+/// victim's account: the same seed gives its E2EE identity.
+fn operator_identity(net: &mut Net, victim: usize) -> ([u8; 32], DeviceIdentity) {
+    let mut seed = [0u8; 32];
+    net.rng.fill_bytes(&mut seed);
+    let id = DeviceIdentity::from_seed(seed, net.devs[victim].user.as_str().as_bytes(), "op");
+    (seed, id)
+}
+
+fn op_peer(net: &Net, victim: usize, op: &DeviceIdentity, chain: String) -> E2eePeer {
+    E2eePeer {
+        user_id: net.devs[victim].user.clone(),
+        device_id: DeviceId("0".repeat(32)),
+        device_key: DevicePublicKey::from_bytes(op.public().to_bytes()),
+        chain,
+    }
+}
+
+fn sealed_to(dev: &common::Dev, device: &DeviceId) -> usize {
+    dev.sent
+        .iter()
+        .filter(|m| {
+            matches!(m, ClientMessage::E2ee { e2ee: E2eeUp::Sealed { deliveries, .. }, .. }
+                if deliveries.iter().any(|d| &d.to == device))
+        })
+        .count()
+}
+
+#[test]
+fn honest_room_works_through_the_harness() {
+    let (mut net, h, s, l) = stage_of_two();
+    // A minute and more of rotations: everyone keeps hearing everyone.
+    for _ in 0..8 {
+        net.advance(10_000, 200);
+        assert!(net.hears(h, l) && net.hears(s, l) && net.hears(h, s));
+    }
+    for d in &net.devs {
+        assert!(d.alerts.is_empty(), "{}: {:?}", d.name, d.alerts);
+    }
+    let report = net.devs[h].crypto.roster_report();
+    assert_eq!(report.entries.len(), 3, "{report:?}");
+}
+
+/// Attack 1: the server attaches a key it holds to a listener's account
+/// (a row in its `devices` table) and asks the distributor to admit it.
+#[test]
+fn attack_1_forged_device_gets_no_key() {
+    let (mut net, h, l) = host_and_listener();
+    let (_, op) = operator_identity(&mut net, l);
+    let (req, _keys) = JoinRequest::create(
+        &op,
+        net.room.as_str().as_bytes(),
+        net.now + 60_000,
+        &mut net.rng,
+    )
+    .unwrap();
+    // With the listener's genuine chain (which does not hold the key)...
+    let genuine = net.devs[l].peer().chain;
+    let from = op_peer(&net, l, &op, genuine);
+    let op_device = from.device_id.clone();
+    net.e2ee(
+        h,
+        E2eeDown::JoinRequest {
+            request: encode_payload(&req),
+            from,
+        },
+    );
+    net.run();
+    assert_eq!(sealed_to(&net.devs[h], &op_device), 0, "key sealed to the operator");
+    assert!(net.devs[h].has_alert(|a| matches!(a, Alert::ForgedDevice { .. })));
+    // ...and with a chain of its own making for that account: the
+    // distributor pinned the listener's root at its first join request.
+    let (_, links) = keypair([0x0f; 32]);
+    let from = op_peer(&net, l, &op, encode_payload(&encode_chain(&links)));
+    net.e2ee(
+        h,
+        E2eeDown::JoinRequest {
+            request: encode_payload(&req),
+            from,
+        },
+    );
+    net.run();
+    assert_eq!(sealed_to(&net.devs[h], &op_device), 0);
+    assert!(net.devs[h].has_alert(|a| matches!(a, Alert::RootChanged { .. })));
+    // The real listener still hears.
+    assert!(net.hears(h, l));
+}
+
+/// Attack 2: the server makes its own stage group with a speaker's
+/// KeyPackage and Welcomes it in; and resets the group without the host.
+#[test]
+fn attack_2_forked_stage_group_is_refused() {
+    let (mut net, h, l) = host_and_listener();
+    let s = net.join("spk", Role::Listener);
+    net.run();
+    // The operator withholds the honest Welcome.
+    net.hook = Box::new(|_, m| match m {
+        ServerMessage::E2ee {
+            e2ee: E2eeDown::Welcome { .. },
+            ..
+        } => Verdict::Drop,
+        _ => Verdict::Deliver,
+    });
+    net.invite(h, s);
+    net.advance(500, 100);
+    let kp = net.devs[s]
+        .sent
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ClientMessage::E2ee {
+                e2ee: E2eeUp::KeyPackage { key_package },
+                ..
+            } => Some(decode_payload(key_package).unwrap()),
+            _ => None,
+        })
+        .expect("the speaker asked to join the stage");
+    // The operator's group: its own member, its own external sender.
+    let (_, op) = operator_identity(&mut net, h);
+    let op_server = ServerProposer::from_ed25519([7; 32], ed_public([7; 32]), b"sotto server");
+    let info = ExternalSenderInfo {
+        public_key: op_server.public_key().to_vec(),
+        credential_identity: op_server.credential_identity(),
+    };
+    let room = net.room.as_str().as_bytes().to_vec();
+    let op_public = op.public();
+    let (mut m, gi, tree) =
+        StageMember::create(op, &room, &info, StageConfig::default(), net.now, &mut net.rng)
+            .unwrap();
+    let mut ds = RoomDelivery::create(&gi, &tree).unwrap();
+    let add = op_server.propose_add(&ds, &kp).unwrap();
+    ds.handle_handshake(&add).unwrap();
+    m.handle_message(net.now, &add).unwrap();
+    let victim = IdentityKey::from_bytes(net.devs[s].key().as_bytes()).unwrap();
+    let inv = create_invitation(m.identity(), &room, &victim, net.now + 60_000);
+    let inv = VerifiedInvitation::verify(&inv, &room, &[op_public], net.now).unwrap();
+    let (out, _) = m.commit_pending(&[inv], &[]).unwrap();
+    ds.handle_handshake(&out.commit).unwrap();
+    m.commit_accepted(net.now).unwrap();
+    net.e2ee(
+        s,
+        E2eeDown::Welcome {
+            welcome: encode_payload(out.welcome.as_deref().unwrap()),
+            ratchet_tree: encode_payload(&ds.ratchet_tree().unwrap()),
+        },
+    );
+    net.run();
+    net.advance(2_000, 100);
+    assert!(
+        net.devs[s].crypto.room_code().is_none(),
+        "the speaker joined the operator's group"
+    );
+    assert!(net.devs[s].has_alert(|a| matches!(a, Alert::ForeignGroup { .. })));
+
+    // The honest Welcome goes through: the speaker joins the host's group.
+    net.hook = Box::new(|_, _| Verdict::Deliver);
+    net.set_role(s, Role::Listener);
+    net.run();
+    net.invite(h, s);
+    net.advance(2_000, 100);
+    assert_eq!(
+        net.devs[s].crypto.room_code(),
+        net.devs[h].crypto.room_code()
+    );
+    let code = net.devs[s].crypto.room_code();
+
+    // A reset the host did not sign (the operator's binding, claimed to be
+    // the host's) leaves everyone in the host's group.
+    let (_, op2) = operator_identity(&mut net, h);
+    let binding = sign_binding(&op2, &room, &[9; 16], net.now + 10_000);
+    let mut from = net.devs[h].peer();
+    from.device_key = DevicePublicKey::from_bytes(op2.public().to_bytes());
+    net.e2ee(
+        s,
+        E2eeDown::GroupReset {
+            group: GroupBinding {
+                binding: encode_payload(&binding),
+                from,
+            },
+        },
+    );
+    net.run();
+    net.advance(1_000, 100);
+    assert_eq!(net.devs[s].crypto.room_code(), code);
+    assert!(net.hears(s, l) && net.hears(s, h));
+}
+
+fn ed_public(seed: [u8; 32]) -> [u8; 32] {
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes()
+}
+
+/// Attack 3: a listener gets a key statement and a sealed key that the
+/// server signed itself and attributed to the host.
+#[test]
+fn attack_3_injected_listener_key_is_refused() {
+    let (mut net, h, l) = host_and_listener();
+    let (_, op) = operator_identity(&mut net, h);
+    let room = net.room.as_str().as_bytes().to_vec();
+    let g = KeyGeneration {
+        epoch: 50,
+        rotation: 0,
+    };
+    let key = test_audience_key(g, [0x33; 32]);
+    let mut dist = Distributor::new(&room, E2eeKind::Open, key.clone(), &op);
+    let req = net.devs[l]
+        .sent
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ClientMessage::E2ee {
+                e2ee: E2eeUp::JoinRequest { request },
+                ..
+            } => Some(decode_payload(request).unwrap()),
+            _ => None,
+        })
+        .unwrap();
+    let lk = IdentityKey::from_bytes(net.devs[l].key().as_bytes()).unwrap();
+    let verified = JoinRequest::parse(&req)
+        .unwrap()
+        .verify(&lk, &room, net.now)
+        .unwrap();
+    let sealed = dist.admit(verified).unwrap();
+    let mut from = net.devs[h].peer();
+    from.device_key = DevicePublicKey::from_bytes(op.public().to_bytes());
+    net.e2ee(
+        l,
+        E2eeDown::Sealed {
+            sealed: encode_payload(&sealed.bytes),
+            statement: encode_payload(dist.statement()),
+            from: from.clone(),
+        },
+    );
+    // A roster of its own, too.
+    net.e2ee(
+        l,
+        E2eeDown::Roster {
+            roster: encode_payload(&dist.roster(&op)),
+            from,
+        },
+    );
+    net.run();
+    let mut sender = FrameSender::new(Suite::CompactAudio, &key, 0).unwrap();
+    let frame = sender.encrypt(b"operator speaking").unwrap();
+    assert!(
+        net.devs[l].crypto.decrypt(net.now, &frame).is_err(),
+        "the listener installed the operator's key"
+    );
+    assert!(net.devs[l].has_alert(|a| matches!(a, Alert::ForgedDevice { .. })));
+    assert!(net.hears(h, l));
+}
+
+/// Attack 4: a roster "from the future" would make every genuine roster
+/// after it look like a rollback.
+#[test]
+fn attack_4_frozen_roster_is_refused() {
+    let (mut net, h, l) = host_and_listener();
+    let room = net.room.as_str().as_bytes().to_vec();
+    // Even signed by the host's own device (a server replaying a roster of
+    // a buggy or compromised client, or the host's key in a future epoch).
+    let host = DeviceIdentity::from_seed(
+        net.devs[h].seed,
+        net.devs[h].user.as_str().as_bytes(),
+        net.devs[h].device.as_str(),
+    );
+    let future = test_audience_key(
+        KeyGeneration {
+            epoch: u64::MAX,
+            rotation: u32::MAX,
+        },
+        [1; 32],
+    );
+    let mut dist = Distributor::new(&room, E2eeKind::Open, future, &host);
+    let from = net.devs[h].peer();
+    net.e2ee(
+        l,
+        E2eeDown::Roster {
+            roster: encode_payload(&dist.roster(&host)),
+            from,
+        },
+    );
+    net.run();
+    assert!(
+        net.devs[l].errors.iter().any(|e| e.contains("roster")),
+        "{:?}",
+        net.devs[l].errors
+    );
+    // Genuine rosters keep coming through (one per rotation).
+    let before = net.devs[l].crypto.roster().map(|r| r.version());
+    net.advance(65_000, 500);
+    let after = net.devs[l].crypto.roster().map(|r| r.version());
+    assert!(after > before, "{before:?} → {after:?}");
+    assert!(after.unwrap().epoch < u64::MAX);
+
+    // A roster the server withholds is noticed.
+    net.hook = Box::new(|_, m| match m {
+        ServerMessage::E2ee {
+            e2ee: E2eeDown::Roster { .. },
+            ..
+        } => Verdict::Drop,
+        _ => Verdict::Deliver,
+    });
+    net.advance(100_000, 1_000);
+    assert!(net.devs[l].has_alert(|a| matches!(a, Alert::StaleRoster { .. })));
+}
+
+/// Attack 5: the server never proposes removing a speaker who left; and an
+/// Add nobody invited must not block the Removes committed with it.
+#[test]
+fn attack_5_removed_speaker_is_removed_by_the_stage() {
+    let (mut net, h, s, l) = stage_of_two();
+    // The operator withholds every Remove it should propose.
+    net.hook = Box::new(|_, m| match m {
+        ServerMessage::E2ee {
+            e2ee: E2eeDown::Handshake { from: None, .. },
+            ..
+        } => Verdict::Drop,
+        _ => Verdict::Deliver,
+    });
+    net.leave(s);
+    net.run();
+    net.advance(3_000, 100);
+    let members = net.delivery.as_ref().unwrap().members().len();
+    assert_eq!(members, 1, "the speaker who left is still in the stage group");
+    net.advance(2_000, 100);
+    // Its state is at an old epoch: the host's new frames do not decrypt.
+    assert!(net.hears(h, l));
+    assert!(!net.hears(h, s), "the speaker who left still decrypts");
+}
+
+#[test]
+fn attack_5b_uninvited_add_does_not_block_removals() {
+    let (mut net, h, s, l) = stage_of_two();
+    // The operator proposes an Add nobody invited, then (honestly) the
+    // Remove of the speaker who leaves.
+    let mut other = Net::new(99);
+    other.join("x", Role::Host);
+    other.run();
+    let stray = other.join("y", Role::Speaker);
+    other.run();
+    let kp = other.devs[stray]
+        .sent
+        .iter()
+        .find_map(|m| match m {
+            ClientMessage::E2ee {
+                e2ee: E2eeUp::KeyPackage { key_package },
+                ..
+            } => Some(decode_payload(key_package).unwrap()),
+            _ => None,
+        });
+    let kp = kp.expect("a KeyPackage to propose");
+    let add = net
+        .proposer
+        .propose_add(net.delivery.as_ref().unwrap(), &kp)
+        .unwrap();
+    net.post(None, add).unwrap();
+    net.leave(s);
+    net.run();
+    net.advance(3_000, 100);
+    assert_eq!(net.delivery.as_ref().unwrap().members().len(), 1);
+    assert!(net.hears(h, l));
+    assert!(!net.hears(h, s));
+}
+
+/// Attack 6: the server withholds the answer to a commit, so rotations
+/// stop; a speaker must not go on sending under an ever older key.
+#[test]
+fn attack_6_suppressed_rotation_times_out_and_stops_sending() {
+    let (mut net, h, s, l) = stage_of_two();
+    net.hook = Box::new(|_, m| match m {
+        ServerMessage::E2ee {
+            e2ee: E2eeDown::Accepted { commit: true, .. },
+            ..
+        } => Verdict::Drop,
+        _ => Verdict::Deliver,
+    });
+    net.leave(s);
+    net.run();
+    net.advance(COMMIT_TIMEOUT_MS + 1_000, 200);
+    assert!(net.devs[h].has_alert(|a| matches!(a, Alert::CommitTimedOut)));
+    // Every retry is withheld too: after the rotation period and the
+    // grace, the host stops sending and says why.
+    let mut sent_late = false;
+    for _ in 0..100 {
+        net.advance(1_000, 500);
+        sent_late = net.devs[h].crypto.encrypt(net.now, b"x").is_some();
+    }
+    assert!(!sent_late, "still sending under a key the server froze");
+    assert!(net.devs[h].has_alert(|a| matches!(a, Alert::StaleKey { .. })));
+    assert!(net.devs[l].has_alert(|a| matches!(a, Alert::StaleKey { .. })));
+}
+
+/// Attack 7: an unrelated error must not be taken for the refusal of the
+/// commit in flight.
+#[test]
+fn attack_7_unrelated_error_does_not_drop_the_commit() {
+    let (mut net, h, s, l) = stage_of_two();
+    let held = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let stash = held.clone();
+    net.hook = Box::new(move |_, m| match m {
+        ServerMessage::E2ee {
+            e2ee: E2eeDown::Accepted { commit: true, .. },
+            ..
+        } => {
+            stash.borrow_mut().push(m.clone());
+            Verdict::Drop
+        }
+        _ => Verdict::Deliver,
+    });
+    let t = net.join("third", Role::Listener);
+    net.run();
+    net.invite(h, t);
+    net.advance(300, 100);
+    assert_eq!(held.borrow().len(), 1, "the host's commit is in flight");
+    // An error about something else (e.g. a roster too large).
+    net.queue.push_back((
+        h,
+        ServerMessage::Error {
+            error: sotto_proto::ErrorBody {
+                code: ErrorCode::StaleEpoch,
+                message: "not about your commit".into(),
+            },
+        },
+    ));
+    net.run();
+    net.hook = Box::new(|_, _| Verdict::Deliver);
+    let answer = held.borrow_mut().pop().unwrap();
+    net.queue.push_back((h, answer));
+    net.run();
+    net.advance(2_000, 100);
+    assert_eq!(
+        net.devs[h].crypto.room_code(),
+        net.devs[s].crypto.room_code(),
+        "the host forked from the group"
+    );
+    assert!(net.hears(h, l) && net.hears(h, s) && net.hears(s, h));
+}
+
+/// Attack 8: one intended invitation must not let the server put any key
+/// it presents for that user on the stage.
+#[test]
+fn attack_8_invitation_only_for_the_invited_users_own_key() {
+    let (mut net, h, l) = host_and_listener();
+    let s = net.join("spk", Role::Listener);
+    net.run();
+    let (_, op) = operator_identity(&mut net, s);
+    let user = net.devs[s].user.clone();
+    net.devs[h].crypto.invite_to_stage(&user);
+    // The operator's key first, as a candidate of the invited user.
+    let chain = net.devs[s].peer().chain;
+    let fake = op_peer(&net, s, &op, chain);
+    net.e2ee(h, E2eeDown::Candidate { candidate: fake });
+    net.run();
+    let invitations = |d: &common::Dev| {
+        d.sent
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m,
+                    ClientMessage::E2ee {
+                        e2ee: E2eeUp::StageInvitation { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(invitations(&net.devs[h]), 0, "invited the operator's key");
+    // The real device is invited, once.
+    net.set_role(s, Role::Speaker);
+    net.run();
+    net.advance(2_000, 100);
+    assert_eq!(invitations(&net.devs[h]), 1);
+    assert!(net.devs[s].crypto.can_encrypt());
+    // Another candidate for the same user later: the intent was used up.
+    let chain = net.devs[s].peer().chain;
+    let fake = op_peer(&net, s, &op, chain);
+    net.e2ee(h, E2eeDown::Candidate { candidate: fake });
+    net.run();
+    assert_eq!(invitations(&net.devs[h]), 1);
+    assert!(net.hears(h, l));
+}
+
+/// Attack 9 (client side): a revoked or logged-out listener device is
+/// dropped and the key rotated at once.
+#[test]
+fn attack_9_revoked_listener_is_cut_off() {
+    let (mut net, h, l) = host_and_listener();
+    let l2 = net.join("lis2", Role::Listener);
+    net.run();
+    net.advance(1_000, 100);
+    assert!(net.hears(h, l2));
+    let device = net.devs[l].device.clone();
+    net.e2ee(h, E2eeDown::DeviceGone { device_id: device });
+    net.run();
+    net.advance(1_500, 100);
+    assert!(net.hears(h, l2));
+    assert!(!net.hears(h, l), "a revoked device still decrypts");
+}
+
+/// Attack 10: the relay plays a frame twice, also after the listener's
+/// periodic join refresh.
+#[test]
+fn attack_10_replayed_frames_are_refused() {
+    let (mut net, h, l) = host_and_listener();
+    let f = net.devs[h].crypto.encrypt(net.now, b"once").unwrap();
+    assert!(net.devs[l].crypto.decrypt(net.now, &f).is_ok());
+    assert!(matches!(
+        net.devs[l].crypto.decrypt(net.now, &f),
+        Err(CryptoError::Frame(
+            sotto_e2ee::error::FrameError::Replayed { .. }
+        ))
+    ));
+    // Across the listener's join refresh (a fresh key ring).
+    net.advance(4 * 60_000 + 1_000, 1_000);
+    let f = net.devs[h].crypto.encrypt(net.now, b"twice?").unwrap();
+    assert!(net.devs[l].crypto.decrypt(net.now, &f).is_ok());
+    net.advance(100, 100);
+    assert!(net.devs[l].crypto.decrypt(net.now, &f).is_err());
+}
