@@ -840,6 +840,11 @@ impl Listener {
         Ok(g)
     }
 
+    /// The generation of the key that decrypted frames with `kid`.
+    pub fn frame_generation(&self, kid: u64) -> Option<KeyGeneration> {
+        self.ring.generation_of(kid)
+    }
+
     /// Decrypt a speaker's frame.
     pub fn decrypt(&mut self, now_ms: u64, frame: &[u8]) -> Result<Vec<u8>, FrameError> {
         self.ring.decrypt(now_ms, frame)

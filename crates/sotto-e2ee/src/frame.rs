@@ -301,6 +301,13 @@ impl KeyRing {
         self.held.iter().filter_map(|h| h.expires_at_ms).min()
     }
 
+    /// The generation whose key decrypted frames with `kid` (known once a
+    /// frame with it authenticated): KIDs repeat across generations, so a
+    /// replay filter outside the ring keys on this too.
+    pub fn generation_of(&self, kid: u64) -> Option<KeyGeneration> {
+        self.derived.get(&kid).map(|(g, _)| *g)
+    }
+
     /// Decrypt one SFrame frame. Rejects unknown and stale KIDs, replays and
     /// forgeries with typed errors.
     pub fn decrypt(&mut self, now_ms: u64, frame: &[u8]) -> Result<Vec<u8>, FrameError> {

@@ -783,6 +783,11 @@ impl StageMember {
         self.ring.decrypt(now_ms, frame)
     }
 
+    /// The generation of the key that decrypted frames with `kid`.
+    pub fn frame_generation(&self, kid: u64) -> Option<KeyGeneration> {
+        self.ring.generation_of(kid)
+    }
+
     /// Room id this stage belongs to.
     pub fn room_id(&self) -> &[u8] {
         &self.room_id

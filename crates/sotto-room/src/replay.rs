@@ -2,13 +2,15 @@
 //! ring (stage, listener, the listener's previous join) decrypted it: a
 //! relay that plays a frame twice gets it refused the second time, also
 //! after a listener refreshes its join request and gets a fresh ring.
+//! Windows are per (generation, KID): a KID's counter restarts with each
+//! new generation.
 
 use std::collections::HashMap;
 
 /// Counters behind the highest seen that still count as fresh.
 const WINDOW: u64 = 128;
-/// Most key ids tracked at once (oldest dropped; a dropped kid's frames are
-/// refused by the key rings anyway once their generation expires).
+/// Most (generation, key id) pairs tracked at once (oldest dropped; their
+/// frames are refused by the key rings anyway once the generation expires).
 const MAX_KIDS: usize = 1024;
 
 #[derive(Clone, Copy, Default)]
@@ -21,13 +23,16 @@ struct Window {
 /// Sliding windows of SFrame counters, per key id.
 #[derive(Default)]
 pub struct ReplayFilter {
-    windows: HashMap<u64, Window>,
-    order: std::collections::VecDeque<u64>,
+    windows: HashMap<Stream, Window>,
+    order: std::collections::VecDeque<Stream>,
 }
 
+/// (epoch, rotation, KID): one sender's stream of one generation.
+pub type Stream = (u64, u32, u64);
+
 impl ReplayFilter {
-    /// Records `(kid, ctr)`; false if it was seen before or is too old.
-    pub fn accept(&mut self, kid: u64, ctr: u64) -> bool {
+    /// Records `ctr` of `kid`; false if it was seen before or is too old.
+    pub fn accept(&mut self, kid: Stream, ctr: u64) -> bool {
         let w = match self.windows.get_mut(&kid) {
             Some(w) => w,
             None => {
@@ -66,14 +71,16 @@ mod tests {
     #[test]
     fn replays_and_old_frames_are_refused() {
         let mut f = ReplayFilter::default();
-        assert!(f.accept(1, 10));
-        assert!(!f.accept(1, 10));
-        assert!(f.accept(1, 12));
-        assert!(f.accept(1, 11), "late but fresh");
-        assert!(!f.accept(1, 11));
-        assert!(f.accept(2, 10), "another kid");
-        assert!(f.accept(1, 500));
-        assert!(!f.accept(1, 300), "outside the window");
-        assert!(f.accept(1, 0) == false);
+        let (a, b, next) = ((1, 0, 1), (1, 0, 2), (1, 1, 1));
+        assert!(f.accept(a, 10));
+        assert!(!f.accept(a, 10));
+        assert!(f.accept(a, 12));
+        assert!(f.accept(a, 11), "late but fresh");
+        assert!(!f.accept(a, 11));
+        assert!(f.accept(b, 10), "another kid");
+        assert!(f.accept(next, 10), "the same kid in the next generation");
+        assert!(f.accept(a, 500));
+        assert!(!f.accept(a, 300), "outside the window");
+        assert!(!f.accept(a, 0));
     }
 }

@@ -474,30 +474,40 @@ impl RoomCrypto {
     /// once, whichever of this device's key rings holds the key.
     pub fn decrypt(&mut self, now_ms: u64, frame: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let (kid, ctr, _) = parse_header(frame)?;
-        let plain = self.decrypt_any(now_ms, frame)?;
-        if !self.replay.accept(kid, ctr) {
+        let (plain, generation) = self.decrypt_any(now_ms, kid, frame)?;
+        // KIDs repeat across generations (a 2-bit tag): the filter keys on
+        // the generation that authenticated the frame.
+        if !self.replay.accept((generation.epoch, generation.rotation, kid), ctr) {
             return Err(FrameError::Replayed { kid, ctr }.into());
         }
         Ok(plain)
     }
 
-    fn decrypt_any(&mut self, now_ms: u64, frame: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    fn decrypt_any(
+        &mut self,
+        now_ms: u64,
+        kid: u64,
+        frame: &[u8],
+    ) -> Result<(Vec<u8>, KeyGeneration), CryptoError> {
         let mut first: Option<FrameError> = None;
+        let unknown = CryptoError::Malformed("no generation for a decrypted frame");
         if let Stage::Member(m) = &mut self.stage {
             match m.stage.decrypt_frame(now_ms, frame) {
-                Ok(p) => return Ok(p),
+                Ok(p) => return Ok((p, m.stage.frame_generation(kid).ok_or(unknown)?)),
                 Err(e) => first = Some(e),
             }
         }
         if let Some(l) = &mut self.listener {
             match l.current.decrypt(now_ms, frame) {
-                Ok(p) => return Ok(p),
+                Ok(p) => return Ok((p, l.current.frame_generation(kid).ok_or(unknown)?)),
                 Err(e) => {
                     first.get_or_insert(e);
                 }
             }
-            if let Some(Ok(p)) = l.previous.as_mut().map(|prev| prev.decrypt(now_ms, frame)) {
-                return Ok(p);
+            if let Some(prev) = l.previous.as_mut()
+                && let Ok(p) = prev.decrypt(now_ms, frame)
+            {
+                return Ok((p, prev.frame_generation(kid).ok_or(unknown)?));
             }
         }
         Err(first.map_or(CryptoError::NoKey, CryptoError::Frame))
@@ -794,7 +804,10 @@ impl RoomCrypto {
             }
             _ => {}
         }
-        self.distributor_follow_view(now)
+        self.distributor_follow_view(now)?;
+        // The distributor removes what no longer belongs on the stage
+        // itself, whether or not the server proposes it.
+        self.try_commit()
     }
 
     fn on_e2ee(&mut self, now: u64, msg: &E2eeDown) -> Result<(), CryptoError> {

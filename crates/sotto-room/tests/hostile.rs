@@ -202,16 +202,21 @@ fn attack_2_forked_stage_group_is_refused() {
             ratchet_tree: encode_payload(&ds.ratchet_tree().unwrap()),
         },
     );
+    net.hook = Box::new(|_, _| Verdict::Deliver);
     net.run();
     net.advance(2_000, 100);
     assert!(
         net.devs[s].crypto.room_code().is_none(),
         "the speaker joined the operator's group"
     );
-    assert!(net.devs[s].has_alert(|a| matches!(a, Alert::ForeignGroup { .. })));
+    assert!(
+        net.devs[s].has_alert(|a| matches!(a, Alert::ForeignGroup { .. })),
+        "{:?} {:?}",
+        net.devs[s].alerts,
+        net.devs[s].errors
+    );
 
     // The honest Welcome goes through: the speaker joins the host's group.
-    net.hook = Box::new(|_, _| Verdict::Deliver);
     net.set_role(s, Role::Listener);
     net.run();
     net.invite(h, s);
@@ -417,6 +422,9 @@ fn attack_5b_uninvited_add_does_not_block_removals() {
     net.run();
     net.advance(3_000, 100);
     assert_eq!(net.delivery.as_ref().unwrap().members().len(), 1);
+    for d in [h, s, l] {
+        println!("{}: {:?} {:?}", net.devs[d].name, net.devs[d].errors, net.devs[d].alerts);
+    }
     assert!(net.hears(h, l));
     assert!(!net.hears(h, s));
 }
@@ -492,6 +500,9 @@ fn attack_7_unrelated_error_does_not_drop_the_commit() {
         net.devs[s].crypto.room_code(),
         "the host forked from the group"
     );
+    for d in [h, s, l] {
+        println!("{}: {:?} {:?}", net.devs[d].name, net.devs[d].errors, net.devs[d].alerts);
+    }
     assert!(net.hears(h, l) && net.hears(h, s) && net.hears(s, h));
 }
 
@@ -573,7 +584,8 @@ fn attack_10_replayed_frames_are_refused() {
     // Across the listener's join refresh (a fresh key ring).
     net.advance(4 * 60_000 + 1_000, 1_000);
     let f = net.devs[h].crypto.encrypt(net.now, b"twice?").unwrap();
-    assert!(net.devs[l].crypto.decrypt(net.now, &f).is_ok());
+    let r = net.devs[l].crypto.decrypt(net.now, &f);
+    assert!(r.is_ok(), "{r:?} {:?} {:?}", net.devs[l].errors, net.devs[l].alerts);
     net.advance(100, 100);
     assert!(net.devs[l].crypto.decrypt(net.now, &f).is_err());
 }

@@ -667,19 +667,18 @@ impl RoomRelay {
                         "a new stage group must hold exactly the host's device",
                     ));
                 }
-                let replaced = self.delivery.replace(d).is_some();
+                self.delivery = Some(d);
                 self.binding = Some(binding.clone());
                 self.key_owner
                     .insert(*conn.key.as_bytes(), conn.user.clone());
                 self.proposed.clear();
                 self.proposed_epoch = 0;
                 self.distributor = None;
-                // Stage members already here join the new group (first or
-                // replacement) if the binding verifies for them.
-                if replaced || self.delivery.is_some() {
-                    let others = self.conns_where(|c| {
-                        c.id != conn.id && self.role_of(&c.user).is_some_and(Role::on_stage)
-                    });
+                // Everyone learns the new binding (listeners keep it for when
+                // they are invited); stage members already here join the new
+                // group, first or replacement, if the binding verifies.
+                {
+                    let others = self.conns_where(|c| c.id != conn.id);
                     for c in others {
                         self.send(
                             c,

@@ -112,7 +112,7 @@ impl Dev {
             match self.crypto.handle(now(), &msg) {
                 Ok(more) => out.extend(more),
                 Err(CryptoError::Refused { .. }) => {}
-                Err(e) => panic!("{}: {e}", self.name),
+                Err(e) => panic!("{}: {e} {:?}", self.name, self.crypto.take_alerts()),
             }
             for m in out {
                 self.channel.send(m).await.unwrap();

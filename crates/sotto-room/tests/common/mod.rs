@@ -291,7 +291,7 @@ impl Net {
                 self.binding = Some(group.clone());
                 self.distributor = None;
                 for j in 0..self.devs.len() {
-                    if j != i && self.role(j).is_some_and(Role::on_stage) {
+                    if j != i {
                         self.e2ee(
                             j,
                             E2eeDown::GroupReset {
@@ -336,7 +336,7 @@ impl Net {
                 if let Some(kp) = self.candidates.get(&c).cloned() {
                     let d = self.delivery.as_ref().unwrap();
                     let p = self.proposer.propose_add(d, &kp).unwrap();
-                    self.post(None, p);
+                    self.post(None, p).unwrap();
                 }
             }
             E2eeUp::Handshake { message, id } => match self.post(Some(i), b(&message)) {
@@ -572,11 +572,26 @@ impl Net {
 
     /// A frame from speaker `s` decrypts at listener `l`.
     pub fn hears(&mut self, s: usize, l: usize) -> bool {
+        match self.hears_why(s, l) {
+            Ok(()) => true,
+            Err(why) => {
+                println!("{} does not hear {}: {why}", self.devs[l].name, self.devs[s].name);
+                false
+            }
+        }
+    }
+
+    pub fn hears_why(&mut self, s: usize, l: usize) -> Result<(), String> {
         let now = self.now;
-        let Some(f) = self.devs[s].crypto.encrypt(now, b"hello room") else {
-            return false;
-        };
-        self.devs[l].crypto.decrypt(now, &f).is_ok_and(|p| p == b"hello room")
+        let f = self.devs[s]
+            .crypto
+            .encrypt(now, b"hello room")
+            .ok_or_else(|| format!("{} has no send key", self.devs[s].name))?;
+        match self.devs[l].crypto.decrypt(now, &f) {
+            Ok(p) if p == b"hello room" => Ok(()),
+            Ok(_) => Err("wrong plaintext".into()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Host `h` invites device `c` (on stage in the room) to the stage group.
