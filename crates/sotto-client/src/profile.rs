@@ -135,8 +135,8 @@ impl Profile {
     /// Saves what this device trusts (written to a temporary file, then
     /// renamed: a crash never leaves half a trust file).
     pub fn save_trust(&self, trust: &sotto_room::TrustStore) -> Result<(), ClientError> {
-        let text = serde_json::to_string_pretty(trust)
-            .map_err(|e| ClientError::Profile(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(trust).map_err(|e| ClientError::Profile(e.to_string()))?;
         let tmp = self.dir.join(format!("{TRUST_FILE}.tmp"));
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, self.dir.join(TRUST_FILE))?;

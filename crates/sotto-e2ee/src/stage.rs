@@ -184,9 +184,8 @@ impl StageCandidate {
         };
         let tree = RatchetTreeIn::tls_deserialize_exact(ratchet_tree)
             .map_err(|e| StageError::Malformed(e.to_string()))?;
-        let staged =
-            StagedWelcome::new_from_welcome(&self.provider, &join_config(), w, Some(tree))
-                .map_err(|e| StageError::Rejected(e.to_string()))?;
+        let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config(), w, Some(tree))
+            .map_err(|e| StageError::Rejected(e.to_string()))?;
         if staged.group_context().group_id().as_slice() != bound_group {
             return Err(StageError::UnboundGroup);
         }
@@ -682,9 +681,9 @@ impl StageMember {
     ) -> Result<Option<CommitOut>, StageError> {
         match self.intent.take() {
             Some(Intent::SelfUpdate) => self.self_update().map(Some),
-            Some(Intent::CommitPending) if self.group.pending_proposals().next().is_some() => {
-                self.commit_pending(invitations, &[]).map(|(out, _)| Some(out))
-            }
+            Some(Intent::CommitPending) if self.group.pending_proposals().next().is_some() => self
+                .commit_pending(invitations, &[])
+                .map(|(out, _)| Some(out)),
             _ => Ok(None),
         }
     }

@@ -164,7 +164,11 @@ fn concurrent_commits_one_wins_other_rebases_all_converge() {
     net.post(None, &prop).unwrap();
     net.sync_all();
 
-    let a = net.members[0].stage.commit_pending(&[invite], &[]).unwrap().0;
+    let a = net.members[0]
+        .stage
+        .commit_pending(&[invite], &[])
+        .unwrap()
+        .0;
     let b = net.members[1].stage.self_update().unwrap();
     let epoch = net.ds.epoch();
 
@@ -405,13 +409,13 @@ fn rebase_rechecks_invitations() {
     let a = net.members[0]
         .stage
         .commit_pending(std::slice::from_ref(&invite), &[])
-.unwrap()
-.0;
+        .unwrap()
+        .0;
     let b = net.members[1]
         .stage
         .commit_pending(std::slice::from_ref(&invite), &[])
-.unwrap()
-.0;
+        .unwrap()
+        .0;
     net.post(Some(0), &a.commit).unwrap();
     net.members[0].stage.commit_accepted(net.now).unwrap();
     assert!(matches!(

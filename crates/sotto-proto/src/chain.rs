@@ -263,7 +263,10 @@ pub fn parse_chain(bytes: &[u8]) -> Result<Vec<DeviceLink>, ChainError> {
     if bytes.len() / LINK_LEN > MAX_LINKS {
         return Err(ChainError::TooLong);
     }
-    bytes.chunks_exact(LINK_LEN).map(DeviceLink::parse).collect()
+    bytes
+        .chunks_exact(LINK_LEN)
+        .map(DeviceLink::parse)
+        .collect()
 }
 
 /// Verifies a whole chain: sequence, hashes, and every link signed by a

@@ -50,13 +50,13 @@ use sotto_e2ee::error::{
     OpenError, RosterError, StageError,
 };
 use sotto_e2ee::frame::parse_header;
-use sotto_e2ee::keys::KeyGeneration;
-use sotto_proto::chain::{ChainError, VerifiedChain};
 use sotto_e2ee::identity::{DeviceIdentity, Fingerprint, IdentityKey};
 use sotto_e2ee::invitation::{VerifiedInvitation, create_invitation};
+use sotto_e2ee::keys::KeyGeneration;
 use sotto_e2ee::stage::{
     CommitOut, ExternalSenderInfo, StageCandidate, StageConfig, StageEvent, StageMember,
 };
+use sotto_proto::chain::{ChainError, VerifiedChain};
 use sotto_proto::channel::{
     ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, SealedFor, ServerMessage,
     decode_payload, encode_payload,
@@ -477,7 +477,10 @@ impl RoomCrypto {
         let (plain, generation) = self.decrypt_any(now_ms, kid, frame)?;
         // KIDs repeat across generations (a 2-bit tag): the filter keys on
         // the generation that authenticated the frame.
-        if !self.replay.accept((generation.epoch, generation.rotation, kid), ctr) {
+        if !self
+            .replay
+            .accept((generation.epoch, generation.rotation, kid), ctr)
+        {
             return Err(FrameError::Replayed { kid, ctr }.into());
         }
         Ok(plain)
@@ -1216,9 +1219,7 @@ impl RoomCrypto {
         let mut strays = Vec::new();
         let mut found = Vec::new();
         for (leaf, key, account) in m.stage.member_accounts() {
-            let user = account
-                .and_then(|a| String::from_utf8(a).ok())
-                .map(UserId);
+            let user = account.and_then(|a| String::from_utf8(a).ok()).map(UserId);
             let on_stage = user
                 .as_ref()
                 .is_some_and(|u| self.role_of(u).is_some_and(Role::on_stage));

@@ -124,7 +124,11 @@ fn attack_1_forged_device_gets_no_key() {
         },
     );
     net.run();
-    assert_eq!(sealed_to(&net.devs[h], &op_device), 0, "key sealed to the operator");
+    assert_eq!(
+        sealed_to(&net.devs[h], &op_device),
+        0,
+        "key sealed to the operator"
+    );
     assert!(net.devs[h].has_alert(|a| matches!(a, Alert::ForgedDevice { .. })));
     // ...and with a chain of its own making for that account: the
     // distributor pinned the listener's root at its first join request.
@@ -182,9 +186,15 @@ fn attack_2_forked_stage_group_is_refused() {
     };
     let room = net.room.as_str().as_bytes().to_vec();
     let op_public = op.public();
-    let (mut m, gi, tree) =
-        StageMember::create(op, &room, &info, StageConfig::default(), net.now, &mut net.rng)
-            .unwrap();
+    let (mut m, gi, tree) = StageMember::create(
+        op,
+        &room,
+        &info,
+        StageConfig::default(),
+        net.now,
+        &mut net.rng,
+    )
+    .unwrap();
     let mut ds = RoomDelivery::create(&gi, &tree).unwrap();
     let add = op_server.propose_add(&ds, &kp).unwrap();
     ds.handle_handshake(&add).unwrap();
@@ -385,7 +395,10 @@ fn attack_5_removed_speaker_is_removed_by_the_stage() {
     net.run();
     net.advance(3_000, 100);
     let members = net.delivery.as_ref().unwrap().members().len();
-    assert_eq!(members, 1, "the speaker who left is still in the stage group");
+    assert_eq!(
+        members, 1,
+        "the speaker who left is still in the stage group"
+    );
     net.advance(2_000, 100);
     // Its state is at an old epoch: the host's new frames do not decrypt.
     assert!(net.hears(h, l));
@@ -402,16 +415,13 @@ fn attack_5b_uninvited_add_does_not_block_removals() {
     other.run();
     let stray = other.join("y", Role::Speaker);
     other.run();
-    let kp = other.devs[stray]
-        .sent
-        .iter()
-        .find_map(|m| match m {
-            ClientMessage::E2ee {
-                e2ee: E2eeUp::KeyPackage { key_package },
-                ..
-            } => Some(decode_payload(key_package).unwrap()),
-            _ => None,
-        });
+    let kp = other.devs[stray].sent.iter().find_map(|m| match m {
+        ClientMessage::E2ee {
+            e2ee: E2eeUp::KeyPackage { key_package },
+            ..
+        } => Some(decode_payload(key_package).unwrap()),
+        _ => None,
+    });
     let kp = kp.expect("a KeyPackage to propose");
     let add = net
         .proposer
@@ -423,7 +433,10 @@ fn attack_5b_uninvited_add_does_not_block_removals() {
     net.advance(3_000, 100);
     assert_eq!(net.delivery.as_ref().unwrap().members().len(), 1);
     for d in [h, s, l] {
-        println!("{}: {:?} {:?}", net.devs[d].name, net.devs[d].errors, net.devs[d].alerts);
+        println!(
+            "{}: {:?} {:?}",
+            net.devs[d].name, net.devs[d].errors, net.devs[d].alerts
+        );
     }
     assert!(net.hears(h, l));
     assert!(!net.hears(h, s));
@@ -501,7 +514,10 @@ fn attack_7_unrelated_error_does_not_drop_the_commit() {
         "the host forked from the group"
     );
     for d in [h, s, l] {
-        println!("{}: {:?} {:?}", net.devs[d].name, net.devs[d].errors, net.devs[d].alerts);
+        println!(
+            "{}: {:?} {:?}",
+            net.devs[d].name, net.devs[d].errors, net.devs[d].alerts
+        );
     }
     assert!(net.hears(h, l) && net.hears(h, s) && net.hears(s, h));
 }
@@ -585,7 +601,12 @@ fn attack_10_replayed_frames_are_refused() {
     net.advance(4 * 60_000 + 1_000, 1_000);
     let f = net.devs[h].crypto.encrypt(net.now, b"twice?").unwrap();
     let r = net.devs[l].crypto.decrypt(net.now, &f);
-    assert!(r.is_ok(), "{r:?} {:?} {:?}", net.devs[l].errors, net.devs[l].alerts);
+    assert!(
+        r.is_ok(),
+        "{r:?} {:?} {:?}",
+        net.devs[l].errors,
+        net.devs[l].alerts
+    );
     net.advance(100, 100);
     assert!(net.devs[l].crypto.decrypt(net.now, &f).is_err());
 }

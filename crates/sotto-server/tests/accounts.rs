@@ -7,9 +7,9 @@ use std::time::Duration;
 use common::{Db, ManualClock, TestServer, raw_http};
 use sotto_client::api::is_code;
 use sotto_client::{Client, Profile};
-use sotto_proto::chain::LinkOp;
 use sotto_proto::ErrorCode;
 use sotto_proto::api::{AddDeviceRequest, LoginRequest, RegisterRequest, UpdateProfileRequest};
+use sotto_proto::chain::LinkOp;
 use sotto_proto::keys::{add_device_transcript, register_transcript};
 
 /// 50 concurrent redemptions of a single-use invite create exactly one account.
@@ -245,8 +245,21 @@ async fn sessions_and_devices(db: Db) {
         ..bad
     };
     let device = phone.add_device(&good).await.unwrap();
+    // The same request again: its link no longer follows the chain.
     let r = phone.add_device(&good).await;
-    assert!(is_code(&r, ErrorCode::DeviceKeyTaken), "{r:?}");
+    assert!(is_code(&r, ErrorCode::DeviceChainConflict), "{r:?}");
+    // Re-signed after the new head: a key can be added only once.
+    let chain = phone.own_chain().await.unwrap();
+    let again = AddDeviceRequest {
+        device_link: sotto_proto::keys::encode_b64(
+            &phone_profile
+                .sign_link(chain.last(), LinkOp::Add, &laptop_profile.public_key())
+                .to_bytes(),
+        ),
+        ..good.clone()
+    };
+    let r = phone.add_device(&again).await;
+    assert!(is_code(&r, ErrorCode::InvalidDeviceLink), "{r:?}");
     let mut laptop = srv.client();
     laptop.login(&laptop_profile).await.unwrap();
     assert_eq!(laptop.me().await.unwrap().id, me.id);

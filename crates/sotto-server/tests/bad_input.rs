@@ -64,7 +64,7 @@ async fn fixed_bad_requests() {
     expect_error(r, 413, ErrorCode::PayloadTooLarge).await;
 
     // Invalid fields.
-    let reg = |username: &str, key: &str| serde_json::json!({"invite_code": "x", "username": username, "display_name": "D", "device_public_key": key, "signature": "AA"});
+    let reg = |username: &str, key: &str| serde_json::json!({"invite_code": "x", "username": username, "display_name": "D", "device_public_key": key, "signature": "AA", "device_link": "AA"});
     let key = sotto_client::Profile::open_or_create(&srv.dir.path().join("k"))
         .unwrap()
         .public_key()

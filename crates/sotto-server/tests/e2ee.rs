@@ -10,8 +10,7 @@ use common::{Db, TestServer};
 use sotto_client::room_crypto::{CryptoError, FrameErrorKind as FrameError, RoomCrypto};
 use sotto_client::{Channel, Client};
 use sotto_proto::channel::{
-    E2eeDown,
-    ClientEnvelope, ClientMessage, E2eeUp, SealedFor, ServerMessage, encode_payload,
+    ClientEnvelope, ClientMessage, E2eeDown, E2eeUp, SealedFor, ServerMessage, encode_payload,
 };
 use sotto_proto::room::RoomKind;
 use sotto_proto::{DeviceId, ErrorCode, RoomId, UserId};

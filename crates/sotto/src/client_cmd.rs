@@ -321,12 +321,7 @@ async fn session(
 
 /// `sotto verify`: the safety code of this account and another, from the
 /// roots of their device chains (checked against this device's pins).
-async fn verify(
-    conn: &Conn,
-    username: &str,
-    yes: bool,
-    accept_change: bool,
-) -> anyhow::Result<()> {
+async fn verify(conn: &Conn, username: &str, yes: bool, accept_change: bool) -> anyhow::Result<()> {
     let profile = Profile::open(&conn.profile)?;
     let client = signed_in(conn).await?;
     let me = client.me().await?;
@@ -362,7 +357,9 @@ async fn verify(
     } else {
         println!(
             "@{username} is {} on this device. Compare the code with them; if it matches, run again with --yes.",
-            trust.trust(&theirs.id).map_or("unknown".into(), |t| t.to_string())
+            trust
+                .trust(&theirs.id)
+                .map_or("unknown".into(), |t| t.to_string())
         );
     }
     profile.save_trust(&trust)?;
@@ -380,14 +377,17 @@ async fn roster(conn: &Conn, room: String, wait: std::time::Duration) -> anyhow:
     let client = signed_in(conn).await?;
     let view = client.room(&crypto_room(crypto)).await?;
     let name = |u: &sotto_proto::UserId| {
-        view.members
-            .iter()
-            .find(|m| &m.user_id == u)
-            .map_or_else(|| format!("{} (not in the room)", u.short()), |m| format!("@{}", m.username))
+        view.members.iter().find(|m| &m.user_id == u).map_or_else(
+            || format!("{} (not in the room)", u.short()),
+            |m| format!("@{}", m.username),
+        )
     };
     println!("Who can decrypt \"{}\":", view.title);
     for e in &report.entries {
-        let who = e.user.as_ref().map_or_else(|| "unknown key holder".into(), name);
+        let who = e
+            .user
+            .as_ref()
+            .map_or_else(|| "unknown key holder".into(), name);
         let trust = e.trust.map_or("unknown".into(), |t| t.to_string());
         let tier = if e.stage { "stage   " } else { "listener" };
         println!("  {tier} {who:<30} {trust}");

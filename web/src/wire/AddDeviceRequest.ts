@@ -4,4 +4,9 @@
  * Authorize another device key for this account. The device of the current
  * session and the new device each sign [`crate::keys::add_device_transcript`].
  */
-export type AddDeviceRequest = { device_public_key: string, name: string, authorizer_signature: string, new_device_signature: string, };
+export type AddDeviceRequest = { device_public_key: string, name: string, authorizer_signature: string, new_device_signature: string, 
+/**
+ * The next link of the account's device chain: `add` of the new key,
+ * signed by this session's device (base64url).
+ */
+device_link: string, };

@@ -7,4 +7,10 @@ import type { UserId } from "./UserId";
  * the account, the device, and that device's registered identity key. A
  * client trusts this binding unless people compare safety codes.
  */
-export type E2eePeer = { user_id: UserId, device_id: DeviceId, device_key: string, };
+export type E2eePeer = { user_id: UserId, device_id: DeviceId, device_key: string, 
+/**
+ * The account's device chain as the server stores it (base64url of
+ * the links, [`crate::chain`]). Clients verify it against the pinned
+ * root and accept `device_key` only if the chain holds it.
+ */
+chain: string, };

@@ -8,4 +8,9 @@ export type Profile = { id: UserId, username: string, display_name: string, bio:
 /**
  * Whether the signed-in user follows them.
  */
-followed_by_you: boolean, };
+followed_by_you: boolean, 
+/**
+ * Their device chain (base64url of the concatenated links): verify it
+ * and pin its root; never trust a device key the chain does not hold.
+ */
+device_chain: string, };

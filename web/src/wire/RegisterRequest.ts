@@ -4,4 +4,9 @@
  * Create an account with an invite. `signature` is the device's Ed25519
  * signature over [`crate::keys::register_transcript`].
  */
-export type RegisterRequest = { invite_code: string, username: string, display_name: string, device_public_key: string, device_name: string | null, signature: string, };
+export type RegisterRequest = { invite_code: string, username: string, display_name: string, device_public_key: string, device_name: string | null, signature: string, 
+/**
+ * The first link of the account's device chain (base64url of
+ * [`crate::chain::DeviceLink`]): the key adding itself, self-signed.
+ */
+device_link: string, };

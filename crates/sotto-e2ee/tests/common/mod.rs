@@ -136,7 +136,11 @@ impl Net {
         let prop = self.server.propose_add(&self.ds, &kp).unwrap();
         self.post(None, &prop).unwrap();
         self.sync_all();
-        let out = self.members[0].stage.commit_pending(&[invite], &[]).unwrap().0;
+        let out = self.members[0]
+            .stage
+            .commit_pending(&[invite], &[])
+            .unwrap()
+            .0;
         self.post(Some(0), &out.commit).unwrap();
         self.members[0].stage.commit_accepted(self.now).unwrap();
         self.ds.set_group_info(&out.group_info).unwrap();

@@ -48,7 +48,11 @@ pub struct Dev {
 
 impl Dev {
     pub fn key(&self) -> DevicePublicKey {
-        DevicePublicKey::from_bytes(SigningKey::from_bytes(&self.seed).verifying_key().to_bytes())
+        DevicePublicKey::from_bytes(
+            SigningKey::from_bytes(&self.seed)
+                .verifying_key()
+                .to_bytes(),
+        )
     }
 
     pub fn peer(&self) -> E2eePeer {
@@ -283,7 +287,8 @@ impl Net {
                 ratchet_tree,
                 binding,
             } => {
-                self.delivery = Some(RoomDelivery::create(&b(&group_info), &b(&ratchet_tree)).unwrap());
+                self.delivery =
+                    Some(RoomDelivery::create(&b(&group_info), &b(&ratchet_tree)).unwrap());
                 let group = GroupBinding {
                     binding,
                     from: peer,
@@ -437,7 +442,11 @@ impl Net {
     }
 
     /// Orders a handshake and sends it to the stage group's devices.
-    pub fn post(&mut self, from: Option<usize>, bytes: Vec<u8>) -> Result<(u64, u64, bool), ErrorCode> {
+    pub fn post(
+        &mut self,
+        from: Option<usize>,
+        bytes: Vec<u8>,
+    ) -> Result<(u64, u64, bool), ErrorCode> {
         let Some(d) = self.delivery.as_mut() else {
             return Err(ErrorCode::E2eeNoGroup);
         };
@@ -471,7 +480,10 @@ impl Net {
         };
         let mut props = Vec::new();
         for m in d.members() {
-            let owner = self.devs.iter().position(|x| x.key().as_bytes().as_slice() == m.signature_key);
+            let owner = self
+                .devs
+                .iter()
+                .position(|x| x.key().as_bytes().as_slice() == m.signature_key);
             let wanted = owner.is_some_and(|o| self.role(o).is_some_and(Role::on_stage));
             if !wanted {
                 props.push(self.proposer.propose_remove(d, m.leaf_index).unwrap());
@@ -499,8 +511,11 @@ impl Net {
         self.distributor = best;
         if let Some(new) = best {
             self.e2ee(new, E2eeDown::Distributor { active: true });
-            let reqs: Vec<(usize, Vec<u8>)> =
-                self.join_requests.iter().map(|(k, v)| (*k, v.clone())).collect();
+            let reqs: Vec<(usize, Vec<u8>)> = self
+                .join_requests
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
             for (j, r) in reqs {
                 let from = self.devs[j].peer();
                 self.e2ee(
@@ -557,7 +572,11 @@ impl Net {
         while self.now < end {
             self.now = (self.now + step).min(end);
             for i in 0..self.devs.len() {
-                if self.devs[i].crypto.poll_timeout().is_some_and(|t| t <= self.now) {
+                if self.devs[i]
+                    .crypto
+                    .poll_timeout()
+                    .is_some_and(|t| t <= self.now)
+                {
                     let out = self.devs[i].crypto.handle_timeout(self.now);
                     let alerts = self.devs[i].crypto.take_alerts();
                     self.devs[i].alerts.extend(alerts);
@@ -575,7 +594,10 @@ impl Net {
         match self.hears_why(s, l) {
             Ok(()) => true,
             Err(why) => {
-                println!("{} does not hear {}: {why}", self.devs[l].name, self.devs[s].name);
+                println!(
+                    "{} does not hear {}: {why}",
+                    self.devs[l].name, self.devs[s].name
+                );
                 false
             }
         }

@@ -398,9 +398,18 @@ pub async fn revoke_device(
     .await?;
     state
         .store
-        .revoke_device(&session.user_id, &device, Some((link.0, &link.1)), state.now())
+        .revoke_device(
+            &session.user_id,
+            &device,
+            Some((link.0, &link.1)),
+            state.now(),
+        )
         .await?;
-    state.revoke(crate::http::Revocation::Device(device.clone()), &device, &key);
+    state.revoke(
+        crate::http::Revocation::Device(device.clone()),
+        &device,
+        &key,
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

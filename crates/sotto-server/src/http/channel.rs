@@ -66,7 +66,10 @@ async fn run(mut socket: WebSocket, state: AppState) {
         let chain = match state.store.device_chain(&session.user_id).await {
             Ok(chain) => sotto_proto::channel::encode_payload(&chain),
             Err(e) => {
-                tracing::warn!(code = e.code.as_str(), "session channel: device chain unavailable");
+                tracing::warn!(
+                    code = e.code.as_str(),
+                    "session channel: device chain unavailable"
+                );
                 String::new()
             }
         };

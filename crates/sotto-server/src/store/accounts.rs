@@ -265,10 +265,7 @@ impl Store {
             .bind(user.0.clone())
             .fetch_all(self.pool())
             .await?;
-        Ok(rows
-            .iter()
-            .flat_map(|r| r.get::<Vec<u8>, _>(0))
-            .collect())
+        Ok(rows.iter().flat_map(|r| r.get::<Vec<u8>, _>(0)).collect())
     }
 
     /// The public key of one of the user's devices (revoked or not).
@@ -381,13 +378,12 @@ async fn insert_link(
     seq: u32,
     link: &[u8],
 ) -> Result<(), ApiError> {
-    let inserted =
-        sqlx::query("INSERT INTO device_links (user_id, seq, link) VALUES ($1, $2, $3)")
-            .bind(user.0.clone())
-            .bind(i64::from(seq))
-            .bind(link.to_vec())
-            .execute(&mut **tx)
-            .await;
+    let inserted = sqlx::query("INSERT INTO device_links (user_id, seq, link) VALUES ($1, $2, $3)")
+        .bind(user.0.clone())
+        .bind(i64::from(seq))
+        .bind(link.to_vec())
+        .execute(&mut **tx)
+        .await;
     match inserted {
         Err(e) if is_unique_violation(&e) => Err(ErrorCode::DeviceChainConflict.into()),
         other => other.map(|_| ()).map_err(Into::into),
