@@ -660,10 +660,9 @@ impl RoomCrypto {
         let Stage::Member(m) = &mut self.stage else {
             return Ok(());
         };
-        if !m
-            .in_flight
+        if m.in_flight
             .as_ref()
-            .is_some_and(|f| f.sent_at + COMMIT_TIMEOUT_MS <= now)
+            .is_none_or(|f| f.sent_at + COMMIT_TIMEOUT_MS > now)
         {
             return Ok(());
         }
@@ -868,7 +867,7 @@ impl RoomCrypto {
                 let Stage::Member(m) = &mut self.stage else {
                     return Ok(());
                 };
-                if !m.in_flight.as_ref().is_some_and(|f| f.id == *id) {
+                if m.in_flight.as_ref().is_none_or(|f| f.id != *id) {
                     return Ok(());
                 }
                 let Some(InFlight { out, .. }) = m.in_flight.take() else {

@@ -190,7 +190,7 @@ impl Net {
         });
         self.broadcast_view();
         for m in out {
-            self.from_client(i, m);
+            self.relay(i, m);
         }
         i
     }
@@ -253,7 +253,7 @@ impl Net {
     }
 
     /// The honest relay's handling of one client message.
-    pub fn from_client(&mut self, i: usize, msg: ClientMessage) {
+    pub fn relay(&mut self, i: usize, msg: ClientMessage) {
         self.devs[i].sent.push(msg.clone());
         let ClientMessage::E2ee { e2ee, .. } = msg else {
             return;
@@ -561,7 +561,7 @@ impl Net {
         let alerts = self.devs[i].crypto.take_alerts();
         self.devs[i].alerts.extend(alerts);
         for o in out {
-            self.from_client(i, o);
+            self.relay(i, o);
         }
     }
 
@@ -581,7 +581,7 @@ impl Net {
                     let alerts = self.devs[i].crypto.take_alerts();
                     self.devs[i].alerts.extend(alerts);
                     for o in out {
-                        self.from_client(i, o);
+                        self.relay(i, o);
                     }
                 }
             }
