@@ -16,7 +16,7 @@ use sotto_e2ee::identity::{DeviceIdentity, IdentityKey};
 use sotto_e2ee::invitation::{VerifiedInvitation, create_invitation};
 use sotto_e2ee::keys::{KeyGeneration, test_audience_key};
 use sotto_e2ee::stage::{ExternalSenderInfo, StageConfig, StageMember};
-use sotto_proto::chain::encode_chain;
+use sotto_proto::chain::{DeviceLink, LinkOp, encode_chain};
 use sotto_proto::channel::{
     ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, ServerMessage, decode_payload,
     encode_payload,
@@ -558,12 +558,29 @@ fn attack_8_invitation_only_for_the_invited_users_own_key() {
     net.advance(2_000, 100);
     assert_eq!(invitations(&net.devs[h]), 1);
     assert!(net.devs[s].crypto.can_encrypt());
-    // Another candidate for the same user later: the intent was used up.
+    // Another candidate for the same user later: the intent was used up,
+    // even for a key the user's own chain holds (a second device).
     let chain = net.devs[s].peer().chain;
     let fake = op_peer(&net, s, &op, chain);
     net.e2ee(h, E2eeDown::Candidate { candidate: fake });
     net.run();
     assert_eq!(invitations(&net.devs[h]), 1);
+    let (second, _) = keypair([0x2d; 32]);
+    let second_key = DevicePublicKey::from_bytes(second.verifying_key().to_bytes());
+    let signer = ed25519_dalek::SigningKey::from_bytes(&net.devs[s].seed);
+    let link = DeviceLink::sign(net.devs[s].links.last(), LinkOp::Add, &second_key, &signer);
+    net.devs[s].links.push(link);
+    let mut other_device = net.devs[s].peer();
+    other_device.device_key = second_key;
+    other_device.device_id = DeviceId("1".repeat(32));
+    net.e2ee(
+        h,
+        E2eeDown::Candidate {
+            candidate: other_device,
+        },
+    );
+    net.run();
+    assert_eq!(invitations(&net.devs[h]), 1, "one intent, two invitations");
     assert!(net.hears(h, l));
 }
 

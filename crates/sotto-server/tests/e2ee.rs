@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Db, TestServer};
 use sotto_client::room_crypto::{CryptoError, FrameErrorKind as FrameError, RoomCrypto};
-use sotto_client::{Channel, Client};
+use sotto_client::{Channel, Client, ClientError};
 use sotto_proto::channel::{
     ClientEnvelope, ClientMessage, E2eeDown, E2eeUp, SealedFor, ServerMessage, encode_payload,
 };
@@ -520,5 +520,56 @@ async fn garbage_and_unauthorised_e2ee_messages_get_typed_errors() {
     }
     let f = host.crypto.encrypt(now(), b"still fine").unwrap();
     assert_eq!(lis.crypto.decrypt(now(), &f).unwrap(), b"still fine");
+    srv.stop().await;
+}
+
+/// Attack 9 through the real server: a device that logs out (or is
+/// revoked) loses its open channel at once, and the key distributor drops
+/// it and rotates: frames sent after that do not decrypt with what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_closes_the_channel_and_rotates_the_key_away() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (mut host, room) = enter(&srv, "host", None).await;
+    let (mut gone, _) = enter(&srv, "leaver", Some(&room)).await;
+    let (mut stays, _) = enter(&srv, "stayer", Some(&room)).await;
+    {
+        let mut devs = [&mut host, &mut gone, &mut stays];
+        pump_until(&mut devs, Duration::from_secs(15), |d| {
+            d.iter().all(|d| d.crypto.can_decrypt()) && d[0].crypto.can_encrypt()
+        })
+        .await;
+    }
+    let f = host.crypto.encrypt(now(), b"before").unwrap();
+    assert!(gone.crypto.decrypt(now(), &f).is_ok());
+
+    gone.client.logout().await.unwrap();
+    // Its channel is told and closed, without any further request.
+    let mut closed = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        match gone.channel.next(Duration::from_millis(200)).await {
+            Ok(ServerMessage::Error { error }) if error.code == ErrorCode::SessionRevoked => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(ClientError::Channel(m)) if m.contains("timed out") => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the logged-out session's channel stayed open");
+    {
+        let mut devs = [&mut host, &mut stays];
+        pump_for(&mut devs, Duration::from_millis(1500)).await;
+    }
+    let f = host.crypto.encrypt(now(), b"after").unwrap();
+    assert_eq!(stays.crypto.decrypt(now(), &f).unwrap(), b"after");
+    assert!(
+        gone.crypto.decrypt(now(), &f).is_err(),
+        "the logged-out device still decrypts new frames"
+    );
     srv.stop().await;
 }
