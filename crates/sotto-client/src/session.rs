@@ -86,6 +86,9 @@ pub struct SessionStats {
     /// Key holders on the room's signed roster that are no device of anyone
     /// in the room (checked whenever a new roster arrives).
     pub hidden_listeners: usize,
+    /// Milliseconds from the start of the session (before joining the room)
+    /// to the first frame decrypted.
+    pub first_audio_ms: Option<u64>,
 }
 
 /// What a session produced.
@@ -118,6 +121,7 @@ pub async fn run(
     config: SessionConfig,
     mut on_tick: impl FnMut(&SessionStats),
 ) -> Result<SessionOutcome, ClientError> {
+    let session_start = Instant::now();
     let room = &config.room;
     let view = client.join(room).await?;
     let me = client.me().await?;
@@ -228,6 +232,10 @@ pub async fn run(
                 match crypto.decrypt(now_ms(Instant::now()), &packet.payload) {
                     Ok(opus) => {
                         outcome.stats.decrypted += 1;
+                        outcome
+                            .stats
+                            .first_audio_ms
+                            .get_or_insert(session_start.elapsed().as_millis() as u64);
                         let stream = match streams.entry(packet.ssrc) {
                             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                             std::collections::hash_map::Entry::Vacant(e) => e.insert(Stream {

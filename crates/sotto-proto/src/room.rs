@@ -13,7 +13,7 @@ use crate::ids::{RoomId, UserId};
 pub enum RoomKind {
     /// Any signed-in user may listen.
     Open,
-    /// Followers of someone on the stage may listen.
+    /// People the room's host or a moderator follows may listen.
     Social,
     /// Only users the moderators invited.
     Closed,

@@ -80,7 +80,10 @@ async fn story(db: Db) {
     assert!(followers.contains(&"bob".to_string()) && followers.contains(&"carol".to_string()));
     assert_eq!(bob.following("bob").await.unwrap()[0].username, "alice");
 
-    // Alice starts a social room: followers of the stage may enter.
+    // Alice follows them back and starts a social room: people its host
+    // or moderators follow may enter.
+    alice.follow("bob").await.unwrap();
+    alice.follow("carol").await.unwrap();
     let room = alice
         .create_room("Morning show", RoomKind::Social, Some("coffee"))
         .await
@@ -298,15 +301,29 @@ async fn kinds_and_hallway(db: Db) {
         ErrorCode::RoomAccessDenied
     ));
 
-    // Following Anna: her rooms come first, and the social one opens.
+    // Following Anna puts her rooms first, but does not open her social
+    // room: a follow is one-sided.
     c.follow("anna").await.unwrap();
-    let hall: Vec<String> = c
-        .hallway()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.title)
-        .collect();
+    let titles = |c: &sotto_client::Client| {
+        let c = c.clone();
+        async move {
+            c.hallway()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.title)
+                .collect::<Vec<String>>()
+        }
+    };
+    let hall = titles(&c).await;
+    assert_eq!(hall, vec!["Open", "Big"], "{hall:?}");
+    assert!(is_code(
+        &c.join(&social.id).await,
+        ErrorCode::RoomAccessDenied
+    ));
+    // Anna (the host) follows Cleo: the social room opens for her.
+    a.follow("cleo").await.unwrap();
+    let hall = titles(&c).await;
     assert_eq!(
         hall[2], "Big",
         "rooms with people I follow come first: {hall:?}"

@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use sotto_audio::{OpusDecoder, aligned_correlation, speech_like};
+use sotto_client::profile::ProfileInfo;
 use sotto_client::session::{Mode, SessionConfig, SessionOutcome, run};
 use sotto_client::{Client, Profile};
-use sotto_proto::RoomId;
 use sotto_proto::room::RoomKind;
+use sotto_proto::{DeviceId, RoomId};
 use sotto_server::config::{Clock as _, SystemClock};
 use sotto_server::media::MediaConfig;
 use sotto_server::{RunningServer, ServerConfig};
@@ -66,11 +67,7 @@ fn listen(
     room: RoomId,
     secs: u64,
 ) -> tokio::task::JoinHandle<SessionOutcome> {
-    tokio::spawn(async move {
-        let mut config = SessionConfig::new(room, Mode::Listen);
-        config.stop_after = Some(Duration::from_secs(secs));
-        run(&client, &profile, config, |_| {}).await.unwrap()
-    })
+    run_session(client, profile, room, Mode::Listen, secs)
 }
 
 fn speak(
@@ -297,6 +294,133 @@ async fn second_speaker_mid_room_and_a_banned_listener_is_cut_off() {
     assert_eq!(
         heard.stats.decrypt_failures, 0,
         "the remaining listener decrypted every frame"
+    );
+    world.server.shutdown().await.unwrap();
+}
+
+fn run_session(
+    client: Client,
+    profile: Profile,
+    room: RoomId,
+    mode: Mode,
+    secs: u64,
+) -> tokio::task::JoinHandle<SessionOutcome> {
+    tokio::spawn(async move {
+        let mut config = SessionConfig::new(room, mode);
+        config.stop_after = Some(Duration::from_secs(secs));
+        run(&client, &profile, config, |_| {}).await.unwrap()
+    })
+}
+
+/// Attack 1 of the malicious-operator issue, through the real server, its
+/// database, real UDP and real audio: the operator inserts one row into its
+/// own `devices` table for an existing listener, with a key it holds, logs
+/// in with that key and listens to the room. Before device chains it heard
+/// the room (correlation 0.97); now no frame decrypts for it, the key
+/// distributor (the speaker's client) says why, and the real listener
+/// hears as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_row_inserted_by_the_operator_hears_nothing() {
+    let world = start(0.0).await;
+    let (server, dir) = (&world.server, &world.dir);
+    let (host, host_p) = world.user("host").await;
+    let room = host
+        .create_room("Private talk", RoomKind::Open, None)
+        .await
+        .unwrap()
+        .id;
+    let (bob, bob_p) = world.user("bob").await;
+    let bob_id = bob.me().await.unwrap().id;
+    let real = run_session(bob, bob_p, room.clone(), Mode::Listen, 16);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // The operator's move: one row in its own database, nothing else.
+    let mut op_profile = Profile::open_or_create(&dir.path().join("operator")).unwrap();
+    let op_device = DeviceId::from_bytes(rand::random());
+    sqlx::query(
+        "INSERT INTO devices (id, user_id, public_key, name, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(op_device.0.clone())
+    .bind(bob_id.0.clone())
+    .bind(op_profile.public_key().as_bytes().to_vec())
+    .bind("laptop".to_string())
+    .bind(SystemClock.now_ms())
+    .execute(server.store.pool())
+    .await
+    .unwrap();
+    op_profile.info = ProfileInfo {
+        server: Some(server.base_url.clone()),
+        username: Some("bob".into()),
+        user_id: Some(bob_id.clone()),
+        device_id: Some(op_device),
+    };
+    op_profile.save().unwrap();
+    let mut op_client = Client::new(&server.base_url, None).unwrap();
+    op_client.login(&op_profile).await.unwrap();
+    assert_eq!(
+        op_client.me().await.unwrap().id,
+        bob_id,
+        "the operator is signed in as bob"
+    );
+    let op = run_session(op_client, op_profile, room.clone(), Mode::Listen, 14);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let input = speech_like(21, 10.0);
+    let speaker = run_session(
+        host,
+        host_p,
+        room.clone(),
+        Mode::Speak {
+            samples: input.clone(),
+            repeat: false,
+        },
+        30,
+    );
+    // A listener who arrives while the host speaks: time to first audio
+    // (join, media, admission with device-chain checks, first frame).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (carol, carol_p) = world.user("carol").await;
+    let late = run_session(carol, carol_p, room.clone(), Mode::Listen, 5)
+        .await
+        .unwrap();
+    let ttfa = late.stats.first_audio_ms;
+    println!(
+        "late listener: time to first audio {ttfa:?} ms, {:?}",
+        late.stats
+    );
+    assert!(
+        ttfa.is_some_and(|ms| ms < 5_000),
+        "the late listener heard nothing: {:?}",
+        late.stats
+    );
+    let speaker = speaker.await.unwrap();
+    assert!(speaker.stats.frames_sent >= 450, "{:?}", speaker.stats);
+
+    let heard = real.await.unwrap();
+    let c = aligned_correlation(&input, &heard.mix, 3 * SECOND).1;
+    println!("real listener: correlation {c:.3}, {:?}", heard.stats);
+    assert!(c >= 0.8, "the real listener's correlation {c:.3} < 0.8");
+    assert_eq!(heard.stats.hidden_listeners, 0, "{:?}", heard.stats);
+
+    let stolen = op.await.unwrap();
+    println!("operator's device: {:?}", stolen.stats);
+    assert!(
+        stolen.stats.packets_received >= 100,
+        "the operator's device got the ciphertext: {:?}",
+        stolen.stats
+    );
+    assert_eq!(
+        stolen.stats.decrypted, 0,
+        "the operator's device decrypted frames"
+    );
+    assert!(
+        speaker
+            .stats
+            .alerts
+            .iter()
+            .any(|a| a.contains("refused a device key")),
+        "the distributor did not say it refused the operator's key: {:?}",
+        speaker.stats.alerts
     );
     world.server.shutdown().await.unwrap();
 }

@@ -192,6 +192,8 @@ fn serve_register_follow_and_rooms() {
     assert!(out.contains("@bob"), "{out}");
 
     run(&["follow", "alice", "--server", url, "--profile", p2s]);
+    // A social room is for people its host follows.
+    run(&["follow", "bob", "--server", url, "--profile", p1s]);
     let out = run(&[
         "room",
         "create",

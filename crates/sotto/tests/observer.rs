@@ -265,6 +265,9 @@ async fn scenario(
     }
     for (client, _) in &users[1..] {
         client.follow("obshostess").await.unwrap();
+        // A social room is for people its host follows.
+        let them = client.me().await.unwrap().username;
+        users[0].0.follow(&them).await.unwrap();
     }
     let host = users[0].0.clone();
     let room = host

@@ -269,7 +269,9 @@ impl Store {
         let rows = sqlx::query(
             "SELECT r.id, r.title, r.kind, u.id, u.username, u.display_name, m.role, m.joined_seq, \
                (SELECT COUNT(*) FROM room_members l WHERE l.room_id = r.id AND l.role = 'listener'), \
-               (SELECT COUNT(*) FROM follows f WHERE f.follower_id = $1 AND f.followee_id = m.user_id) \
+               (SELECT COUNT(*) FROM follows f WHERE f.follower_id = $1 AND f.followee_id = m.user_id), \
+               (SELECT COUNT(*) FROM follows f WHERE f.follower_id = m.user_id AND f.followee_id = $1 \
+                  AND m.role IN ('host', 'moderator')) \
              FROM rooms r JOIN room_members m ON m.room_id = r.id AND m.role <> 'listener' \
              JOIN users u ON u.id = m.user_id \
              WHERE r.ended_at IS NULL ORDER BY r.created_at DESC, r.id LIMIT 5000",
@@ -289,6 +291,8 @@ impl Store {
         let banned = ids("SELECT room_id FROM room_bans WHERE user_id = $1").await?;
 
         let mut order: Vec<String> = Vec::new();
+        // Social rooms whose host or a moderator follows the user.
+        let mut followed_by_moderators: HashSet<String> = HashSet::new();
         let mut rooms: HashMap<String, (RoomSummary, Vec<StageEntry>)> = HashMap::new();
         for row in &rows {
             let id: String = row.get(0);
@@ -311,6 +315,9 @@ impl Store {
             if row.get::<i64, _>(9) > 0 {
                 entry.0.followed_on_stage += 1;
             }
+            if row.get::<i64, _>(10) > 0 {
+                followed_by_moderators.insert(id.clone());
+            }
             entry.1.push((
                 role,
                 row.get(7),
@@ -331,7 +338,7 @@ impl Store {
                         || granted.contains(id)
                         || match room.kind {
                             RoomKind::Open => true,
-                            RoomKind::Social => room.followed_on_stage > 0,
+                            RoomKind::Social => followed_by_moderators.contains(id),
                             RoomKind::Closed => false,
                         })
             })
@@ -417,10 +424,13 @@ async fn may_enter(
         || match kind {
             RoomKind::Open => true,
             RoomKind::Closed => false,
+            // A social room is for people its host or moderators follow
+            // (a follow is one-sided: following someone on stage would
+            // let anyone in).
             RoomKind::Social => {
                 let n: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM room_members m JOIN follows f ON f.followee_id = m.user_id \
-                     WHERE m.room_id = $1 AND m.role <> 'listener' AND f.follower_id = $2",
+                    "SELECT COUNT(*) FROM room_members m JOIN follows f ON f.follower_id = m.user_id \
+                     WHERE m.room_id = $1 AND m.role IN ('host', 'moderator') AND f.followee_id = $2",
                 )
                 .bind(room.0.clone())
                 .bind(user.0.clone())
