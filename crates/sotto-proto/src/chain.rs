@@ -295,10 +295,17 @@ pub fn verify_chain(links: &[DeviceLink]) -> Result<VerifiedChain, ChainError> {
         if link.prev != prev_hash {
             return Err(ChainError::Broken(seq));
         }
-        if i > 0 && !active.contains(&link.signer) {
-            return Err(ChainError::UnauthorisedSigner(seq));
+        if i > 0 {
+            if !active.contains(&link.signer) {
+                return Err(ChainError::UnauthorisedSigner(seq));
+            }
+            link.verify_signature()?;
         }
-        link.verify_signature()?;
+        // The first link's self-signature is not checked: it would prove
+        // only that whoever made the chain held the root key, which every
+        // message that key signs (join requests, MLS leaves) proves anyway,
+        // and it binds no account (the chain is named by its root). Every
+        // later link's signature is what makes the chain the account's own.
         verifying_key(&link.subject).ok_or(ChainError::BadKey)?;
         match link.op {
             LinkOp::Add => {

@@ -230,8 +230,9 @@ struct DistributorState {
 pub struct RoomCrypto {
     room_id: RoomId,
     trust: TrustStore,
-    /// Chains verified in this session, by account.
+    /// Chains verified in this session, by account, and their wire text.
     chains: HashMap<UserId, VerifiedChain>,
+    chain_text: HashMap<UserId, String>,
     binding: Option<VerifiedBinding>,
     replay: ReplayFilter,
     alerts: Vec<Alert>,
@@ -299,6 +300,7 @@ impl RoomCrypto {
             room_id: room.id.clone(),
             trust,
             chains: HashMap::new(),
+            chain_text: HashMap::new(),
             binding: None,
             replay: ReplayFilter::default(),
             alerts: Vec::new(),
@@ -610,16 +612,29 @@ impl RoomCrypto {
     /// The identity key of a relayed peer — only if the account's device
     /// chain (checked against the pins) holds it. Never the server's word.
     fn verified_peer(&mut self, peer: &E2eePeer) -> Result<IdentityKey, CryptoError> {
-        let chain = b64(&peer.chain)?;
-        let verified = match self.trust.check(&peer.user_id, &chain) {
-            Ok(v) => v,
-            Err(e) => {
-                self.chain_alert(&peer.user_id, &e);
-                return Err(e.into());
-            }
+        // The same chain as last time for this account: already checked
+        // against the pins (a join request refresh, every relayed message).
+        let cached = self
+            .chain_text
+            .get(&peer.user_id)
+            .is_some_and(|t| *t == peer.chain);
+        let active = if cached && let Some(v) = self.chains.get(&peer.user_id) {
+            v.is_active(peer.device_key.as_bytes())
+        } else {
+            let chain = b64(&peer.chain)?;
+            let verified = match self.trust.check(&peer.user_id, &chain) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.chain_alert(&peer.user_id, &e);
+                    return Err(e.into());
+                }
+            };
+            let active = verified.is_active(peer.device_key.as_bytes());
+            self.chains.insert(peer.user_id.clone(), verified);
+            self.chain_text
+                .insert(peer.user_id.clone(), peer.chain.clone());
+            active
         };
-        let active = verified.is_active(peer.device_key.as_bytes());
-        self.chains.insert(peer.user_id.clone(), verified);
         if !active {
             self.alert(Alert::ForgedDevice {
                 user: peer.user_id.clone(),

@@ -139,6 +139,9 @@ pub async fn register(
         return Err(bad_link("the first link must add the registering key"));
     }
     verify_chain(std::slice::from_ref(&genesis)).map_err(bad_link)?;
+    // Clients need not check the first link's self-signature; the server
+    // stores only well-formed chains, so it does.
+    genesis.verify_signature().map_err(bad_link)?;
     let now = state.now();
     let token = random_token();
     let new = NewAccount {
