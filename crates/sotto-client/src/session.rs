@@ -180,6 +180,8 @@ pub async fn run(
     let mut report = tokio::time::interval(Duration::from_secs(1));
     let deadline = config.stop_after.map(|d| tokio::time::Instant::now() + d);
     let mut roster_checked = None;
+    let (chains_tx, mut chains_rx) =
+        tokio::sync::mpsc::channel::<(sotto_proto::UserId, Vec<u8>)>(256);
     let mut view = view;
 
     'session: loop {
@@ -187,10 +189,13 @@ pub async fn run(
             .stats
             .alerts
             .extend(crypto.take_alerts().iter().map(ToString::to_string));
-        let roster = crypto.roster_report().roster_version;
+        let roster = crypto.roster().map(|r| r.version());
         if roster.is_some() && roster != roster_checked {
+            // Name the new roster's key holders: their chains are fetched
+            // beside the media loop (never blocking playout) and checked as
+            // they arrive.
             roster_checked = roster;
-            learn_room_chains(client, &mut crypto, &view).await;
+            fetch_room_chains(client, &view, chains_tx.clone());
             outcome.stats.hidden_listeners = crypto.roster_report().hidden;
         }
         let crypto_due = crypto
@@ -301,6 +306,12 @@ pub async fn run(
                 Some(crate::media::MediaNotice::Closed) | None => break 'session,
                 Some(crate::media::MediaNotice::Connected) => {}
             },
+            Some((user, chain)) = chains_rx.recv() => {
+                // A chain that fails is reported as an alert by the crypto state.
+                if crypto.learn_chain(&user, &chain).is_ok() {
+                    outcome.stats.hidden_listeners = crypto.roster_report().hidden;
+                }
+            }
             _ = report.tick() => on_tick(&outcome.stats),
         }
     }
@@ -324,23 +335,34 @@ pub async fn run(
 /// roster's key holders (beyond that, `sotto room roster` does it).
 const MAX_CHAIN_FETCHES: usize = 200;
 
-/// Fetches and checks the device chains of the room's members, so that
-/// the roster report can name every key holder (and count hidden ones).
-pub async fn learn_room_chains(
+/// Fetches the device chains of the room's members in a task of its own and
+/// hands them to `tx`, so that the roster report can name every key holder
+/// (and count hidden ones).
+pub fn fetch_room_chains(
     client: &Client,
-    crypto: &mut RoomCrypto,
     view: &sotto_proto::room::RoomView,
+    tx: tokio::sync::mpsc::Sender<(sotto_proto::UserId, Vec<u8>)>,
 ) {
-    for m in view.members.iter().take(MAX_CHAIN_FETCHES) {
-        let chain = match client.profile(&m.username).await {
-            Ok(p) => sotto_proto::channel::decode_payload(&p.device_chain).unwrap_or_default(),
-            Err(_) => continue,
-        };
-        // A chain that fails is reported by the crypto state as an alert.
-        if crypto.learn_chain(&m.user_id, &chain).is_err() {
-            continue;
+    let client = client.clone();
+    let members: Vec<(sotto_proto::UserId, String)> = view
+        .members
+        .iter()
+        .take(MAX_CHAIN_FETCHES)
+        .map(|m| (m.user_id.clone(), m.username.clone()))
+        .collect();
+    tokio::spawn(async move {
+        for (user, username) in members {
+            // A profile that cannot be fetched leaves its keys unnamed:
+            // the report then counts them as hidden, which is the safe side.
+            let Ok(p) = client.profile(&username).await else {
+                continue;
+            };
+            let chain = sotto_proto::channel::decode_payload(&p.device_chain).unwrap_or_default();
+            if tx.send((user, chain)).await.is_err() {
+                return;
+            }
         }
-    }
+    });
 }
 
 fn handle_crypto(crypto: &mut RoomCrypto, now_ms: u64, msg: &ServerMessage) -> Vec<ClientMessage> {
