@@ -72,6 +72,7 @@ proptest! {
         let _ = VerifiedInvitation::verify(&bytes, ROOM, &[], 0);
         let _ = parse_notice(&bytes);
         let _ = decode_credential_identity(&bytes);
+        let _ = sotto_e2ee::binding::VerifiedBinding::verify(&bytes, ROOM, &[]);
     }
 }
 
