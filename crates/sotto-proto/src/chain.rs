@@ -87,6 +87,8 @@ pub enum ChainError {
     Rollback,
     #[error("the chain forks from the one seen before")]
     Forked,
+    #[error("the chain's root is already the root of another account")]
+    RootOfAnotherAccount,
 }
 
 impl DeviceLink {

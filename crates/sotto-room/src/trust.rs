@@ -58,6 +58,11 @@ pub struct Pin {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustStore {
     accounts: BTreeMap<String, Pin>,
+    /// Which account each pinned root belongs to (rebuilt from `accounts`
+    /// on first use): one key is the root of one account only, so a
+    /// server cannot present one person's chain as another account's.
+    #[serde(skip)]
+    owners: std::collections::HashMap<String, String>,
 }
 
 /// `head_seq` of a pin whose chain head is not known yet.
@@ -78,8 +83,23 @@ impl TrustStore {
         let verified = verify_chain(&parse_chain(chain)?)?;
         let root = hex::encode(verified.root());
         let head = verified.head();
+        if self.owners.len() != self.accounts.len() {
+            self.owners = self
+                .accounts
+                .iter()
+                .map(|(u, p)| (p.root.clone(), u.clone()))
+                .collect();
+        }
+        if self
+            .owners
+            .get(&root)
+            .is_some_and(|owner| owner != user.as_str())
+        {
+            return Err(ChainError::RootOfAnotherAccount);
+        }
         match self.accounts.get_mut(user.as_str()) {
             None => {
+                self.owners.insert(root.clone(), user.as_str().to_owned());
                 self.accounts.insert(
                     user.as_str().to_owned(),
                     Pin {
@@ -150,11 +170,74 @@ impl TrustStore {
         let Some(root) = pin.offered_root.take() else {
             return false;
         };
+        self.owners.remove(&pin.root);
+        self.owners.insert(root.clone(), user.as_str().to_owned());
         pin.root = root;
         pin.trust = Trust::Unverified;
         // The next check pins the new chain's head.
         pin.head_seq = NO_HEAD;
         pin.head_hash = String::new();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use sotto_proto::chain::{DeviceLink, LinkOp, encode_chain};
+    use sotto_proto::keys::DevicePublicKey;
+
+    fn chain(seed: u8, extra: Option<u8>) -> Vec<u8> {
+        let sk = SigningKey::from_bytes(&[seed; 32]);
+        let k = DevicePublicKey::from_bytes(sk.verifying_key().to_bytes());
+        let mut links = vec![DeviceLink::sign(None, LinkOp::Add, &k, &sk)];
+        if let Some(e) = extra {
+            let k2 = SigningKey::from_bytes(&[e; 32]).verifying_key().to_bytes();
+            let l = DeviceLink::sign(
+                links.last(),
+                LinkOp::Add,
+                &DevicePublicKey::from_bytes(k2),
+                &sk,
+            );
+            links.push(l);
+        }
+        encode_chain(&links)
+    }
+
+    #[test]
+    fn pins_roots_refuses_changes_rollbacks_and_shared_roots() {
+        let (alice, bob) = (UserId("a".repeat(32)), UserId("b".repeat(32)));
+        let mut t = TrustStore::default();
+        t.check(&alice, &chain(1, Some(2))).unwrap();
+        assert_eq!(t.trust(&alice), Some(Trust::Unverified));
+        // The same chain again, or longer: fine. Shorter: a rollback.
+        t.check(&alice, &chain(1, Some(2))).unwrap();
+        assert_eq!(t.check(&alice, &chain(1, None)), Err(ChainError::Rollback));
+        // Alice's chain presented as Bob's.
+        assert_eq!(
+            t.check(&bob, &chain(1, Some(2))),
+            Err(ChainError::RootOfAnotherAccount)
+        );
+        t.check(&bob, &chain(3, None)).unwrap();
+        // Another root for Alice: changed until accepted.
+        assert_eq!(
+            t.check(&alice, &chain(4, None)),
+            Err(ChainError::RootChanged)
+        );
+        assert_eq!(t.trust(&alice), Some(Trust::Changed));
+        assert!(!t.mark_verified(&alice));
+        assert!(t.accept_change(&alice));
+        t.check(&alice, &chain(4, None)).unwrap();
+        assert!(t.mark_verified(&alice));
+        assert_eq!(t.trust(&alice), Some(Trust::Verified));
+        // Saved and loaded, the shared-root check still holds.
+        let mut loaded: TrustStore =
+            serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(
+            loaded.check(&bob, &chain(4, None)),
+            Err(ChainError::RootOfAnotherAccount)
+        );
+        assert!(t.safety_code(&alice, &bob).is_some());
     }
 }
