@@ -518,6 +518,11 @@ impl RoomCrypto {
         Err(first.map_or(CryptoError::NoKey, CryptoError::Frame))
     }
 
+    /// The account this device belongs to.
+    pub fn me(&self) -> &UserId {
+        &self.me
+    }
+
     /// The room this state is for.
     pub fn room_id(&self) -> &RoomId {
         &self.room_id
@@ -569,6 +574,12 @@ impl RoomCrypto {
         if let Stage::Member(m) = &self.stage {
             for (_, key, _) in m.stage.member_accounts() {
                 entries.push(self.roster_entry(name(&key.fingerprint()), true));
+            }
+        } else {
+            // Not in the stage group: its members as the room shows them
+            // (their keys are checked when they vouch for a key or roster).
+            for m in self.view.members.iter().filter(|m| m.role.on_stage()) {
+                entries.push(self.roster_entry(Some(m.user_id.clone()), true));
             }
         }
         if let Some(r) = &self.roster {

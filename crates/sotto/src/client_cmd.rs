@@ -388,7 +388,12 @@ async fn roster(conn: &Conn, room: String, wait: std::time::Duration) -> anyhow:
             .user
             .as_ref()
             .map_or_else(|| "unknown key holder".into(), name);
-        let trust = e.trust.map_or("unknown".into(), |t| t.to_string());
+        let me = e.user.as_ref() == Some(crypto.me());
+        let trust = match e.trust {
+            _ if me => "(you)".to_string(),
+            Some(t) => t.to_string(),
+            None => "unknown".into(),
+        };
         let tier = if e.stage { "stage   " } else { "listener" };
         println!("  {tier} {who:<30} {trust}");
     }
