@@ -28,10 +28,8 @@ enum Command {
         offer: String,
         reply: oneshot::Sender<Result<String, SfuError>>,
     },
-    Publish {
-        peer: PeerId,
-        allowed: bool,
-    },
+    /// Who may publish, for the peers whose right changed.
+    Publish(Vec<(PeerId, bool)>),
     Remove {
         peer: PeerId,
     },
@@ -47,12 +45,20 @@ enum Command {
 struct Session {
     room: RoomId,
     user: UserId,
+    /// What the SFU was last told about publishing (`None`: nothing yet).
+    may_publish: Option<bool>,
+    /// The room's version when the session started: an older view of the
+    /// room (room events are applied asynchronously) predates this member
+    /// and cannot say it left.
+    since_version: i64,
 }
 
 #[derive(Default, Debug)]
 struct Registry {
     peers: HashMap<PeerId, Session>,
     rooms: HashMap<RoomId, RoomKey>,
+    /// The highest room version applied per room: older views are stale.
+    versions: HashMap<RoomId, i64>,
 }
 
 /// A handle on the running media plane.
@@ -61,6 +67,9 @@ pub struct MediaPlane {
     commands: mpsc::Sender<Command>,
     registry: Arc<Mutex<Registry>>,
     stats: Arc<Mutex<SfuStats>>,
+    /// From a datagram's receipt to the end of the send of the packets it
+    /// made the SFU forward.
+    pub forward_latency: Arc<crate::metrics::LatencyHistogram>,
     /// Datagrams sent by `sendmmsg` batches, and one by one.
     pub sent_batched: Arc<std::sync::atomic::AtomicU64>,
     pub sent_single: Arc<std::sync::atomic::AtomicU64>,
@@ -107,6 +116,7 @@ impl MediaPlane {
             commands,
             registry: Arc::default(),
             stats: Arc::default(),
+            forward_latency: Arc::default(),
             sent_batched: Arc::default(),
             sent_single: Arc::default(),
             bound,
@@ -117,10 +127,12 @@ impl MediaPlane {
     }
 
     /// Adds `user`'s media session to `room` and answers the offer.
+    /// `version` is the room's version the caller saw `user` in.
     pub async fn join(
         &self,
         room: &RoomId,
         user: &UserId,
+        version: i64,
         offer: String,
     ) -> Result<(PeerId, String), SfuError> {
         let peer = PeerId::from_bytes(random_bytes());
@@ -135,6 +147,8 @@ impl MediaPlane {
                 Session {
                     room: room.clone(),
                     user: user.clone(),
+                    may_publish: None,
+                    since_version: version,
                 },
             );
             key
@@ -162,32 +176,53 @@ impl MediaPlane {
     /// Ends a media session.
     pub async fn leave(&self, peer: PeerId) {
         self.forget(peer);
-        let _ = self.commands.send(Command::Remove { peer }).await;
+        if self.commands.send(Command::Remove { peer }).await.is_err() {
+            tracing::debug!("media plane stopped before a peer left");
+        }
     }
 
     /// Re-applies who may publish after a change of the room, and ends the
-    /// media sessions of people no longer in it.
+    /// media sessions of people no longer in it. One command for the whole
+    /// room, naming only the peers whose right changed: a listener joining a
+    /// room of thousands costs one map lookup per peer here, and nothing in
+    /// the SFU.
     pub async fn apply(&self, view: &RoomView) {
-        let peers: Vec<(PeerId, UserId)> = {
-            let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            reg.peers
-                .iter()
-                .filter(|(_, s)| s.room == view.id)
-                .map(|(p, s)| (*p, s.user.clone()))
-                .collect()
-        };
-        for (peer, user) in peers {
-            match view.members.iter().find(|m| m.user_id == user) {
-                Some(m) if !view.ended => {
-                    let allowed = m.role.on_stage() && !m.muted;
-                    let _ = self.commands.send(Command::Publish { peer, allowed }).await;
+        let members: HashMap<&UserId, bool> = view
+            .members
+            .iter()
+            .map(|m| (&m.user_id, m.role.on_stage() && !m.muted))
+            .collect();
+        let mut changed = Vec::new();
+        let mut gone = Vec::new();
+        {
+            let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            let latest = reg.versions.entry(view.id.clone()).or_insert(view.version);
+            if view.version < *latest {
+                return; // a newer state of the room was applied already
+            }
+            *latest = view.version;
+            for (peer, session) in reg.peers.iter_mut().filter(|(_, s)| s.room == view.id) {
+                match members.get(&session.user) {
+                    Some(allowed) if !view.ended => {
+                        if session.may_publish != Some(*allowed) {
+                            session.may_publish = Some(*allowed);
+                            changed.push((*peer, *allowed));
+                        }
+                    }
+                    None if !view.ended && view.version < session.since_version => {}
+                    _ => gone.push(*peer),
                 }
-                _ => self.leave(peer).await,
+            }
+            if view.ended {
+                reg.rooms.remove(&view.id);
+                reg.versions.remove(&view.id);
             }
         }
-        if view.ended {
-            let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            reg.rooms.remove(&view.id);
+        if !changed.is_empty() && self.commands.send(Command::Publish(changed)).await.is_err() {
+            tracing::debug!("media plane stopped before a room change");
+        }
+        for peer in gone {
+            self.leave(peer).await;
         }
     }
 
@@ -237,13 +272,17 @@ async fn drive(
     let advertised = plane.advertised;
     loop {
         let deadline = tokio::time::Instant::from_std(sfu.poll_timeout());
+        let mut received_at = None;
+        let forwarded_before = sfu.rtp_forwarded();
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 // A failed receive (e.g. ICMP unreachable surfacing) is not fatal.
                 if let Ok((n, source)) = received
                     && (inject_loss == 0.0 || loss.r#gen::<f64>() >= inject_loss)
                 {
-                    sfu.handle_datagram(Instant::now(), source, advertised, &buf[..n]);
+                    let now = Instant::now();
+                    received_at = Some(now);
+                    sfu.handle_datagram(now, source, advertised, &buf[..n]);
                 }
             }
             command = commands.recv() => match command {
@@ -251,8 +290,13 @@ async fn drive(
                 Some(Command::Add { peer, room, offer, reply }) => {
                     let _ = reply.send(sfu.add_peer(Instant::now(), peer, room, &offer));
                 }
-                Some(Command::Publish { peer, allowed }) => {
-                    let _ = sfu.set_may_publish(peer, allowed);
+                Some(Command::Publish(changes)) => {
+                    for (peer, allowed) in changes {
+                        // A peer that is already gone has nothing left to allow.
+                        if let Err(e) = sfu.set_may_publish(peer, allowed) {
+                            tracing::debug!(error = %e, "publish right not applied");
+                        }
+                    }
                 }
                 Some(Command::Remove { peer }) => {
                     let _ = sfu.remove_peer(peer);
@@ -269,6 +313,12 @@ async fn drive(
             batch.push(t);
         }
         send_all(&socket, &batch, &plane).await;
+        if let Some(at) = received_at {
+            let forwarded = sfu.rtp_forwarded().saturating_sub(forwarded_before);
+            if forwarded > 0 {
+                plane.forward_latency.observe(at.elapsed(), forwarded);
+            }
+        }
         while let Some(event) = sfu.poll_event() {
             if let SfuEvent::PeerGone { peer, .. } = event {
                 plane.forget(peer);

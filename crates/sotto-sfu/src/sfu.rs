@@ -350,6 +350,12 @@ impl Sfu {
         s
     }
 
+    /// RTP packets forwarded so far ([`SfuStats::rtp_forwarded`]), without
+    /// copying the other counters.
+    pub fn rtp_forwarded(&self) -> u64 {
+        self.stats.rtp_forwarded
+    }
+
     /// Whether the peer's ICE and DTLS are up.
     pub fn is_connected(&self, peer: PeerId) -> bool {
         self.peers.get(&peer).is_some_and(|p| p.connected)
