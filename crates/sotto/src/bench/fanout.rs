@@ -55,7 +55,8 @@ pub struct FanoutArgs {
     /// The server's process id, for CPU and memory from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
-    /// Listeners that SFrame-decrypt and check every frame.
+    /// Listeners that take every packet through SRTP and SFrame decryption
+    /// and check it; the others count RTP datagrams without decrypting.
     #[arg(long, default_value_t = 10)]
     pub sample: usize,
     /// Listeners set up at once.
@@ -90,6 +91,9 @@ pub struct FanoutReport {
     pub ttfa_p95: Option<f64>,
     pub sframe_ok: u64,
     pub sframe_bad: u64,
+    /// UDP datagrams the kernel dropped for full receive buffers during
+    /// the measured seconds (system-wide: server and generator alike).
+    pub rcvbuf_drops: Option<u64>,
     pub raw: Option<RawReport>,
 }
 
@@ -155,6 +159,9 @@ impl FanoutReport {
             "SFrame on the sample  {} frames decrypted and checked, {} bad",
             self.sframe_ok, self.sframe_bad
         );
+        if let Some(drops) = self.rcvbuf_drops {
+            println!("UDP rcvbuf drops      {drops} (system-wide, measured seconds)");
+        }
         if let Some(raw) = &self.raw {
             println!(
                 "raw (same N, S, T)    {} per packet, {:.0} packets per CPU-s, loss {:.3} %",
@@ -396,6 +403,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
     let (r0, s0) = (received(&listeners), sent(&speakers));
     let m0 = Scrape::fetch(&http, &args.server).await?;
     let c0 = args.server_pid.map(probe::cpu_seconds).transpose()?;
+    let d0 = probe::udp_rcvbuf_errors();
     let t0 = Instant::now();
     for s in &speakers {
         s.control.sending.store(true, Relaxed);
@@ -413,6 +421,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let wall = t0.elapsed().as_secs_f64();
     let c1 = args.server_pid.map(probe::cpu_seconds).transpose()?;
+    let d1 = probe::udp_rcvbuf_errors();
     let m1 = Scrape::fetch(&http, &args.server).await?;
     let (r1, s1) = (received(&listeners), sent(&speakers));
 
@@ -449,6 +458,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
             .iter()
             .map(|l| l.stats.sframe_bad.load(Relaxed))
             .sum(),
+        rcvbuf_drops: d0.zip(d1).map(|(a, b)| b.saturating_sub(a)),
         raw,
     };
 

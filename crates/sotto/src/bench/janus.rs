@@ -396,6 +396,7 @@ pub async fn run(args: JanusArgs) -> anyhow::Result<FanoutReport> {
     };
     let (r0, s0) = (received(&subscribers), sent.load(Relaxed));
     let c0 = probe::cpu_seconds(janus.pid())?;
+    let d0 = probe::udp_rcvbuf_errors();
     let t0 = Instant::now();
     sending.store(true, Relaxed);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
@@ -403,6 +404,7 @@ pub async fn run(args: JanusArgs) -> anyhow::Result<FanoutReport> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let wall = t0.elapsed().as_secs_f64();
     let c1 = probe::cpu_seconds(janus.pid())?;
+    let d1 = probe::udp_rcvbuf_errors();
     let (r1, s1) = (received(&subscribers), sent.load(Relaxed));
 
     let mut ttfa: Vec<f64> = subscribers
@@ -433,6 +435,7 @@ pub async fn run(args: JanusArgs) -> anyhow::Result<FanoutReport> {
         ttfa_p95: probe::sample_quantile(&ttfa, 0.95),
         sframe_ok: 0,
         sframe_bad: 0,
+        rcvbuf_drops: d0.zip(d1).map(|(a, b)| b.saturating_sub(a)),
         raw: None,
     };
     stop_tx.send(true).context("stopping the subscribers")?;

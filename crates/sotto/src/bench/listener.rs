@@ -1,7 +1,12 @@
 //! A lean receive-only WebRTC peer for the load generator: real ICE,
 //! DTLS and SRTP (str0m, negotiated by `sotto_client::media::negotiate`),
-//! but no Opus and no channel per packet: it only counts what arrives, and
-//! a sample of listeners also SFrame-decrypts and checks every frame.
+//! but no Opus and no channel per packet.
+//!
+//! Thousands of them share the generator's cores with the server, so only
+//! a sample of listeners takes every packet through str0m (SRTP
+//! authentication and decryption) and then SFrame-decrypts and checks it.
+//! The others hand str0m everything but RTP (STUN, DTLS, RTCP: the
+//! connection stays up for real) and count RTP datagrams as they arrive.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -37,7 +42,8 @@ pub struct Listener {
     socket: UdpSocket,
     local: std::net::SocketAddr,
     stats: Arc<ListenerStats>,
-    /// Set on sampled listeners: the room's SFrame keys.
+    /// Set on sampled listeners: the room's SFrame keys. Without it, RTP
+    /// is counted and not given to str0m.
     check: Option<KeyRing>,
     joined: Instant,
     epoch: Instant,
@@ -94,6 +100,10 @@ impl Listener {
     }
 
     fn input(&mut self, source: std::net::SocketAddr, bytes: &[u8]) {
+        if self.check.is_none() && is_rtp(bytes) {
+            self.count();
+            return;
+        }
         let Ok(contents) = bytes.try_into() else {
             self.stats.errors.fetch_add(1, Relaxed);
             return;
@@ -131,6 +141,15 @@ impl Listener {
         }
     }
 
+    /// One RTP datagram that was not given to str0m.
+    fn count(&mut self) {
+        self.stats.packets.fetch_add(1, Relaxed);
+        if self.stats.first_audio_us.load(Relaxed) == 0 {
+            let us = u64::try_from(self.joined.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.stats.first_audio_us.store(us.max(1), Relaxed);
+        }
+    }
+
     fn packet(&mut self, payload: &[u8]) {
         self.stats.packets.fetch_add(1, Relaxed);
         let audible = match &mut self.check {
@@ -153,5 +172,14 @@ impl Listener {
             let us = u64::try_from(self.joined.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.stats.first_audio_us.store(us.max(1), Relaxed);
         }
+    }
+}
+
+/// RTP, not RTCP (RFC 7983 and RFC 5761: first byte 128..=191, and a
+/// payload type outside RTCP's 64..=95 once the marker bit is masked).
+fn is_rtp(bytes: &[u8]) -> bool {
+    match bytes {
+        [b0, b1, ..] => (128..=191).contains(b0) && !(64..=95).contains(&(b1 & 0x7f)),
+        _ => false,
     }
 }

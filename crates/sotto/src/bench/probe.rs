@@ -43,6 +43,17 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS in /proc status")
 }
 
+/// `RcvbufErrors` of `/proc/net/snmp`: UDP datagrams dropped because a
+/// socket's receive buffer was full (all sockets of the machine).
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names = udp.next()?;
+    let values = udp.next()?;
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// The numbers of interest from one `/metrics` scrape.
 #[derive(Clone, Debug, Default)]
 pub struct Scrape {
