@@ -258,6 +258,12 @@ impl MediaPlane {
     }
 }
 
+/// How often the SFU's counters are copied out for `/metrics`.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Most datagrams handed to one `sendmmsg` call.
+const SEND_BATCH: usize = 256;
+
 /// The driver: datagrams, commands and timers in; datagrams out. Thin on purpose.
 async fn drive(
     mut sfu: Sfu,
@@ -268,10 +274,13 @@ async fn drive(
 ) {
     let mut buf = vec![0u8; 2048];
     let mut batch = Vec::new();
+    let mut sender = Sender::default();
     let mut loss = rand::rngs::StdRng::from_entropy();
     let advertised = plane.advertised;
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(sfu.poll_timeout()));
+    tokio::pin!(timer);
+    let mut stats_at = Instant::now();
     loop {
-        let deadline = tokio::time::Instant::from_std(sfu.poll_timeout());
         let mut received_at = None;
         let forwarded_before = sfu.rtp_forwarded();
         tokio::select! {
@@ -287,32 +296,15 @@ async fn drive(
             }
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::Add { peer, room, offer, reply }) => {
-                    let _ = reply.send(sfu.add_peer(Instant::now(), peer, room, &offer));
-                }
-                Some(Command::Publish(changes)) => {
-                    for (peer, allowed) in changes {
-                        // A peer that is already gone has nothing left to allow.
-                        if let Err(e) = sfu.set_may_publish(peer, allowed) {
-                            tracing::debug!(error = %e, "publish right not applied");
-                        }
-                    }
-                }
-                Some(Command::Remove { peer }) => {
-                    let _ = sfu.remove_peer(peer);
-                }
-                #[cfg(feature = "tap")]
-                Some(Command::TakeTap { room, reply }) => {
-                    let _ = reply.send(sfu.take_tap(room).into_iter().map(|r| r.payload).collect());
-                }
+                Some(command) => handle_command(&mut sfu, command),
             },
-            _ = tokio::time::sleep_until(deadline) => sfu.handle_timeout(Instant::now()),
+            () = &mut timer => sfu.handle_timeout(Instant::now()),
         }
         batch.clear();
         while let Some(t) = sfu.poll_transmit() {
             batch.push(t);
         }
-        send_all(&socket, &batch, &plane).await;
+        sender.send_all(&socket, &batch, &plane).await;
         if let Some(at) = received_at {
             let forwarded = sfu.rtp_forwarded().saturating_sub(forwarded_before);
             if forwarded > 0 {
@@ -324,56 +316,145 @@ async fn drive(
                 plane.forget(peer);
             }
         }
-        *plane.stats.lock().unwrap_or_else(|p| p.into_inner()) = sfu.stats();
+        // Counters are copied out at most every STATS_EVERY, not per step:
+        // the timer below makes sure the last change is published too.
+        let now = Instant::now();
+        let mut stats_dirty = true;
+        if now.saturating_duration_since(stats_at) >= STATS_EVERY {
+            stats_at = now;
+            stats_dirty = false;
+            *plane.stats.lock().unwrap_or_else(|p| p.into_inner()) = sfu.stats();
+        }
+        let mut next = sfu.poll_timeout();
+        if stats_dirty {
+            next = next.min(stats_at + STATS_EVERY);
+        }
+        let deadline = tokio::time::Instant::from_std(next);
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+fn handle_command(sfu: &mut Sfu, command: Command) {
+    match command {
+        Command::Add {
+            peer,
+            room,
+            offer,
+            reply,
+        } => {
+            if reply
+                .send(sfu.add_peer(Instant::now(), peer, room, &offer))
+                .is_err()
+            {
+                // The signaling side gave up; the peer times out unused.
+                tracing::debug!("media offer answered after its requester left");
+            }
+        }
+        Command::Publish(changes) => {
+            for (peer, allowed) in changes {
+                // A peer that is already gone has nothing left to allow.
+                if let Err(e) = sfu.set_may_publish(peer, allowed) {
+                    tracing::debug!(error = %e, "publish right not applied");
+                }
+            }
+        }
+        Command::Remove { peer } => {
+            // Removing a peer that timed out meanwhile is not an error.
+            if let Err(e) = sfu.remove_peer(peer) {
+                tracing::debug!(error = %e, "media peer already gone");
+            }
+        }
+        #[cfg(feature = "tap")]
+        Command::TakeTap { room, reply } => {
+            if reply
+                .send(sfu.take_tap(room).into_iter().map(|r| r.payload).collect())
+                .is_err()
+            {
+                tracing::debug!("tap requester left");
+            }
+        }
     }
 }
 
 /// Sends a step's datagrams: with `sendmmsg` in batches where the platform
 /// has it (one system call for a speaker's packet to many listeners), else
-/// one by one. UDP is lossy anyway: a failed send is a lost packet.
-async fn send_all(socket: &UdpSocket, batch: &[sotto_sfu::Transmit], plane: &MediaPlane) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut rest = batch;
+/// one by one. UDP is lossy anyway: a failed send is a lost packet. Keeps
+/// its address list between steps; a batch of up to [`SEND_BATCH`]
+/// datagrams allocates its message headers and slice list (nix's headers
+/// hold raw pointers, so they cannot live across the driver's awaits).
+#[derive(Default)]
+struct Sender {
     #[cfg(target_os = "linux")]
-    while rest.len() > 1 {
-        match sendmmsg_batch(socket, &rest[..rest.len().min(64)]) {
-            Ok(0) | Err(_) => break,
-            Ok(sent) => {
-                plane.sent_batched.fetch_add(sent as u64, Relaxed);
-                rest = &rest[sent..];
-            }
-        }
-    }
-    for t in rest {
-        let _ = socket.send_to(&t.contents, t.destination).await;
-    }
-    plane.sent_single.fetch_add(rest.len() as u64, Relaxed);
+    addrs: Vec<Option<nix::sys::socket::SockaddrStorage>>,
 }
 
-#[cfg(target_os = "linux")]
-fn sendmmsg_batch(socket: &UdpSocket, batch: &[sotto_sfu::Transmit]) -> std::io::Result<usize> {
-    use std::io::IoSlice;
-    use std::os::fd::AsRawFd as _;
+impl Sender {
+    async fn send_all(
+        &mut self,
+        socket: &UdpSocket,
+        batch: &[sotto_sfu::Transmit],
+        plane: &MediaPlane,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut rest = batch;
+        #[cfg(target_os = "linux")]
+        while rest.len() > 1 {
+            let chunk = &rest[..rest.len().min(SEND_BATCH)];
+            match self.sendmmsg(socket, chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(sent) => {
+                    plane.sent_batched.fetch_add(sent as u64, Relaxed);
+                    rest = &rest[sent..];
+                }
+            }
+        }
+        let mut failed = 0u64;
+        for t in rest {
+            if socket.send_to(&t.contents, t.destination).await.is_err() {
+                failed += 1;
+            }
+        }
+        plane.sent_single.fetch_add(rest.len() as u64, Relaxed);
+        if failed > 0 {
+            tracing::debug!(failed, "datagrams not sent");
+        }
+    }
 
-    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+    #[cfg(target_os = "linux")]
+    fn sendmmsg(
+        &mut self,
+        socket: &UdpSocket,
+        batch: &[sotto_sfu::Transmit],
+    ) -> std::io::Result<usize> {
+        use std::io::IoSlice;
+        use std::os::fd::AsRawFd as _;
 
-    let addrs: Vec<Option<SockaddrStorage>> = batch
-        .iter()
-        .map(|t| Some(SockaddrStorage::from(t.destination)))
-        .collect();
-    let slices: Vec<[IoSlice<'_>; 1]> = batch.iter().map(|t| [IoSlice::new(&t.contents)]).collect();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch.len(), None);
-    let no_cmsgs: [ControlMessage<'_>; 0] = [];
-    socket.try_io(tokio::io::Interest::WRITABLE, || {
-        sendmmsg(
-            socket.as_raw_fd(),
-            &mut headers,
-            &slices,
-            &addrs,
-            no_cmsgs,
-            MsgFlags::empty(),
-        )
-        .map(|sent| sent.count())
-        .map_err(std::io::Error::from)
-    })
+        use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+
+        self.addrs.clear();
+        self.addrs.extend(
+            batch
+                .iter()
+                .map(|t| Some(SockaddrStorage::from(t.destination))),
+        );
+        let slices: Vec<[IoSlice<'_>; 1]> =
+            batch.iter().map(|t| [IoSlice::new(&t.contents)]).collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch.len(), None);
+        let no_cmsgs: [ControlMessage<'_>; 0] = [];
+        let addrs = &self.addrs;
+        socket.try_io(tokio::io::Interest::WRITABLE, || {
+            sendmmsg(
+                socket.as_raw_fd(),
+                &mut headers,
+                &slices,
+                addrs,
+                no_cmsgs,
+                MsgFlags::empty(),
+            )
+            .map(|sent| sent.count())
+            .map_err(std::io::Error::from)
+        })
+    }
 }
