@@ -290,7 +290,6 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
         .context("creating the bench room")?
         .id;
     host.client.join(&room).await.context("host joins")?;
-    // After the first client: it installs the TLS crypto provider reqwest needs.
     let http = reqwest::Client::new();
     let mut stage = vec![host];
     for s in 1..args.speakers {

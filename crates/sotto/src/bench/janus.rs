@@ -3,9 +3,14 @@
 //! publisher (`add_remote_publisher`), N WebRTC subscribers over the REST
 //! API on loopback (the request sequence in `../shared/JANUS.md`), each a
 //! lean str0m listener like the sotto ones. Janus runs from a private
-//! configuration (HTTP transport and VideoRoom plugin only, bound to
-//! 127.0.0.1, ICE on `lo` only, quiet log) as a child of this process;
-//! its CPU and memory come from `/proc` like sotto's.
+//! configuration (HTTP transport and VideoRoom plugin only, REST bound to
+//! 127.0.0.1, quiet log) as a child of this process; its CPU and memory
+//! come from `/proc` like sotto's.
+//!
+//! Janus's ICE (libnice) never gathers loopback candidates, so its media
+//! needs an interface address: `scripts/bench` runs this mode inside a
+//! network namespace of its own with a veth pair (`--ip` is the address
+//! there, `--ice-interface` its device); nothing leaves that namespace.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -40,6 +45,13 @@ pub struct JanusArgs {
     /// The Janus executable.
     #[arg(long, default_value = "/usr/bin/janus")]
     pub janus: PathBuf,
+    /// The address the subscribers and the publisher use, and Janus's ICE
+    /// candidates carry (an interface address, not loopback: see above).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: std::net::IpAddr,
+    /// The one interface Janus gathers ICE candidates on.
+    #[arg(long, default_value = "lo")]
+    pub ice_interface: String,
     /// Where Debian puts Janus's plugins and transports.
     #[arg(long, default_value = "/usr/lib/x86_64-linux-gnu/janus")]
     pub janus_lib: PathBuf,
@@ -69,7 +81,7 @@ fn free_tcp_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn write_config(dir: &Path, lib: &Path, http_port: u16) -> anyhow::Result<()> {
+fn write_config(dir: &Path, lib: &Path, http_port: u16, ice: &str) -> anyhow::Result<()> {
     let link = |kind: &str, name: &str| -> anyhow::Result<()> {
         let d = dir.join(kind);
         std::fs::create_dir_all(&d)?;
@@ -98,7 +110,7 @@ media: {{
   rtp_port_range = "20000-60000"
 }}
 nat: {{
-  ice_enforce_list = "lo"
+  ice_enforce_list = "{ice}"
   full_trickle = false
 }}
 events: {{
@@ -121,7 +133,7 @@ impl Janus {
     async fn start(args: &JanusArgs) -> anyhow::Result<Janus> {
         let dir = tempfile::tempdir()?;
         let port = free_tcp_port()?;
-        write_config(dir.path(), &args.janus_lib, port)?;
+        write_config(dir.path(), &args.janus_lib, port, &args.ice_interface)?;
         let log = std::fs::File::create(dir.path().join("janus.log"))?;
         let child = std::process::Command::new(&args.janus)
             .arg("-F")
@@ -237,6 +249,7 @@ struct Subscriber {
 
 async fn subscribe(
     janus: &Janus,
+    ip: std::net::IpAddr,
     feed: u64,
     epoch: Instant,
     stop: watch::Receiver<bool>,
@@ -252,7 +265,7 @@ async fn subscribe(
         )
         .await?;
     let offer = janus.wait_offer(s).await?;
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
     let local = socket.local_addr()?;
     let mut rtc = Rtc::builder()
         .set_rtp_mode(true)
@@ -284,7 +297,7 @@ fn publish(
     sending: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    let socket = UdpSocket::bind(SocketAddr::new(to.ip(), 0))?;
     let period = Duration::from_millis(1000 / FRAMES_PER_SECOND);
     let mut next = Instant::now();
     let (mut seq, mut ts) = (0u16, 0u32);
@@ -334,7 +347,7 @@ pub async fn run(args: JanusArgs) -> anyhow::Result<FanoutReport> {
     let data = &publisher["plugindata"]["data"];
     let feed = data["id"].as_u64().context("no publisher id")?;
     let port = data["port"].as_u64().context("no RTP port")?;
-    let to = SocketAddr::from(([127, 0, 0, 1], u16::try_from(port)?));
+    let to = SocketAddr::new(args.ip, u16::try_from(port)?);
 
     let sent = Arc::new(AtomicU64::new(0));
     let sending = Arc::new(AtomicBool::new(true));
@@ -349,11 +362,12 @@ pub async fn run(args: JanusArgs) -> anyhow::Result<FanoutReport> {
     let janus = Arc::new(janus);
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut setups = tokio::task::JoinSet::new();
+    let ip = args.ip;
     for _ in 0..args.listeners {
         let (gate, janus, stop) = (gate.clone(), janus.clone(), stop.clone());
         setups.spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            subscribe(&janus, feed, epoch, stop).await
+            subscribe(&janus, ip, feed, epoch, stop).await
         });
     }
     let mut subscribers = Vec::new();

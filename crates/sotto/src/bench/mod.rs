@@ -26,6 +26,14 @@ pub enum BenchCommand {
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    // reqwest (for /metrics and Janus's REST API) needs a crypto provider
+    // even for plain HTTP; an error only means one is installed already.
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::debug!("a TLS crypto provider was already installed");
+    }
     match command {
         BenchCommand::Fanout(args) => {
             let markdown = args.markdown.clone();
