@@ -167,23 +167,17 @@ impl MediaConnection {
         bind_ip: std::net::IpAddr,
         slots: usize,
     ) -> Result<(MediaConnection, Vec<ServerMessage>), ClientError> {
-        let Negotiated {
-            rtc,
-            socket,
-            local_addr,
-            mic,
-            pt,
-            early,
-        } = negotiate(channel, room, bind_ip, slots).await?;
+        let n = negotiate(channel, room, bind_ip, slots).await?;
         let (frames, frames_rx) = mpsc::channel(256);
         let (packets_tx, packets) = mpsc::channel(4096);
         let (notices_tx, notices) = mpsc::channel(16);
+        let local_addr = n.local_addr;
         let driver = Driver {
-            rtc,
-            socket,
+            rtc: n.rtc,
+            socket: n.socket,
             local_addr,
-            mic,
-            pt,
+            mic: n.mic,
+            pt: n.pt,
             seq: u64::from(rand::random::<u16>()),
             packets: packets_tx,
             notices: notices_tx,
@@ -198,7 +192,7 @@ impl MediaConnection {
                 local_addr,
                 task,
             },
-            early,
+            n.early,
         ))
     }
 

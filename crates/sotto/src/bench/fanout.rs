@@ -25,7 +25,7 @@ use sotto_proto::RoomId;
 use sotto_proto::room::RoomKind;
 use tokio::sync::{Semaphore, watch};
 
-use super::listener::{Listener, ListenerStats};
+use super::listener::{self, Listener, ListenerStats};
 use super::probe::{self, Scrape};
 use super::raw::{self, RawReport};
 use super::speaker::{self, SpeakerControl};
@@ -370,18 +370,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
     }
     progress.finish_and_clear();
     // Wait for ICE and DTLS to come up everywhere, and for first audio.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline
-        && listeners
-            .iter()
-            .any(|l| l.stats.first_audio_us.load(Relaxed) == 0)
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let connected = listeners
-        .iter()
-        .filter(|l| l.stats.connected.load(Relaxed))
-        .count();
+    let stats: Vec<Arc<ListenerStats>> = listeners.iter().map(|l| l.stats.clone()).collect();
+    listener::wait_first_audio(&stats, Duration::from_secs(30)).await;
+    let connected = listener::connected(&stats);
     eprintln!(
         "{connected} of {} listeners connected ({setup_errors} failed to set up)",
         args.listeners
@@ -393,13 +384,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
         s.control.sending.store(false, Relaxed);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let received = |ls: &[Joined]| {
-        ls.iter()
-            .map(|l| l.stats.packets.load(Relaxed))
-            .sum::<u64>()
-    };
     let sent = |ss: &[Speaking]| ss.iter().map(|s| s.control.sent.load(Relaxed)).sum::<u64>();
-    let (r0, s0) = (received(&listeners), sent(&speakers));
+    let (r0, s0) = (listener::packets(&stats), sent(&speakers));
     let m0 = Scrape::fetch(&http, &args.server).await?;
     let c0 = args.server_pid.map(probe::cpu_seconds).transpose()?;
     let d0 = probe::udp_rcvbuf_errors();
@@ -422,15 +408,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
     let c1 = args.server_pid.map(probe::cpu_seconds).transpose()?;
     let d1 = probe::udp_rcvbuf_errors();
     let m1 = Scrape::fetch(&http, &args.server).await?;
-    let (r1, s1) = (received(&listeners), sent(&speakers));
+    let (r1, s1) = (listener::packets(&stats), sent(&speakers));
 
-    let mut ttfa: Vec<f64> = listeners
-        .iter()
-        .map(|l| l.stats.first_audio_us.load(Relaxed))
-        .filter(|us| *us > 0)
-        .map(|us| us as f64 / 1e6)
-        .collect();
-    ttfa.sort_by(f64::total_cmp);
+    let ttfa = listener::first_audio_seconds(&stats);
     let latency = m1.latency_since(&m0);
     let report = FanoutReport {
         server: "sotto",

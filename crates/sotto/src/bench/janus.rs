@@ -26,7 +26,7 @@ use str0m::change::SdpOffer;
 use tokio::sync::{Semaphore, watch};
 
 use super::fanout::FanoutReport;
-use super::listener::{Listener, ListenerStats};
+use super::listener::{self, Listener, ListenerStats};
 use super::probe;
 use super::speaker::{FRAME_BYTES, FRAMES_PER_SECOND};
 
@@ -383,18 +383,9 @@ pub async fn run(args: JanusArgs) -> anyhow::Result<FanoutReport> {
             }
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline
-        && subscribers
-            .iter()
-            .any(|l| l.stats.first_audio_us.load(Relaxed) == 0)
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let connected = subscribers
-        .iter()
-        .filter(|l| l.stats.connected.load(Relaxed))
-        .count();
+    let stats: Vec<Arc<ListenerStats>> = subscribers.iter().map(|l| l.stats.clone()).collect();
+    listener::wait_first_audio(&stats, Duration::from_secs(30)).await;
+    let connected = listener::connected(&stats);
     eprintln!(
         "janus: {connected} of {} subscribers connected ({failed} failed to set up)",
         args.listeners
@@ -403,12 +394,7 @@ pub async fn run(args: JanusArgs) -> anyhow::Result<FanoutReport> {
 
     sending.store(false, Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let received = |ls: &[Subscriber]| {
-        ls.iter()
-            .map(|l| l.stats.packets.load(Relaxed))
-            .sum::<u64>()
-    };
-    let (r0, s0) = (received(&subscribers), sent.load(Relaxed));
+    let (r0, s0) = (listener::packets(&stats), sent.load(Relaxed));
     let c0 = probe::cpu_seconds(janus.pid())?;
     let d0 = probe::udp_rcvbuf_errors();
     let t0 = Instant::now();
@@ -419,15 +405,9 @@ pub async fn run(args: JanusArgs) -> anyhow::Result<FanoutReport> {
     let wall = t0.elapsed().as_secs_f64();
     let c1 = probe::cpu_seconds(janus.pid())?;
     let d1 = probe::udp_rcvbuf_errors();
-    let (r1, s1) = (received(&subscribers), sent.load(Relaxed));
+    let (r1, s1) = (listener::packets(&stats), sent.load(Relaxed));
 
-    let mut ttfa: Vec<f64> = subscribers
-        .iter()
-        .map(|l| l.stats.first_audio_us.load(Relaxed))
-        .filter(|us| *us > 0)
-        .map(|us| us as f64 / 1e6)
-        .collect();
-    ttfa.sort_by(f64::total_cmp);
+    let ttfa = listener::first_audio_seconds(&stats);
     // Janus counts nothing we can read per packet: forwarded = what the
     // subscribers received (an undercount if Janus sent more).
     let report = FanoutReport {

@@ -37,6 +37,36 @@ pub struct ListenerStats {
     pub errors: AtomicU64,
 }
 
+/// Waits until every listener has heard audio, or `timeout`.
+pub async fn wait_first_audio(all: &[Arc<ListenerStats>], timeout: std::time::Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && all.iter().any(|l| l.first_audio_us.load(Relaxed) == 0) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// How many listeners' ICE and DTLS are up.
+pub fn connected(all: &[Arc<ListenerStats>]) -> usize {
+    all.iter().filter(|l| l.connected.load(Relaxed)).count()
+}
+
+/// RTP packets received by all listeners so far.
+pub fn packets(all: &[Arc<ListenerStats>]) -> u64 {
+    all.iter().map(|l| l.packets.load(Relaxed)).sum()
+}
+
+/// Each listener's time to first audio in seconds (those that heard any), sorted.
+pub fn first_audio_seconds(all: &[Arc<ListenerStats>]) -> Vec<f64> {
+    let mut v: Vec<f64> = all
+        .iter()
+        .map(|l| l.first_audio_us.load(Relaxed))
+        .filter(|us| *us > 0)
+        .map(|us| us as f64 / 1e6)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
 pub struct Listener {
     rtc: Rtc,
     socket: UdpSocket,
