@@ -575,11 +575,11 @@ impl Sfu {
                         info!(peer = %id, "media peer connected");
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected)
-                    | Event::Closed => {
-                        if peer.gone.is_none() {
-                            peer.gone = Some(GoneReason::Disconnected);
-                            self.gone.push(id);
-                        }
+                    | Event::Closed
+                        if peer.gone.is_none() =>
+                    {
+                        peer.gone = Some(GoneReason::Disconnected);
+                        self.gone.push(id);
                     }
                     Event::RtpPacket(p) => packets.push(p),
                     _ => {}

@@ -217,8 +217,32 @@ impl FanoutReport {
 pub const MARKDOWN_HEADER: &str = "| server | N | S | connected | forwarded pkt/s | loss | server µs/pkt | raw µs/pkt | sotto ÷ raw (pkt per CPU-s) | SFU latency p50 / p99 µs | first audio p50 / p95 ms | server RSS KiB/listener |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 struct Person {
-    client: Client,
+    client: Arc<Client>,
     user_id: sotto_proto::UserId,
+}
+
+/// The server drops room members whose presence was not refreshed for
+/// 90 s (its presence TTL); bench peers hold no subscribed channel, so the
+/// generator refreshes presence by joining again, during the setup of
+/// thousands of listeners and once before the measured seconds, never
+/// during them.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
+
+async fn refresh_presence(room: &RoomId, clients: Vec<Arc<Client>>) -> anyhow::Result<()> {
+    let gate = Arc::new(Semaphore::new(16));
+    let mut joins = tokio::task::JoinSet::new();
+    for client in clients {
+        let (room, gate) = (room.clone(), gate.clone());
+        joins.spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            client.join(&room).await.context("refreshing presence")?;
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = joins.join_next().await {
+        done??;
+    }
+    Ok(())
 }
 
 async fn register(
@@ -234,7 +258,7 @@ async fn register(
         .await
         .context("registering a bench account")?;
     Ok(Person {
-        client,
+        client: Arc::new(client),
         user_id: session.user_id,
     })
 }
@@ -247,6 +271,7 @@ struct Speaking {
 }
 
 struct Joined {
+    client: Arc<Client>,
     _channel: Channel,
     stats: Arc<ListenerStats>,
     task: tokio::task::JoinHandle<()>,
@@ -356,7 +381,24 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
     }
     let mut listeners = Vec::with_capacity(args.listeners);
     let mut setup_errors = 0usize;
-    while let Some(done) = setups.join_next().await {
+    let setup_started = Instant::now();
+    let mut refreshed = tokio::time::Instant::now();
+    let everyone = |stage: &[Person], listeners: &[Joined]| -> Vec<Arc<Client>> {
+        let stage = stage.iter().map(|p| p.client.clone());
+        stage
+            .chain(listeners.iter().map(|l| l.client.clone()))
+            .collect()
+    };
+    loop {
+        let done = tokio::select! {
+            done = setups.join_next() => done,
+            () = tokio::time::sleep_until(refreshed + PRESENCE_REFRESH) => {
+                refresh_presence(&room, everyone(&stage, &listeners)).await?;
+                refreshed = tokio::time::Instant::now();
+                continue;
+            }
+        };
+        let Some(done) = done else { break };
         match done {
             Ok(Ok(l)) => listeners.push(l),
             Ok(Err(e)) => {
@@ -373,6 +415,10 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
     let stats: Vec<Arc<ListenerStats>> = listeners.iter().map(|l| l.stats.clone()).collect();
     listener::wait_first_audio(&stats, Duration::from_secs(30)).await;
     let connected = listener::connected(&stats);
+    if setup_started.elapsed() > PRESENCE_REFRESH {
+        eprintln!("refreshing presence before measuring");
+        refresh_presence(&room, everyone(&stage, &listeners)).await?;
+    }
     eprintln!(
         "{connected} of {} listeners connected ({setup_errors} failed to set up)",
         args.listeners
@@ -509,6 +555,7 @@ async fn start_listener(
     let listener = Listener::new(parts, stats.clone(), check, joined, epoch);
     let task = tokio::spawn(listener.run(stop));
     Ok(Joined {
+        client: person.client,
         _channel: channel,
         stats,
         task,
