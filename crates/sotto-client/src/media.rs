@@ -67,6 +67,97 @@ impl Drop for MediaConnection {
     }
 }
 
+/// A negotiated media peer that nothing drives yet: for drivers other than
+/// [`MediaConnection`]'s own (the load generator runs thousands of lean ones).
+pub struct Negotiated {
+    pub rtc: Rtc,
+    pub socket: UdpSocket,
+    pub local_addr: SocketAddr,
+    /// The microphone m-line.
+    pub mic: Mid,
+    /// Opus's payload type.
+    pub pt: Pt,
+    /// Channel messages that arrived while waiting for the answer.
+    pub early: Vec<ServerMessage>,
+}
+
+/// Sends an offer over `channel` (which must already be in `room`) and
+/// applies the SFU's answer. `bind_ip` is this machine's address towards
+/// the server.
+pub async fn negotiate(
+    channel: &mut Channel,
+    room: &RoomId,
+    bind_ip: std::net::IpAddr,
+    slots: usize,
+) -> Result<Negotiated, ClientError> {
+    let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
+    let local_addr = socket.local_addr()?;
+    let now = Instant::now();
+    let mut rtc = Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .build(now);
+    let candidate =
+        Candidate::host(local_addr, "udp").map_err(|e| ClientError::Channel(e.to_string()))?;
+    rtc.add_local_candidate(candidate);
+    let mut api = rtc.sdp_api();
+    let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    for _ in 0..slots {
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    }
+    let (offer, pending) = api
+        .apply()
+        .ok_or_else(|| ClientError::Channel("nothing to offer".into()))?;
+    channel
+        .send(ClientMessage::MediaOffer {
+            room_id: room.clone(),
+            sdp: offer.to_sdp_string(),
+        })
+        .await?;
+    // Other messages that arrive meanwhile (room state, E2EE relay) are
+    // handed back, not lost.
+    let mut early = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match channel.next(left).await? {
+            m @ (ServerMessage::MediaAnswer { .. } | ServerMessage::Error { .. }) => break m,
+            other => early.push(other),
+        }
+    };
+    let answer = match reply {
+        ServerMessage::MediaAnswer { sdp, .. } => sdp,
+        ServerMessage::Error { error } => {
+            return Err(ClientError::Api {
+                status: 0,
+                code: error.code,
+                message: error.message,
+            });
+        }
+        _ => return Err(ClientError::Channel("unexpected reply to the offer".into())),
+    };
+    let answer =
+        SdpAnswer::from_sdp_string(&answer).map_err(|e| ClientError::Channel(e.to_string()))?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| ClientError::Channel(e.to_string()))?;
+    let pt = rtc
+        .codec_config()
+        .iter()
+        .find(|p| p.spec().codec == Codec::Opus)
+        .map(|p| p.pt())
+        .ok_or_else(|| ClientError::Channel("the answer has no Opus".into()))?;
+    Ok(Negotiated {
+        rtc,
+        socket,
+        local_addr,
+        mic,
+        pt,
+        early,
+    })
+}
+
 impl MediaConnection {
     /// Negotiates over `channel` (which must already be in `room`) and starts
     /// the UDP driver. `bind_ip` is this machine's address towards the server.
@@ -76,74 +167,17 @@ impl MediaConnection {
         bind_ip: std::net::IpAddr,
         slots: usize,
     ) -> Result<(MediaConnection, Vec<ServerMessage>), ClientError> {
-        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
-        let local_addr = socket.local_addr()?;
-        let now = Instant::now();
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .build(now);
-        let candidate =
-            Candidate::host(local_addr, "udp").map_err(|e| ClientError::Channel(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
-        let mut api = rtc.sdp_api();
-        let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        for _ in 0..slots {
-            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        }
-        let (offer, pending) = api
-            .apply()
-            .ok_or_else(|| ClientError::Channel("nothing to offer".into()))?;
-        channel
-            .send(ClientMessage::MediaOffer {
-                room_id: room.clone(),
-                sdp: offer.to_sdp_string(),
-            })
-            .await?;
-        // Other messages that arrive meanwhile (room state, E2EE relay) are
-        // handed back, not lost.
-        let mut early = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let reply = loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match channel.next(left).await? {
-                m @ (ServerMessage::MediaAnswer { .. } | ServerMessage::Error { .. }) => break m,
-                other => early.push(other),
-            }
-        };
-        let answer = match reply {
-            ServerMessage::MediaAnswer { sdp, .. } => sdp,
-            ServerMessage::Error { error } => {
-                return Err(ClientError::Api {
-                    status: 0,
-                    code: error.code,
-                    message: error.message,
-                });
-            }
-            _ => return Err(ClientError::Channel("unexpected reply to the offer".into())),
-        };
-        let answer =
-            SdpAnswer::from_sdp_string(&answer).map_err(|e| ClientError::Channel(e.to_string()))?;
-        rtc.sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(|e| ClientError::Channel(e.to_string()))?;
-        let pt = rtc
-            .codec_config()
-            .iter()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .map(|p| p.pt())
-            .ok_or_else(|| ClientError::Channel("the answer has no Opus".into()))?;
-
+        let n = negotiate(channel, room, bind_ip, slots).await?;
         let (frames, frames_rx) = mpsc::channel(256);
         let (packets_tx, packets) = mpsc::channel(4096);
         let (notices_tx, notices) = mpsc::channel(16);
+        let local_addr = n.local_addr;
         let driver = Driver {
-            rtc,
-            socket,
+            rtc: n.rtc,
+            socket: n.socket,
             local_addr,
-            mic,
-            pt,
+            mic: n.mic,
+            pt: n.pt,
             seq: u64::from(rand::random::<u16>()),
             packets: packets_tx,
             notices: notices_tx,
@@ -158,7 +192,7 @@ impl MediaConnection {
                 local_addr,
                 task,
             },
-            early,
+            n.early,
         ))
     }
 

@@ -28,10 +28,8 @@ enum Command {
         offer: String,
         reply: oneshot::Sender<Result<String, SfuError>>,
     },
-    Publish {
-        peer: PeerId,
-        allowed: bool,
-    },
+    /// Who may publish, for the peers whose right changed.
+    Publish(Vec<(PeerId, bool)>),
     Remove {
         peer: PeerId,
     },
@@ -47,12 +45,20 @@ enum Command {
 struct Session {
     room: RoomId,
     user: UserId,
+    /// What the SFU was last told about publishing (`None`: nothing yet).
+    may_publish: Option<bool>,
+    /// The room's version when the session started: an older view of the
+    /// room (room events are applied asynchronously) predates this member
+    /// and cannot say it left.
+    since_version: i64,
 }
 
 #[derive(Default, Debug)]
 struct Registry {
     peers: HashMap<PeerId, Session>,
     rooms: HashMap<RoomId, RoomKey>,
+    /// The highest room version applied per room: older views are stale.
+    versions: HashMap<RoomId, i64>,
 }
 
 /// A handle on the running media plane.
@@ -61,6 +67,9 @@ pub struct MediaPlane {
     commands: mpsc::Sender<Command>,
     registry: Arc<Mutex<Registry>>,
     stats: Arc<Mutex<SfuStats>>,
+    /// From a datagram's receipt to the end of the send of the packets it
+    /// made the SFU forward.
+    pub forward_latency: Arc<crate::metrics::LatencyHistogram>,
     /// Datagrams sent by `sendmmsg` batches, and one by one.
     pub sent_batched: Arc<std::sync::atomic::AtomicU64>,
     pub sent_single: Arc<std::sync::atomic::AtomicU64>,
@@ -107,6 +116,7 @@ impl MediaPlane {
             commands,
             registry: Arc::default(),
             stats: Arc::default(),
+            forward_latency: Arc::default(),
             sent_batched: Arc::default(),
             sent_single: Arc::default(),
             bound,
@@ -117,10 +127,12 @@ impl MediaPlane {
     }
 
     /// Adds `user`'s media session to `room` and answers the offer.
+    /// `version` is the room's version the caller saw `user` in.
     pub async fn join(
         &self,
         room: &RoomId,
         user: &UserId,
+        version: i64,
         offer: String,
     ) -> Result<(PeerId, String), SfuError> {
         let peer = PeerId::from_bytes(random_bytes());
@@ -135,6 +147,8 @@ impl MediaPlane {
                 Session {
                     room: room.clone(),
                     user: user.clone(),
+                    may_publish: None,
+                    since_version: version,
                 },
             );
             key
@@ -162,32 +176,53 @@ impl MediaPlane {
     /// Ends a media session.
     pub async fn leave(&self, peer: PeerId) {
         self.forget(peer);
-        let _ = self.commands.send(Command::Remove { peer }).await;
+        if self.commands.send(Command::Remove { peer }).await.is_err() {
+            tracing::debug!("media plane stopped before a peer left");
+        }
     }
 
     /// Re-applies who may publish after a change of the room, and ends the
-    /// media sessions of people no longer in it.
+    /// media sessions of people no longer in it. One command for the whole
+    /// room, naming only the peers whose right changed: a listener joining a
+    /// room of thousands costs one map lookup per peer here, and nothing in
+    /// the SFU.
     pub async fn apply(&self, view: &RoomView) {
-        let peers: Vec<(PeerId, UserId)> = {
-            let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            reg.peers
-                .iter()
-                .filter(|(_, s)| s.room == view.id)
-                .map(|(p, s)| (*p, s.user.clone()))
-                .collect()
-        };
-        for (peer, user) in peers {
-            match view.members.iter().find(|m| m.user_id == user) {
-                Some(m) if !view.ended => {
-                    let allowed = m.role.on_stage() && !m.muted;
-                    let _ = self.commands.send(Command::Publish { peer, allowed }).await;
+        let members: HashMap<&UserId, bool> = view
+            .members
+            .iter()
+            .map(|m| (&m.user_id, m.role.on_stage() && !m.muted))
+            .collect();
+        let mut changed = Vec::new();
+        let mut gone = Vec::new();
+        {
+            let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            let latest = reg.versions.entry(view.id.clone()).or_insert(view.version);
+            if view.version < *latest {
+                return; // a newer state of the room was applied already
+            }
+            *latest = view.version;
+            for (peer, session) in reg.peers.iter_mut().filter(|(_, s)| s.room == view.id) {
+                match members.get(&session.user) {
+                    Some(allowed) if !view.ended => {
+                        if session.may_publish != Some(*allowed) {
+                            session.may_publish = Some(*allowed);
+                            changed.push((*peer, *allowed));
+                        }
+                    }
+                    None if !view.ended && view.version < session.since_version => {}
+                    _ => gone.push(*peer),
                 }
-                _ => self.leave(peer).await,
+            }
+            if view.ended {
+                reg.rooms.remove(&view.id);
+                reg.versions.remove(&view.id);
             }
         }
-        if view.ended {
-            let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            reg.rooms.remove(&view.id);
+        if !changed.is_empty() && self.commands.send(Command::Publish(changed)).await.is_err() {
+            tracing::debug!("media plane stopped before a room change");
+        }
+        for peer in gone {
+            self.leave(peer).await;
         }
     }
 
@@ -223,6 +258,12 @@ impl MediaPlane {
     }
 }
 
+/// How often the SFU's counters are copied out for `/metrics`.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Most datagrams handed to one `sendmmsg` call.
+const SEND_BATCH: usize = 256;
+
 /// The driver: datagrams, commands and timers in; datagrams out. Thin on purpose.
 async fn drive(
     mut sfu: Sfu,
@@ -233,97 +274,187 @@ async fn drive(
 ) {
     let mut buf = vec![0u8; 2048];
     let mut batch = Vec::new();
+    let mut sender = Sender::default();
     let mut loss = rand::rngs::StdRng::from_entropy();
     let advertised = plane.advertised;
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(sfu.poll_timeout()));
+    tokio::pin!(timer);
+    let mut stats_at = Instant::now();
     loop {
-        let deadline = tokio::time::Instant::from_std(sfu.poll_timeout());
+        let mut received_at = None;
+        let forwarded_before = sfu.rtp_forwarded();
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 // A failed receive (e.g. ICMP unreachable surfacing) is not fatal.
                 if let Ok((n, source)) = received
                     && (inject_loss == 0.0 || loss.r#gen::<f64>() >= inject_loss)
                 {
-                    sfu.handle_datagram(Instant::now(), source, advertised, &buf[..n]);
+                    let now = Instant::now();
+                    received_at = Some(now);
+                    sfu.handle_datagram(now, source, advertised, &buf[..n]);
                 }
             }
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::Add { peer, room, offer, reply }) => {
-                    let _ = reply.send(sfu.add_peer(Instant::now(), peer, room, &offer));
-                }
-                Some(Command::Publish { peer, allowed }) => {
-                    let _ = sfu.set_may_publish(peer, allowed);
-                }
-                Some(Command::Remove { peer }) => {
-                    let _ = sfu.remove_peer(peer);
-                }
-                #[cfg(feature = "tap")]
-                Some(Command::TakeTap { room, reply }) => {
-                    let _ = reply.send(sfu.take_tap(room).into_iter().map(|r| r.payload).collect());
-                }
+                Some(command) => handle_command(&mut sfu, command),
             },
-            _ = tokio::time::sleep_until(deadline) => sfu.handle_timeout(Instant::now()),
+            () = &mut timer => sfu.handle_timeout(Instant::now()),
         }
         batch.clear();
         while let Some(t) = sfu.poll_transmit() {
             batch.push(t);
         }
-        send_all(&socket, &batch, &plane).await;
+        sender.send_all(&socket, &batch, &plane).await;
+        if let Some(at) = received_at {
+            let forwarded = sfu.rtp_forwarded().saturating_sub(forwarded_before);
+            if forwarded > 0 {
+                plane.forward_latency.observe(at.elapsed(), forwarded);
+            }
+        }
         while let Some(event) = sfu.poll_event() {
             if let SfuEvent::PeerGone { peer, .. } = event {
                 plane.forget(peer);
             }
         }
-        *plane.stats.lock().unwrap_or_else(|p| p.into_inner()) = sfu.stats();
+        // Counters are copied out at most every STATS_EVERY, not per step:
+        // the timer below makes sure the last change is published too.
+        let now = Instant::now();
+        let mut stats_dirty = true;
+        if now.saturating_duration_since(stats_at) >= STATS_EVERY {
+            stats_at = now;
+            stats_dirty = false;
+            *plane.stats.lock().unwrap_or_else(|p| p.into_inner()) = sfu.stats();
+        }
+        let mut next = sfu.poll_timeout();
+        if stats_dirty {
+            next = next.min(stats_at + STATS_EVERY);
+        }
+        let deadline = tokio::time::Instant::from_std(next);
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+fn handle_command(sfu: &mut Sfu, command: Command) {
+    match command {
+        Command::Add {
+            peer,
+            room,
+            offer,
+            reply,
+        } => {
+            if reply
+                .send(sfu.add_peer(Instant::now(), peer, room, &offer))
+                .is_err()
+            {
+                // The signaling side gave up; the peer times out unused.
+                tracing::debug!("media offer answered after its requester left");
+            }
+        }
+        Command::Publish(changes) => {
+            for (peer, allowed) in changes {
+                // A peer that is already gone has nothing left to allow.
+                if let Err(e) = sfu.set_may_publish(peer, allowed) {
+                    tracing::debug!(error = %e, "publish right not applied");
+                }
+            }
+        }
+        Command::Remove { peer } => {
+            // Removing a peer that timed out meanwhile is not an error.
+            if let Err(e) = sfu.remove_peer(peer) {
+                tracing::debug!(error = %e, "media peer already gone");
+            }
+        }
+        #[cfg(feature = "tap")]
+        Command::TakeTap { room, reply } => {
+            if reply
+                .send(sfu.take_tap(room).into_iter().map(|r| r.payload).collect())
+                .is_err()
+            {
+                tracing::debug!("tap requester left");
+            }
+        }
     }
 }
 
 /// Sends a step's datagrams: with `sendmmsg` in batches where the platform
 /// has it (one system call for a speaker's packet to many listeners), else
-/// one by one. UDP is lossy anyway: a failed send is a lost packet.
-async fn send_all(socket: &UdpSocket, batch: &[sotto_sfu::Transmit], plane: &MediaPlane) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut rest = batch;
+/// one by one. UDP is lossy anyway: a failed send is a lost packet. Keeps
+/// its address list between steps; a batch of up to [`SEND_BATCH`]
+/// datagrams allocates its message headers and slice list (nix's headers
+/// hold raw pointers, so they cannot live across the driver's awaits).
+#[derive(Default)]
+struct Sender {
     #[cfg(target_os = "linux")]
-    while rest.len() > 1 {
-        match sendmmsg_batch(socket, &rest[..rest.len().min(64)]) {
-            Ok(0) | Err(_) => break,
-            Ok(sent) => {
-                plane.sent_batched.fetch_add(sent as u64, Relaxed);
-                rest = &rest[sent..];
-            }
-        }
-    }
-    for t in rest {
-        let _ = socket.send_to(&t.contents, t.destination).await;
-    }
-    plane.sent_single.fetch_add(rest.len() as u64, Relaxed);
+    addrs: Vec<Option<nix::sys::socket::SockaddrStorage>>,
 }
 
-#[cfg(target_os = "linux")]
-fn sendmmsg_batch(socket: &UdpSocket, batch: &[sotto_sfu::Transmit]) -> std::io::Result<usize> {
-    use std::io::IoSlice;
-    use std::os::fd::AsRawFd as _;
+impl Sender {
+    async fn send_all(
+        &mut self,
+        socket: &UdpSocket,
+        batch: &[sotto_sfu::Transmit],
+        plane: &MediaPlane,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut rest = batch;
+        #[cfg(target_os = "linux")]
+        while rest.len() > 1 {
+            let chunk = &rest[..rest.len().min(SEND_BATCH)];
+            match self.sendmmsg(socket, chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(sent) => {
+                    plane.sent_batched.fetch_add(sent as u64, Relaxed);
+                    rest = &rest[sent..];
+                }
+            }
+        }
+        let mut failed = 0u64;
+        for t in rest {
+            if socket.send_to(&t.contents, t.destination).await.is_err() {
+                failed += 1;
+            }
+        }
+        plane.sent_single.fetch_add(rest.len() as u64, Relaxed);
+        if failed > 0 {
+            tracing::debug!(failed, "datagrams not sent");
+        }
+    }
 
-    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+    #[cfg(target_os = "linux")]
+    fn sendmmsg(
+        &mut self,
+        socket: &UdpSocket,
+        batch: &[sotto_sfu::Transmit],
+    ) -> std::io::Result<usize> {
+        use std::io::IoSlice;
+        use std::os::fd::AsRawFd as _;
 
-    let addrs: Vec<Option<SockaddrStorage>> = batch
-        .iter()
-        .map(|t| Some(SockaddrStorage::from(t.destination)))
-        .collect();
-    let slices: Vec<[IoSlice<'_>; 1]> = batch.iter().map(|t| [IoSlice::new(&t.contents)]).collect();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch.len(), None);
-    let no_cmsgs: [ControlMessage<'_>; 0] = [];
-    socket.try_io(tokio::io::Interest::WRITABLE, || {
-        sendmmsg(
-            socket.as_raw_fd(),
-            &mut headers,
-            &slices,
-            &addrs,
-            no_cmsgs,
-            MsgFlags::empty(),
-        )
-        .map(|sent| sent.count())
-        .map_err(std::io::Error::from)
-    })
+        use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+
+        self.addrs.clear();
+        self.addrs.extend(
+            batch
+                .iter()
+                .map(|t| Some(SockaddrStorage::from(t.destination))),
+        );
+        let slices: Vec<[IoSlice<'_>; 1]> =
+            batch.iter().map(|t| [IoSlice::new(&t.contents)]).collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch.len(), None);
+        let no_cmsgs: [ControlMessage<'_>; 0] = [];
+        let addrs = &self.addrs;
+        socket.try_io(tokio::io::Interest::WRITABLE, || {
+            sendmmsg(
+                socket.as_raw_fd(),
+                &mut headers,
+                &slices,
+                addrs,
+                no_cmsgs,
+                MsgFlags::empty(),
+            )
+            .map(|sent| sent.count())
+            .map_err(std::io::Error::from)
+        })
+    }
 }

@@ -39,6 +39,10 @@ pub(crate) struct Peer {
     pub(crate) addrs: Vec<SocketAddr>,
     /// Set when the connection died; the peer is reaped after the current input.
     pub(crate) gone: Option<GoneReason>,
+    /// Whether the peer is in the SFU's queue of peers to poll.
+    pub(crate) queued: bool,
+    /// The instant of its live entry in the SFU's timer heap, if any.
+    pub(crate) scheduled: Option<Instant>,
 }
 
 impl Peer {

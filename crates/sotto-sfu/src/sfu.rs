@@ -1,6 +1,13 @@
 //! The SFU state machine: demultiplexing, forwarding, timeouts.
+//!
+//! Per-datagram work is proportional to what the datagram causes (one
+//! visit of its sender, one per receiver it is forwarded to), never to the
+//! number of peers in the process: peers to poll are queued as they become
+//! dirty, peers that died are queued as they die, and timers live in a
+//! min-heap ([`Timers`]) instead of being found by scanning.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -22,7 +29,23 @@ use crate::{PeerId, RoomKey, SfuConfig, SfuError, SfuStats};
 struct Room {
     members: BTreeSet<PeerId>,
     speakers: ActiveSpeakers,
+    /// The earliest live entry of this room in [`Sfu::timers`].
+    scheduled: Option<Instant>,
 }
+
+/// What a timer entry wakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Wake {
+    Peer(PeerId),
+    Room(RoomKey),
+}
+
+/// Pending wake-ups, earliest first. Entries are never removed early: an
+/// entry is live only while it equals its owner's `scheduled` instant, so
+/// a stale one is skipped when it comes up. Each owner keeps at most one
+/// live entry, at or before its real deadline (a deadline that moved later,
+/// e.g. because a packet arrived, is found when the early entry fires).
+type Timers = BinaryHeap<Reverse<(Instant, Wake)>>;
 
 /// The sans-IO audio SFU. See the [crate docs](crate) for how to drive it.
 #[derive(Debug)]
@@ -35,6 +58,15 @@ pub struct Sfu {
     by_ufrag: HashMap<String, PeerId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
+    timers: Timers,
+    /// Peers whose `Rtc` has output to poll (each at most once: `Peer::queued`).
+    dirty: Vec<PeerId>,
+    /// Peers marked gone and not yet dropped.
+    gone: Vec<PeerId>,
+    /// Scratch for RTP packets polled out of one peer.
+    packets: Vec<RtpPacket>,
+    /// Peer visits made while handling datagrams (see [`Sfu::peer_visits`]).
+    visits: u64,
     stats: SfuStats,
     now: Instant,
     rng: u64,
@@ -59,6 +91,11 @@ impl Sfu {
             by_ufrag: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            timers: Timers::new(),
+            dirty: Vec::new(),
+            gone: Vec::new(),
+            packets: Vec::new(),
+            visits: 0,
             stats: SfuStats::default(),
             now,
             rng,
@@ -175,12 +212,15 @@ impl Sfu {
             last_rx: now,
             addrs: Vec::new(),
             gone: None,
+            queued: false,
+            scheduled: None,
         };
         let capacity = self.config.slots;
         let hold = self.config.speaker_hold;
         let r = self.rooms.entry(room).or_insert_with(|| Room {
             members: BTreeSet::new(),
             speakers: ActiveSpeakers::new(capacity, hold),
+            scheduled: None,
         });
         r.members.insert(peer);
         p.assign_slots(&r.speakers);
@@ -193,6 +233,7 @@ impl Sfu {
         }
         self.by_ufrag.insert(ufrag, peer);
         self.peers.insert(peer, p);
+        self.schedule_peer(peer);
         info!(peer = %peer, room = %room, "media peer added");
         Ok(answer.to_sdp_string())
     }
@@ -261,6 +302,7 @@ impl Sfu {
             self.stats.dropped_unknown_source += 1;
             return;
         };
+        self.visits += 1;
         let input = Input::Receive(
             now,
             Receive {
@@ -279,55 +321,127 @@ impl Sfu {
             Err(e) => {
                 self.stats.dropped_rejected += 1;
                 debug!(peer = %id, error = %e, "datagram rejected");
-                if !peer.rtc.is_alive() {
+                if !peer.rtc.is_alive() && peer.gone.is_none() {
                     peer.gone = Some(GoneReason::Disconnected);
+                    self.gone.push(id);
                 }
             }
         }
-        self.drive(now, BTreeSet::from([id]));
+        if !peer.queued {
+            peer.queued = true;
+            self.dirty.push(id);
+        }
+        self.drive(now, true);
         self.reap();
     }
 
-    /// Advances time: str0m timers, speaker expiry, idle peers.
+    /// Advances time: str0m timers, speaker expiry, idle peers. Visits
+    /// only the peers and rooms whose timers are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock(now);
-        let mut due = BTreeSet::new();
-        for (id, p) in &mut self.peers {
-            if now.saturating_duration_since(p.last_rx) >= self.config.peer_timeout {
-                p.gone = Some(GoneReason::Timeout);
-                continue;
+        while let Some(Reverse((at, wake))) = self.timers.peek().copied() {
+            if at > now {
+                break;
             }
-            if p.next_timeout <= now {
-                if p.rtc.handle_input(Input::Timeout(now)).is_err() || !p.rtc.is_alive() {
-                    p.gone = Some(GoneReason::Disconnected);
-                }
-                due.insert(*id);
+            self.timers.pop();
+            match wake {
+                Wake::Peer(id) => self.peer_timer(id, at, now),
+                Wake::Room(key) => self.room_timer(key, at, now),
             }
         }
-        self.drive(now, due);
-        let expired: Vec<RoomKey> = self
-            .rooms
-            .iter_mut()
-            .filter_map(|(k, r)| r.speakers.expire(now).then_some(*k))
-            .collect();
-        for room in expired {
-            self.speakers_changed(room);
-        }
+        self.drive(now, false);
         self.reap();
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should be called next.
+    fn peer_timer(&mut self, id: PeerId, at: Instant, now: Instant) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.scheduled != Some(at) {
+            return; // stale
+        }
+        p.scheduled = None;
+        if p.gone.is_some() {
+            return;
+        }
+        if now.saturating_duration_since(p.last_rx) >= self.config.peer_timeout {
+            p.gone = Some(GoneReason::Timeout);
+            self.gone.push(id);
+            return;
+        }
+        if p.next_timeout <= now {
+            if p.rtc.handle_input(Input::Timeout(now)).is_err() || !p.rtc.is_alive() {
+                p.gone = Some(GoneReason::Disconnected);
+                self.gone.push(id);
+            }
+            if !p.queued {
+                p.queued = true;
+                self.dirty.push(id);
+            }
+        } else {
+            // Woken early (its deadline moved later): sleep again.
+            self.schedule_peer(id);
+        }
+    }
+
+    fn room_timer(&mut self, key: RoomKey, at: Instant, now: Instant) {
+        let Some(r) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        if r.scheduled != Some(at) {
+            return; // stale
+        }
+        r.scheduled = None;
+        if r.speakers.expire(now) {
+            self.speakers_changed(key);
+        }
+        self.schedule_room(key);
+    }
+
+    /// Makes sure the peer has a live timer entry at or before its deadline.
+    fn schedule_peer(&mut self, id: PeerId) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let deadline = p.next_timeout.min(p.last_rx + self.config.peer_timeout);
+        if p.scheduled.is_none_or(|s| deadline < s) {
+            p.scheduled = Some(deadline);
+            self.timers.push(Reverse((deadline, Wake::Peer(id))));
+        }
+    }
+
+    /// Makes sure the room has a live timer entry at or before its next
+    /// speaker expiry.
+    fn schedule_room(&mut self, key: RoomKey) {
+        let Some(r) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        let Some(expiry) = r.speakers.next_expiry() else {
+            return;
+        };
+        if r.scheduled.is_none_or(|s| expiry < s) {
+            r.scheduled = Some(expiry);
+            self.timers.push(Reverse((expiry, Wake::Room(key))));
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next:
+    /// the earliest timer entry (possibly a stale one, which costs one
+    /// early wake-up). Constant time.
     pub fn poll_timeout(&self) -> Instant {
-        let peers = self
-            .peers
-            .values()
-            .map(|p| p.next_timeout.min(p.last_rx + self.config.peer_timeout));
-        let rooms = self.rooms.values().filter_map(|r| r.speakers.next_expiry());
-        peers
-            .chain(rooms)
-            .min()
-            .unwrap_or(self.now + self.config.peer_timeout)
+        self.timers
+            .peek()
+            .map_or(self.now + self.config.peer_timeout, |Reverse((at, _))| *at)
             .max(self.now)
+    }
+
+    /// How many times handling datagrams visited a peer's state so far:
+    /// the sender, each receiver a packet went to, each peer polled and
+    /// each peer dropped. Grows with what datagrams cause, not with how
+    /// many peers exist; tests check that.
+    #[doc(hidden)]
+    pub fn peer_visits(&self) -> u64 {
+        self.visits
     }
 
     /// Next datagram to send.
@@ -348,6 +462,12 @@ impl Sfu {
         s.peers = self.peers.len() as u64;
         s.rooms = self.rooms.len() as u64;
         s
+    }
+
+    /// RTP packets forwarded so far ([`SfuStats::rtp_forwarded`]), without
+    /// copying the other counters.
+    pub fn rtp_forwarded(&self) -> u64 {
+        self.stats.rtp_forwarded
     }
 
     /// Whether the peer's ICE and DTLS are up.
@@ -402,22 +522,29 @@ impl Sfu {
         self.by_ufrag.get(local).copied()
     }
 
-    /// Polls the given peers (and every peer that forwarding touches) until
-    /// their `Rtc`s have nothing more to say.
-    fn drive(&mut self, now: Instant, mut dirty: BTreeSet<PeerId>) {
-        let mut packets = Vec::new();
-        while let Some(id) = dirty.pop_first() {
+    /// Polls the queued peers (and every peer that forwarding touches)
+    /// until their `Rtc`s have nothing more to say. `counted`: whether the
+    /// visits count as datagram work.
+    fn drive(&mut self, now: Instant, counted: bool) {
+        let mut packets = std::mem::take(&mut self.packets);
+        while let Some(id) = self.dirty.pop() {
+            if counted {
+                self.visits += 1;
+            }
             self.poll_peer(id, &mut packets);
             for pkt in packets.drain(..) {
-                self.forward(id, pkt, now, &mut dirty);
+                self.forward(id, pkt, now);
             }
+            self.schedule_peer(id);
         }
+        self.packets = packets;
     }
 
     fn poll_peer(&mut self, id: PeerId, packets: &mut Vec<RtpPacket>) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        peer.queued = false;
         loop {
             match peer.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
@@ -426,8 +553,12 @@ impl Sfu {
                 }
                 Ok(Output::Transmit(t)) => {
                     // str0m only answers checks that passed ICE integrity, so
-                    // an address it sends to is one the peer really holds.
-                    if self.by_addr.insert(t.destination, id) != Some(id) {
+                    // an address it sends STUN to is one the peer really
+                    // holds. Only STUN (RFC 7983: first byte 0..=3) can
+                    // teach a new address; media needs no map update.
+                    if t.contents.first().is_some_and(|b| *b <= 3)
+                        && self.by_addr.insert(t.destination, id) != Some(id)
+                    {
                         peer.addrs.push(t.destination);
                     }
                     self.transmits.push_back(Transmit {
@@ -444,28 +575,28 @@ impl Sfu {
                         info!(peer = %id, "media peer connected");
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected)
-                    | Event::Closed => {
+                    | Event::Closed
+                        if peer.gone.is_none() =>
+                    {
                         peer.gone = Some(GoneReason::Disconnected);
+                        self.gone.push(id);
                     }
                     Event::RtpPacket(p) => packets.push(p),
                     _ => {}
                 },
                 Err(e) => {
                     debug!(peer = %id, error = %e, "rtc failed");
-                    peer.gone = Some(GoneReason::Disconnected);
+                    if peer.gone.is_none() {
+                        peer.gone = Some(GoneReason::Disconnected);
+                        self.gone.push(id);
+                    }
                     break;
                 }
             }
         }
     }
 
-    fn forward(
-        &mut self,
-        from: PeerId,
-        pkt: RtpPacket,
-        now: Instant,
-        dirty: &mut BTreeSet<PeerId>,
-    ) {
+    fn forward(&mut self, from: PeerId, pkt: RtpPacket, now: Instant) {
         self.stats.rtp_received += 1;
         let Some(sender) = self.peers.get(&from) else {
             return;
@@ -484,6 +615,7 @@ impl Sfu {
         };
         if room.speakers.observe(from, voiced, now) {
             self.speakers_changed(room_key);
+            self.schedule_room(room_key);
         }
         let Some(room) = self.rooms.get(&room_key) else {
             return;
@@ -508,6 +640,7 @@ impl Sfu {
             let Some(rx) = self.peers.get_mut(member) else {
                 continue;
             };
+            self.visits += 1;
             if !rx.connected || rx.gone.is_some() {
                 continue;
             }
@@ -532,7 +665,10 @@ impl Sfu {
                         .ext_vals(ext_out.clone()),
                 );
                 self.stats.rtp_forwarded += 1;
-                dirty.insert(*member);
+                if !rx.queued {
+                    rx.queued = true;
+                    self.dirty.push(*member);
+                }
             }
         }
     }
@@ -557,12 +693,10 @@ impl Sfu {
 
     /// Drops peers whose connection died or went silent, with an event each.
     fn reap(&mut self) {
-        let gone: Vec<(PeerId, GoneReason)> = self
-            .peers
-            .values()
-            .filter_map(|p| p.gone.map(|r| (p.id, r)))
-            .collect();
-        for (id, reason) in gone {
+        while let Some(id) = self.gone.pop() {
+            let Some(reason) = self.peers.get(&id).and_then(|p| p.gone) else {
+                continue;
+            };
             match reason {
                 GoneReason::Timeout => self.stats.peers_timed_out += 1,
                 GoneReason::Disconnected => self.stats.peers_failed += 1,

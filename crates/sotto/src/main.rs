@@ -1,6 +1,7 @@
 //! `sotto`: the server (`serve`), operator tasks (`admin`), and the
 //! command-line client (`register`, `room`, `follow`, …).
 
+mod bench;
 mod client_cmd;
 
 use std::net::SocketAddr;
@@ -29,6 +30,9 @@ enum Command {
     /// Operator tasks, run against the database directly.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Load generators for the media plane (benchmarks, not tests).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     #[command(flatten)]
     Client(client_cmd::ClientCommand),
 }
@@ -125,6 +129,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{code}");
                 Ok(())
             }
+            Command::Bench(cmd) => bench::run(cmd).await,
             Command::Client(cmd) => client_cmd::run(cmd).await,
         }
     })

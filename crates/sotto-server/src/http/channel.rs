@@ -318,7 +318,7 @@ impl Channel {
         if let Some(old) = self.media.remove(&room_id) {
             media.leave(old).await;
         }
-        match media.join(&room_id, &self.user, sdp).await {
+        match media.join(&room_id, &self.user, view.version, sdp).await {
             Ok((peer, answer)) => {
                 self.media.insert(room_id.clone(), peer);
                 media.apply(&view).await;

@@ -1,0 +1,82 @@
+//! `sotto bench`: load generators for the media plane. Benchmarks, not
+//! tests: they print figures, they assert nothing.
+//!
+//! - `fanout`: N receive-only WebRTC listeners and S speakers against a
+//!   running server (`listener`, `speaker`), with the server's CPU and
+//!   memory from `/proc` and its counters from `/metrics` (`probe`).
+//! - `raw`: the floor: receive, SRTP-seal per listener, `sendmmsg`.
+
+mod fanout;
+mod janus;
+mod listener;
+mod probe;
+mod raw;
+mod speaker;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// N receive-only WebRTC listeners and S speakers against a running server.
+    Fanout(fanout::FanoutArgs),
+    /// The limit harness: receive, SRTP-seal for each listener, sendmmsg. No SFU.
+    Raw(raw::RawArgs),
+    /// The same fan-out through Janus's VideoRoom (started here, loopback only).
+    Janus(janus::JanusArgs),
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    // reqwest (for /metrics and Janus's REST API) needs a crypto provider
+    // even for plain HTTP; an error only means one is installed already.
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::debug!("a TLS crypto provider was already installed");
+    }
+    match command {
+        BenchCommand::Fanout(args) => {
+            let markdown = args.markdown.clone();
+            let report = fanout::run(args).await?;
+            report.print();
+            append_row(markdown.as_deref(), &report)
+        }
+        BenchCommand::Janus(args) => {
+            let markdown = args.markdown.clone();
+            let report = janus::run(args).await?;
+            report.print();
+            append_row(markdown.as_deref(), &report)
+        }
+        BenchCommand::Raw(args) => {
+            let r = raw::measure(args.listeners, args.speakers, args.seconds).await?;
+            println!(
+                "raw: {} listeners, {} speaker(s): {:.0} packets/s forwarded, {:.2} µs CPU per packet ({:.0} packets per CPU-s), loss {:.3} %",
+                args.listeners,
+                args.speakers,
+                r.forwarded as f64 / r.wall_seconds,
+                r.cpu_per_packet() * 1e6,
+                1.0 / r.cpu_per_packet(),
+                r.loss() * 100.0
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Appends the report as a row of the Markdown table in `path` (with the
+/// header if the file is new).
+fn append_row(path: Option<&std::path::Path>, report: &fanout::FanoutReport) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    if file.metadata()?.len() == 0 {
+        writeln!(file, "{}", fanout::MARKDOWN_HEADER)?;
+    }
+    writeln!(file, "{}", report.markdown_row())?;
+    Ok(())
+}
