@@ -135,6 +135,9 @@ impl Janus {
         let port = free_tcp_port()?;
         write_config(dir.path(), &args.janus_lib, port, &args.ice_interface)?;
         let log = std::fs::File::create(dir.path().join("janus.log"))?;
+        // Everything that can fail comes before the spawn: once it runs,
+        // the child is owned by a `Janus`, whose drop ends it.
+        let http = reqwest::Client::new();
         let child = std::process::Command::new(&args.janus)
             .arg("-F")
             .arg(dir.path())
@@ -147,7 +150,7 @@ impl Janus {
         let janus = Janus {
             child,
             base: format!("http://127.0.0.1:{port}/janus"),
-            http: reqwest::Client::new(),
+            http,
             _dir: dir,
         };
         for _ in 0..100 {
