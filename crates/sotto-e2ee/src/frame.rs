@@ -113,9 +113,10 @@ pub fn parse_header(frame: &[u8]) -> Result<(u64, u64, usize), FrameError> {
     Ok((h.key_id(), h.counter(), h.len()))
 }
 
-/// Sliding replay window over frame counters of one KID.
+/// Sliding replay window over the frame counters of one sender stream
+/// (the last 128 counters below the highest seen).
 #[derive(Debug, Default, Clone)]
-struct ReplayWindow {
+pub struct ReplayWindow {
     highest: Option<u64>,
     /// bit i set = counter `highest - i` was seen
     seen: u128,
@@ -124,7 +125,8 @@ struct ReplayWindow {
 const REPLAY_WINDOW: u64 = 128;
 
 impl ReplayWindow {
-    fn check(&self, ctr: u64) -> bool {
+    /// Whether `ctr` is fresh: not seen, and not older than the window.
+    pub fn check(&self, ctr: u64) -> bool {
         match self.highest {
             None => true,
             Some(h) if ctr > h => true,
@@ -135,7 +137,8 @@ impl ReplayWindow {
         }
     }
 
-    fn record(&mut self, ctr: u64) {
+    /// Marks `ctr` seen (call only once its frame authenticated).
+    pub fn record(&mut self, ctr: u64) {
         match self.highest {
             None => {
                 self.highest = Some(ctr);

@@ -5,26 +5,19 @@
 //! Windows are per (generation, KID): a KID's counter restarts with each
 //! new generation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-/// Counters behind the highest seen that still count as fresh.
-const WINDOW: u64 = 128;
+use sotto_e2ee::frame::ReplayWindow;
+
 /// Most (generation, key id) pairs tracked at once (oldest dropped; their
 /// frames are refused by the key rings anyway once the generation expires).
 const MAX_KIDS: usize = 1024;
 
-#[derive(Clone, Copy, Default)]
-struct Window {
-    highest: u64,
-    /// Bit i: counter `highest - i` was seen.
-    seen: u128,
-}
-
-/// Sliding windows of SFrame counters, per key id.
+/// Sliding windows of SFrame counters, per sender stream.
 #[derive(Default)]
 pub struct ReplayFilter {
-    windows: HashMap<Stream, Window>,
-    order: std::collections::VecDeque<Stream>,
+    windows: HashMap<Stream, ReplayWindow>,
+    order: VecDeque<Stream>,
 }
 
 /// (epoch, rotation, KID): one sender's stream of one generation.
@@ -42,24 +35,13 @@ impl ReplayFilter {
                     self.windows.remove(&old);
                 }
                 self.order.push_back(kid);
-                self.windows.entry(kid).or_insert(Window {
-                    highest: ctr,
-                    seen: 0,
-                })
+                self.windows.entry(kid).or_default()
             }
         };
-        if ctr > w.highest || (w.seen == 0 && ctr == w.highest) {
-            let shift = ctr - w.highest;
-            w.seen = if shift >= WINDOW { 0 } else { w.seen << shift };
-            w.seen |= 1;
-            w.highest = ctr;
-            return true;
-        }
-        let back = w.highest - ctr;
-        if back >= WINDOW || w.seen & (1u128 << back) != 0 {
+        if !w.check(ctr) {
             return false;
         }
-        w.seen |= 1u128 << back;
+        w.record(ctr);
         true
     }
 }

@@ -559,16 +559,19 @@ impl RoomCrypto {
     /// roster's listeners, each named by the chains this device verified,
     /// and the key holders no chain names (hidden listeners).
     pub fn roster_report(&self) -> RosterReport {
-        let name = |fp: &Fingerprint| -> Option<UserId> {
-            self.chains.iter().find_map(|(user, chain)| {
+        // Each verified chain's current keys, by fingerprint, computed once.
+        let owners: HashMap<Fingerprint, &UserId> = self
+            .chains
+            .iter()
+            .flat_map(|(user, chain)| {
                 chain
                     .active()
                     .iter()
                     .filter_map(|k| IdentityKey::from_bytes(k))
-                    .any(|k| k.fingerprint() == *fp)
-                    .then(|| user.clone())
+                    .map(move |k| (k.fingerprint(), user))
             })
-        };
+            .collect();
+        let name = |fp: &Fingerprint| owners.get(fp).map(|u| (*u).clone());
         let in_room = |u: &UserId| self.view.members.iter().any(|m| &m.user_id == u);
         let mut entries = Vec::new();
         if let Stage::Member(m) = &self.stage {
