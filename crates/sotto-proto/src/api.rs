@@ -195,6 +195,22 @@ pub struct CreateRoomRequest {
 #[ts(export)]
 pub struct RoomInviteRequest {
     pub username: String,
+    /// An allow statement for the user and the room, signed by this
+    /// session's device ([`crate::access`], base64url): the room's key
+    /// distributor admits a closed room's listener only with one.
+    #[serde(default)]
+    pub statement: Option<String>,
+}
+
+/// Optional body of `PUT /api/users/{username}/follow` and of the `ban`
+/// member action: the access statement signed by this session's device
+/// ([`crate::access`], base64url) — a follow, or a ban of the member.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct StatementRequest {
+    #[serde(default)]
+    pub statement: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, TS)]

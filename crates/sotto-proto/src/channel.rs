@@ -205,6 +205,19 @@ pub struct GroupBinding {
     pub from: E2eePeer,
 }
 
+/// An access statement ([`crate::access`]) and the device chain of the
+/// account that signed it, as the server stores them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SignedAccess {
+    /// The statement (base64url).
+    pub statement: String,
+    /// The signer's account.
+    pub signer: UserId,
+    /// The signer account's device chain (base64url).
+    pub chain: String,
+}
+
 /// E2EE messages from the server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -259,8 +272,17 @@ pub enum E2eeDown {
     /// (Stage members) a stage invitation signed by a host or moderator.
     StageInvitation { invitation: String, from: E2eePeer },
     /// (The key distributor) a listener's join request; verify it against
-    /// `from.device_key`.
-    JoinRequest { request: String, from: E2eePeer },
+    /// `from.device_key`. `grants`: the statements that let the listener
+    /// in (a moderator's allow for a closed room; the host's and the
+    /// moderators' follows for a social room).
+    JoinRequest {
+        request: String,
+        from: E2eePeer,
+        #[serde(default)]
+        grants: Vec<SignedAccess>,
+    },
+    /// (The key distributor) a host or moderator banned an account.
+    Ban { ban: SignedAccess },
     /// (A listener) your sealed audience key and the key statement that
     /// vouches for it.
     Sealed {

@@ -89,14 +89,17 @@ error_codes! {
     InvalidDeviceLink = ("invalid_device_link", 400),
     /// The account's device chain changed meanwhile: fetch it and sign again.
     DeviceChainConflict = ("device_chain_conflict", 409),
+    /// An access statement (follow, allow, ban) is malformed, not signed by
+    /// this session's device, or not about this user, room or verb.
+    InvalidAccessStatement = ("invalid_access_statement", 400),
     /// You cannot follow yourself.
     CannotFollowSelf = ("cannot_follow_self", 400),
     /// No such room, or you may not see it.
     RoomNotFound = ("room_not_found", 404),
     /// The room has ended.
     RoomEnded = ("room_ended", 410),
-    /// The room's kind does not let you in (social: follow someone on stage;
-    /// closed: be invited).
+    /// The room's kind does not let you in (social: be followed by its host
+    /// or a moderator; closed: be invited).
     RoomAccessDenied = ("room_access_denied", 403),
     /// You are banned from this room.
     BannedFromRoom = ("banned_from_room", 403),

@@ -16,6 +16,7 @@
 //! Invariant: parsing anything a peer sends returns a typed error; it never
 //! panics. `tests/no_panic.rs` checks this with arbitrary input.
 
+pub mod access;
 pub mod api;
 pub mod chain;
 pub mod channel;

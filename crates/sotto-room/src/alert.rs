@@ -31,6 +31,13 @@ pub enum Alert {
     StaleKey { age_ms: u64 },
     /// A commit this device sent got no answer in time: retried.
     CommitTimedOut,
+    /// (The key distributor) the server asked to admit a listener that no
+    /// moderator's statement lets in (closed room: no allow; social room:
+    /// followed by no host or moderator), or one a moderator banned:
+    /// refused.
+    AccessRefused { user: UserId, why: String },
+    /// The server shows the room as another kind than its host created it.
+    RoomKindChanged { bound: String, shown: String },
 }
 
 impl std::fmt::Display for Alert {
@@ -73,6 +80,13 @@ impl std::fmt::Display for Alert {
                 age_ms / 1000
             ),
             Alert::CommitTimedOut => write!(f, "a stage commit got no answer in time; retrying"),
+            Alert::AccessRefused { user, why } => {
+                write!(f, "refused the room key to account {}: {why}", user.short())
+            }
+            Alert::RoomKindChanged { bound, shown } => write!(
+                f,
+                "the server shows this room as {shown}, but its host created it as {bound}; keys follow {bound}"
+            ),
         }
     }
 }

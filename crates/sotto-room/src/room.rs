@@ -56,12 +56,13 @@ use sotto_e2ee::keys::KeyGeneration;
 use sotto_e2ee::stage::{
     CommitOut, ExternalSenderInfo, StageCandidate, StageConfig, StageEvent, StageMember,
 };
+use sotto_proto::access::{AccessError, AccessStatement, AccessVerb};
 use sotto_proto::chain::{ChainError, VerifiedChain};
 use sotto_proto::channel::{
     ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, SealedFor, ServerMessage,
-    decode_payload, encode_payload,
+    SignedAccess, decode_payload, encode_payload,
 };
-use sotto_proto::room::{Role, RoomView};
+use sotto_proto::room::{Role, RoomKind, RoomView};
 use sotto_proto::{DeviceId, ErrorCode, RoomId, UserId};
 
 use crate::alert::Alert;
@@ -141,6 +142,14 @@ pub enum CryptoError {
     /// A roster for a key generation this device does not hold yet.
     #[error("roster for a key generation not received yet")]
     RosterAhead,
+    /// An access statement (follow, allow, ban) did not verify.
+    #[error("access statement: {0}")]
+    Access(#[from] AccessError),
+    /// An access statement verified but does not count: its signer is not
+    /// a host or moderator of the room, or it is about another room, user
+    /// or verb.
+    #[error("access statement does not apply: {0}")]
+    AccessDoesNotApply(&'static str),
 }
 
 /// When this device signs a stage invitation for a candidate.
@@ -261,6 +270,8 @@ pub struct RoomCrypto {
     invitations: Vec<(Vec<u8>, E2eePeer, IdentityKey)>,
     roster: Option<VerifiedRoster>,
     roster_seen: RosterVersion,
+    /// Accounts a host or moderator banned (verified statements).
+    bans: HashSet<UserId>,
     left: bool,
     last_now: u64,
     out: Vec<ClientMessage>,
@@ -327,6 +338,7 @@ impl RoomCrypto {
             invitations: Vec::new(),
             roster: None,
             roster_seen: RosterVersion::default(),
+            bans: HashSet::new(),
             left: false,
             last_now: now_ms,
             out: Vec::new(),
@@ -626,38 +638,78 @@ impl RoomCrypto {
     /// The identity key of a relayed peer — only if the account's device
     /// chain (checked against the pins) holds it. Never the server's word.
     fn verified_peer(&mut self, peer: &E2eePeer) -> Result<IdentityKey, CryptoError> {
+        self.verified_key(&peer.user_id, &peer.chain, peer.device_key.as_bytes())
+    }
+
+    /// `key`, if `user`'s device chain (`chain`, checked against the pins)
+    /// holds it as a current device.
+    fn verified_key(
+        &mut self,
+        user: &UserId,
+        chain: &str,
+        key: &[u8; 32],
+    ) -> Result<IdentityKey, CryptoError> {
         // The same chain as last time for this account: already checked
         // against the pins (a join request refresh, every relayed message).
-        let cached = self
-            .chain_text
-            .get(&peer.user_id)
-            .is_some_and(|t| *t == peer.chain);
-        let active = if cached && let Some(v) = self.chains.get(&peer.user_id) {
-            v.is_active(peer.device_key.as_bytes())
+        let cached = self.chain_text.get(user).is_some_and(|t| t == chain);
+        let active = if cached && let Some(v) = self.chains.get(user) {
+            v.is_active(key)
         } else {
-            let chain = b64(&peer.chain)?;
-            let verified = match self.trust.check(&peer.user_id, &chain) {
+            let bytes = b64(chain)?;
+            let verified = match self.trust.check(user, &bytes) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.chain_alert(&peer.user_id, &e);
+                    self.chain_alert(user, &e);
                     return Err(e.into());
                 }
             };
-            let active = verified.is_active(peer.device_key.as_bytes());
-            self.chains.insert(peer.user_id.clone(), verified);
-            self.chain_text
-                .insert(peer.user_id.clone(), peer.chain.clone());
+            let active = verified.is_active(key);
+            self.chains.insert(user.clone(), verified);
+            self.chain_text.insert(user.clone(), chain.to_owned());
             active
         };
         if !active {
             self.alert(Alert::ForgedDevice {
-                user: peer.user_id.clone(),
+                user: user.clone(),
                 why: "the key is not a current device in the account's own device chain".into(),
             });
             return Err(CryptoError::ForgedDevice);
         }
-        IdentityKey::from_bytes(peer.device_key.as_bytes())
-            .ok_or(CryptoError::Malformed("device key"))
+        IdentityKey::from_bytes(key).ok_or(CryptoError::Malformed("device key"))
+    }
+
+    /// An access statement that counts in this room: signed by a current
+    /// device (per its own chain) of an account the room shows as host or
+    /// moderator and that has a device in the stage group (which the server
+    /// cannot join on its own); a ban or allow must name this room.
+    fn verified_access(&mut self, sa: &SignedAccess) -> Result<AccessStatement, CryptoError> {
+        let st = AccessStatement::parse(&b64(&sa.statement)?)?;
+        let on_stage_group = match &self.stage {
+            Stage::Member(m) => m
+                .stage
+                .member_accounts()
+                .into_iter()
+                .any(|(_, _, account)| account.as_deref() == Some(sa.signer.as_str().as_bytes())),
+            _ => false,
+        };
+        if !on_stage_group || !self.role_of(&sa.signer).is_some_and(Role::moderates) {
+            return Err(CryptoError::AccessDoesNotApply(
+                "signed by no host or moderator on the stage",
+            ));
+        }
+        self.verified_key(&sa.signer, &sa.chain, &st.signer)?;
+        if st.verb != AccessVerb::Follow && st.room != self.room_id.as_str() {
+            return Err(CryptoError::AccessDoesNotApply("about another room"));
+        }
+        Ok(st)
+    }
+
+    /// The room's kind as its host bound it (closed if unknown: nobody is
+    /// let in on the server's word alone).
+    fn bound_kind(&self) -> E2eeRoomKind {
+        self.binding
+            .as_ref()
+            .map_or(E2eeRoomKind::Closed, VerifiedBinding::kind)
     }
 
     /// Stale keys and withheld rosters, checked once a second.
@@ -814,6 +866,14 @@ impl RoomCrypto {
             return Ok(());
         }
         let old = std::mem::replace(&mut self.view, view);
+        if let Some(b) = &self.binding
+            && b.kind() != e2ee_kind(self.view.kind)
+        {
+            self.alert(Alert::RoomKindChanged {
+                bound: format!("{:?}", b.kind()).to_lowercase(),
+                shown: self.view.kind.as_str().to_owned(),
+            });
+        }
         if self.left || self.server.is_none() {
             return Ok(());
         }
@@ -963,7 +1023,12 @@ impl RoomCrypto {
                 self.invitations.push((b64(invitation)?, from.clone(), key));
                 self.try_commit()
             }
-            E2eeDown::JoinRequest { request, from } => self.admit(now, &b64(request)?, from),
+            E2eeDown::JoinRequest {
+                request,
+                from,
+                grants,
+            } => self.admit(now, &b64(request)?, from, grants),
+            E2eeDown::Ban { ban } => self.on_ban(now, ban),
             E2eeDown::Sealed {
                 sealed,
                 statement,
@@ -1008,7 +1073,9 @@ impl RoomCrypto {
                     now,
                     &mut self.rng,
                 )?;
-                let binding = sign_binding(&self.identity, &self.room, &stage.group_id(), now);
+                let kind = e2ee_kind(self.view.kind);
+                let binding =
+                    sign_binding(&self.identity, &self.room, &stage.group_id(), kind, now);
                 self.binding = Some(VerifiedBinding::verify(
                     &binding,
                     &self.room,
@@ -1336,9 +1403,10 @@ impl RoomCrypto {
             return Ok(());
         }
         let key = m.stage.current_audience_key()?;
-        // Room kinds and bans are still enforced by the server only (see
-        // docs/e2ee.md): the distributor admits whoever the room shows.
-        let mut dist = Distributor::new(&self.room, E2eeRoomKind::Open, key, m.stage.identity());
+        // The kind the host bound, not the server's view: a closed or
+        // social room admits only listeners a moderator's statement lets in.
+        let kind = self.bound_kind();
+        let mut dist = Distributor::new(&self.room, kind, key, m.stage.identity());
         dist.resume_after(self.roster_seen);
         self.distributor = Some(DistributorState {
             dist,
@@ -1393,7 +1461,13 @@ impl RoomCrypto {
         Ok(())
     }
 
-    fn admit(&mut self, now: u64, request: &[u8], from: &E2eePeer) -> Result<(), CryptoError> {
+    fn admit(
+        &mut self,
+        now: u64,
+        request: &[u8],
+        from: &E2eePeer,
+        grants: &[SignedAccess],
+    ) -> Result<(), CryptoError> {
         if self.distributor.is_none() {
             return Ok(());
         }
@@ -1403,11 +1477,48 @@ impl RoomCrypto {
         // The key the listener's own device chain holds, never the key the
         // server attaches.
         let registered = self.verified_peer(from)?;
+        let verified = JoinRequest::parse(request)?.verify(&registered, &self.room, now)?;
+        let fp = verified.identity().fingerprint();
+        // Who may listen is the moderators' word, each statement checked
+        // against its signer's chain and role — not the server's.
+        let kind = self.bound_kind();
+        let allowed = kind != E2eeRoomKind::Open
+            && grants.iter().any(|g| {
+                self.verified_access(g).is_ok_and(|st| {
+                    st.target == from.user_id
+                        && match st.verb {
+                            AccessVerb::Allow => true,
+                            AccessVerb::Follow => kind == E2eeRoomKind::Social,
+                            AccessVerb::Ban => false,
+                        }
+                })
+            });
+        let banned = self.bans.contains(&from.user_id);
         let Some(d) = &mut self.distributor else {
             return Ok(());
         };
-        let verified = JoinRequest::parse(request)?.verify(&registered, &self.room, now)?;
-        let sealed = d.dist.admit(verified)?;
+        if banned {
+            d.dist.ban(fp);
+        } else if allowed {
+            d.dist.allow(fp);
+        }
+        let sealed = match d.dist.admit(verified) {
+            Ok(s) => s,
+            Err(e) => {
+                let why = match (&e, kind) {
+                    (AdmitError::Banned, _) => "a moderator banned this account".to_owned(),
+                    (_, E2eeRoomKind::Social) => {
+                        "no host or moderator of this social room follows this account".to_owned()
+                    }
+                    _ => "no moderator let this account into this closed room".to_owned(),
+                };
+                self.alert(Alert::AccessRefused {
+                    user: from.user_id.clone(),
+                    why,
+                });
+                return Err(e.into());
+            }
+        };
         d.admitted.insert(
             sealed.recipient,
             (from.user_id.clone(), from.device_id.clone()),
@@ -1528,6 +1639,35 @@ impl RoomCrypto {
         self.rotate(now)
     }
 
+    /// A moderator's signed ban: refuse the account's join requests from
+    /// now on, and take the key from its admitted devices at once (whether
+    /// or not the server removes it from the room).
+    fn on_ban(&mut self, now: u64, ban: &SignedAccess) -> Result<(), CryptoError> {
+        let st = self.verified_access(ban)?;
+        if st.verb != AccessVerb::Ban {
+            return Err(CryptoError::AccessDoesNotApply("not a ban"));
+        }
+        self.bans.insert(st.target.clone());
+        let Some(d) = &mut self.distributor else {
+            return Ok(());
+        };
+        let gone: Vec<Fingerprint> = d
+            .admitted
+            .iter()
+            .filter(|(_, (user, _))| *user == st.target)
+            .map(|(fp, _)| *fp)
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for fp in gone {
+            d.admitted.remove(&fp);
+            d.dist.ban(fp);
+        }
+        d.roster_at.get_or_insert(now);
+        self.rotate(now)
+    }
+
     fn accept_roster(&mut self, roster: &[u8], from: &E2eePeer) -> Result<(), CryptoError> {
         let trusted = self.stage_keys_for(from)?;
         let r = VerifiedRoster::verify(roster, &self.room, &trusted, self.roster_seen)?;
@@ -1573,6 +1713,14 @@ impl RoomCrypto {
                 roster: encode_payload(&roster),
             });
         }
+    }
+}
+
+fn e2ee_kind(kind: RoomKind) -> E2eeRoomKind {
+    match kind {
+        RoomKind::Open => E2eeRoomKind::Open,
+        RoomKind::Social => E2eeRoomKind::Social,
+        RoomKind::Closed => E2eeRoomKind::Closed,
     }
 }
 

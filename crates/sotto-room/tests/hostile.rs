@@ -16,13 +16,14 @@ use sotto_e2ee::identity::{DeviceIdentity, IdentityKey};
 use sotto_e2ee::invitation::{VerifiedInvitation, create_invitation};
 use sotto_e2ee::keys::{KeyGeneration, test_audience_key};
 use sotto_e2ee::stage::{ExternalSenderInfo, StageConfig, StageMember};
+use sotto_proto::access::AccessVerb;
 use sotto_proto::chain::{DeviceLink, LinkOp, encode_chain};
 use sotto_proto::channel::{
     ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, ServerMessage, decode_payload,
     encode_payload,
 };
 use sotto_proto::keys::DevicePublicKey;
-use sotto_proto::room::Role;
+use sotto_proto::room::{Role, RoomKind};
 use sotto_proto::{DeviceId, ErrorCode};
 use sotto_room::Alert;
 use sotto_room::room::{COMMIT_TIMEOUT_MS, CryptoError};
@@ -121,6 +122,7 @@ fn attack_1_forged_device_gets_no_key() {
         E2eeDown::JoinRequest {
             request: encode_payload(&req),
             from,
+            grants: Vec::new(),
         },
     );
     net.run();
@@ -139,6 +141,7 @@ fn attack_1_forged_device_gets_no_key() {
         E2eeDown::JoinRequest {
             request: encode_payload(&req),
             from,
+            grants: Vec::new(),
         },
     );
     net.run();
@@ -240,7 +243,7 @@ fn attack_2_forked_stage_group_is_refused() {
     // A reset the host did not sign (the operator's binding, claimed to be
     // the host's) leaves everyone in the host's group.
     let (_, op2) = operator_identity(&mut net, h);
-    let binding = sign_binding(&op2, &room, &[9; 16], net.now + 10_000);
+    let binding = sign_binding(&op2, &room, &[9; 16], E2eeKind::Open, net.now + 10_000);
     let mut from = net.devs[h].peer();
     from.device_key = DevicePublicKey::from_bytes(op2.public().to_bytes());
     net.e2ee(
@@ -626,4 +629,162 @@ fn attack_10_replayed_frames_are_refused() {
     );
     net.advance(100, 100);
     assert!(net.devs[l].crypto.decrypt(net.now, &f).is_err());
+}
+
+/// A room of `kind` with its host on the stage group and a moderator
+/// invited into it; keys delivered.
+fn moderated_room(kind: RoomKind) -> (Net, usize, usize) {
+    let mut net = Net::new(11);
+    net.view.kind = kind;
+    let h = net.join("host", Role::Host);
+    net.run();
+    let m = net.join("mod", Role::Listener);
+    // A listener of a closed room needs the host's allow to get a key
+    // before it goes on stage; as a moderator it needs none.
+    net.run();
+    net.invite(h, m);
+    net.set_role(m, Role::Moderator);
+    net.advance(2_000, 100);
+    assert!(net.devs[m].crypto.can_encrypt(), "{:?}", net.devs[m].errors);
+    (net, h, m)
+}
+
+fn refused(net: &Net, d: usize, user: &sotto_proto::UserId) -> bool {
+    net.devs[d].has_alert(|a| matches!(a, Alert::AccessRefused { user: u, .. } if u == user))
+}
+
+/// Attack 11 (closed rooms): the server lets in a listener no moderator
+/// allowed, also after turning the room "open" in its view; an allow
+/// signed by the operator's own account (shown as a moderator, but with no
+/// device on the stage) or by a plain listener does not count. A
+/// moderator's allow does.
+#[test]
+fn attack_11_closed_room_admits_only_with_a_moderators_allow() {
+    let (mut net, h, m) = moderated_room(RoomKind::Closed);
+    let l = net.join("lis", Role::Listener);
+    net.run();
+    net.advance(1_500, 100);
+    let user = net.devs[l].user.clone();
+    assert!(
+        !net.devs[l].crypto.can_decrypt(),
+        "admitted without an allow"
+    );
+    assert!(refused(&net, h, &user), "{:?}", net.devs[h].alerts);
+
+    // The server shows the room as open: the host bound it as closed.
+    net.view.kind = RoomKind::Open;
+    net.view.version += 1;
+    let view = net.view.clone();
+    for i in 0..net.devs.len() {
+        net.queue
+            .push_back((i, ServerMessage::RoomState { room: view.clone() }));
+    }
+    net.run();
+    net.resend_join_request(l);
+    assert!(
+        !net.devs[l].crypto.can_decrypt(),
+        "the server's view let it in"
+    );
+    assert!(net.devs[h].has_alert(|a| matches!(a, Alert::RoomKindChanged { .. })));
+
+    // The operator's own account, shown as a moderator, signs an allow;
+    // so does another listener.
+    let op = net.join("mallory", Role::Listener);
+    let other = net.join("lis2", Role::Listener);
+    net.run();
+    net.set_role(op, Role::Moderator);
+    net.run();
+    let forged = vec![
+        net.statement(op, AccessVerb::Allow, &user),
+        net.statement(other, AccessVerb::Allow, &user),
+        // A follow is no allow in a closed room, even the host's.
+        net.statement(h, AccessVerb::Follow, &user),
+    ];
+    net.grants.insert(l, forged);
+    net.resend_join_request(l);
+    assert!(
+        !net.devs[l].crypto.can_decrypt(),
+        "a forged allow let it in"
+    );
+
+    // The moderator's allow lets it in.
+    let allow = net.statement(m, AccessVerb::Allow, &user);
+    net.grants.get_mut(&l).unwrap().push(allow);
+    net.resend_join_request(l);
+    net.advance(1_500, 100);
+    assert!(net.hears(h, l), "{:?}", net.devs[h].errors);
+}
+
+/// Attack 11 (social rooms): a social room is for people the host and
+/// moderators follow. Following someone on stage (one-sided) or being
+/// followed by a plain speaker does not let anyone in; the host's signed
+/// follow does.
+#[test]
+fn attack_11_social_room_needs_a_moderators_follow() {
+    let (mut net, h, _m) = moderated_room(RoomKind::Social);
+    let s = net.join("spk", Role::Listener);
+    net.run();
+    net.invite(h, s);
+    net.advance(2_000, 100);
+    assert!(net.devs[s].crypto.can_encrypt());
+    let l = net.join("fan", Role::Listener);
+    let user = net.devs[l].user.clone();
+    let host_user = net.devs[h].user.clone();
+    net.grants.insert(
+        l,
+        vec![
+            // The fan follows the host: one-sided, anyone can.
+            net.statement(l, AccessVerb::Follow, &host_user),
+            // A speaker follows the fan: not a moderator.
+            net.statement(s, AccessVerb::Follow, &user),
+        ],
+    );
+    net.run();
+    net.advance(1_500, 100);
+    assert!(
+        !net.devs[l].crypto.can_decrypt(),
+        "admitted on a speaker's follow"
+    );
+    assert!(refused(&net, h, &user));
+
+    let follow = net.statement(h, AccessVerb::Follow, &user);
+    net.grants.get_mut(&l).unwrap().push(follow);
+    net.resend_join_request(l);
+    net.advance(1_500, 100);
+    assert!(net.hears(h, l) && net.hears(s, l));
+}
+
+/// Attack 11 (bans): a moderator's signed ban takes the key at once even
+/// when the server keeps the banned account in the room and keeps relaying
+/// its join requests; a ban signed by anyone else is ignored.
+#[test]
+fn attack_11_signed_ban_holds_when_the_server_keeps_the_user() {
+    let (mut net, h, m) = moderated_room(RoomKind::Open);
+    let l = net.join("lis", Role::Listener);
+    let l2 = net.join("lis2", Role::Listener);
+    net.run();
+    net.advance(1_500, 100);
+    assert!(net.hears(h, l) && net.hears(h, l2));
+    let user = net.devs[l].user.clone();
+    let user2 = net.devs[l2].user.clone();
+
+    // A listener "bans" another: nothing happens.
+    let fake = net.statement(l, AccessVerb::Ban, &user2);
+    net.e2ee(h, E2eeDown::Ban { ban: fake });
+    net.run();
+    net.advance(1_500, 100);
+    assert!(net.hears(h, l2));
+
+    // The moderator bans `l`; the server delivers the ban to the
+    // distributor but leaves `l` in the room.
+    let ban = net.statement(m, AccessVerb::Ban, &user);
+    net.e2ee(h, E2eeDown::Ban { ban });
+    net.run();
+    net.advance(1_500, 100);
+    assert!(!net.hears(h, l), "a banned listener still decrypts");
+    assert!(net.hears(h, l2));
+    net.resend_join_request(l);
+    net.advance(1_500, 100);
+    assert!(!net.hears(h, l), "a banned listener was admitted again");
+    assert!(refused(&net, h, &user));
 }

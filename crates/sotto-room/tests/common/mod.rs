@@ -12,10 +12,11 @@ use ed25519_dalek::SigningKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sotto_delivery::{AcceptedKind, RoomDelivery, ServerProposer};
+use sotto_proto::access::{AccessVerb, sign_access};
 use sotto_proto::chain::{DeviceLink, LinkOp, encode_chain};
 use sotto_proto::channel::{
-    ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, ServerMessage, decode_payload,
-    encode_payload,
+    ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, ServerMessage, SignedAccess,
+    decode_payload, encode_payload,
 };
 use sotto_proto::keys::DevicePublicKey;
 use sotto_proto::room::{MemberView, Role, RoomKind, RoomView};
@@ -89,6 +90,9 @@ pub struct Net {
     pub binding: Option<GroupBinding>,
     pub candidates: HashMap<usize, Vec<u8>>,
     pub join_requests: HashMap<usize, Vec<u8>>,
+    /// Statements the honest relay hands over with each device's join
+    /// requests (as the server does from its `room_access` and `follows`).
+    pub grants: HashMap<usize, Vec<SignedAccess>>,
     pub roster: Option<(Vec<u8>, E2eePeer)>,
     pub distributor: Option<usize>,
     pub queue: VecDeque<(usize, ServerMessage)>,
@@ -136,6 +140,7 @@ impl Net {
             binding: None,
             candidates: HashMap::new(),
             join_requests: HashMap::new(),
+            grants: HashMap::new(),
             roster: None,
             distributor: None,
             queue: VecDeque::new(),
@@ -398,11 +403,13 @@ impl Net {
             E2eeUp::JoinRequest { request } => {
                 self.join_requests.insert(i, b(&request));
                 if let Some(d) = self.distributor {
+                    let grants = self.grants.get(&i).cloned().unwrap_or_default();
                     self.e2ee(
                         d,
                         E2eeDown::JoinRequest {
                             request,
                             from: peer,
+                            grants,
                         },
                     );
                 }
@@ -518,11 +525,13 @@ impl Net {
                 .collect();
             for (j, r) in reqs {
                 let from = self.devs[j].peer();
+                let grants = self.grants.get(&j).cloned().unwrap_or_default();
                 self.e2ee(
                     new,
                     E2eeDown::JoinRequest {
                         request: encode_payload(&r),
                         from,
+                        grants,
                     },
                 );
             }
@@ -614,6 +623,43 @@ impl Net {
             Ok(_) => Err("wrong plaintext".into()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// An access statement signed by device `signer` about `target`, as
+    /// the server stores it (with the signer's chain).
+    pub fn statement(&self, signer: usize, verb: AccessVerb, target: &UserId) -> SignedAccess {
+        let d = &self.devs[signer];
+        let key = SigningKey::from_bytes(&d.seed);
+        SignedAccess {
+            statement: encode_payload(&sign_access(
+                &key,
+                verb,
+                self.room.as_str(),
+                target,
+                self.now,
+            )),
+            signer: d.user.clone(),
+            chain: encode_payload(&encode_chain(&d.links)),
+        }
+    }
+
+    /// The relay hands device `l`'s stored join request to the
+    /// distributor again, with the grants it holds now.
+    pub fn resend_join_request(&mut self, l: usize) {
+        let (Some(d), Some(r)) = (self.distributor, self.join_requests.get(&l).cloned()) else {
+            return;
+        };
+        let from = self.devs[l].peer();
+        let grants = self.grants.get(&l).cloned().unwrap_or_default();
+        self.e2ee(
+            d,
+            E2eeDown::JoinRequest {
+                request: encode_payload(&r),
+                from,
+                grants,
+            },
+        );
+        self.run();
     }
 
     /// Host `h` invites device `c` (on stage in the room) to the stage group.
