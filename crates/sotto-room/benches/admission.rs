@@ -169,6 +169,7 @@ fn main() {
             e2ee(E2eeDown::JoinRequest {
                 request: encode_payload(&l.request),
                 from: l.peer.clone(),
+                grants: Vec::new(),
             })
         })
         .collect();
