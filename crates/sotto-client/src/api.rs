@@ -5,10 +5,11 @@ use std::path::Path;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sotto_proto::access::{AccessVerb, sign_access};
 use sotto_proto::api::{
     AddDeviceRequest, ChallengeRequest, ChallengeResponse, CreateInviteRequest, CreateRoomRequest,
     DeviceView, InviteCreated, LoginRequest, Me, Profile as UserProfile, RegisterRequest,
-    RoomInviteRequest, SessionResponse, UpdateProfileRequest, UserSummary,
+    RoomInviteRequest, SessionResponse, StatementRequest, UpdateProfileRequest, UserSummary,
 };
 use sotto_proto::keys::{decode_b64, login_transcript, register_transcript};
 use sotto_proto::room::{RoomKind, RoomSummary, RoomView};
@@ -23,6 +24,10 @@ pub struct Client {
     http: reqwest::Client,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     token: Option<String>,
+    /// The signed-in device's key: signs follows, allows and bans
+    /// (`sotto_proto::access`) so that rooms' key distributors can check
+    /// them.
+    signer: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -60,6 +65,7 @@ impl Client {
             http: builder.build()?,
             tls,
             token: None,
+            signer: None,
         })
     }
 
@@ -168,6 +174,7 @@ impl Client {
             .request(Method::POST, "/api/register", Some(&req))
             .await?;
         self.token = Some(session.token.clone());
+        self.signer = Some(std::sync::Arc::new(profile.signing_key().clone()));
         profile.info.server = Some(self.base.clone());
         profile.info.username = Some(username.to_string());
         profile.info.user_id = Some(session.user_id.clone());
@@ -198,6 +205,7 @@ impl Client {
             .request(Method::POST, "/api/auth/login", Some(&req))
             .await?;
         self.token = Some(session.token.clone());
+        self.signer = Some(std::sync::Arc::new(profile.signing_key().clone()));
         Ok(session)
     }
 
@@ -325,13 +333,34 @@ impl Client {
         .await
     }
 
+    /// Follows `username`, with the follow signed by this device (so it
+    /// lets them into social rooms this account hosts or moderates).
     pub async fn follow(&self, username: &str) -> Result<(), ClientError> {
-        self.request_empty::<()>(
+        let statement = match &self.signer {
+            Some(_) => {
+                let id = self.profile(username).await?.id;
+                self.sign_access(AccessVerb::Follow, "", &id)
+            }
+            None => None,
+        };
+        self.request_empty(
             Method::PUT,
             &format!("/api/users/{}/follow", path_segment(username)),
-            None,
+            Some(&StatementRequest { statement }),
         )
         .await
+    }
+
+    /// An access statement signed by the signed-in device (None before
+    /// signing in with a profile).
+    fn sign_access(&self, verb: AccessVerb, room: &str, target: &UserId) -> Option<String> {
+        let key = self.signer.as_ref()?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Some(sotto_proto::keys::encode_b64(&sign_access(
+            key, verb, room, target, now_ms,
+        )))
     }
 
     pub async fn unfollow(&self, username: &str) -> Result<(), ClientError> {
@@ -424,16 +453,41 @@ impl Client {
             path_segment(&user.0),
             path_segment(action)
         );
-        self.request::<(), _>(Method::POST, &path, None).await
+        // A ban is signed: the room's key distributor then takes the key
+        // from the banned account whatever the server does.
+        let statement = if action == "ban" {
+            self.sign_access(AccessVerb::Ban, room.as_str(), user)
+        } else {
+            None
+        };
+        match statement {
+            Some(statement) => {
+                let body = StatementRequest {
+                    statement: Some(statement),
+                };
+                self.request(Method::POST, &path, Some(&body)).await
+            }
+            None => self.request::<(), _>(Method::POST, &path, None).await,
+        }
     }
 
+    /// Lets `username` into a closed room, with the allow signed by this
+    /// device (the room's key distributor seals the key only on it).
     pub async fn grant_access(&self, room: &RoomId, username: &str) -> Result<(), ClientError> {
         let path = format!("/api/rooms/{}/access", path_segment(&room.0));
+        let statement = match &self.signer {
+            Some(_) => {
+                let id = self.profile(username).await?.id;
+                self.sign_access(AccessVerb::Allow, room.as_str(), &id)
+            }
+            None => None,
+        };
         self.request_empty(
             Method::POST,
             &path,
             Some(&RoomInviteRequest {
                 username: username.to_string(),
+                statement,
             }),
         )
         .await

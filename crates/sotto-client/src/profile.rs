@@ -114,6 +114,11 @@ impl Profile {
         sotto_proto::chain::DeviceLink::sign(prev, op, subject, &self.key)
     }
 
+    /// The device's signing key (signs access statements).
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The device key's seed, for the E2EE identity (the same Ed25519 key
     /// is the device's MLS leaf key and signs its join requests).
     pub fn device_seed(&self) -> [u8; 32] {

@@ -14,7 +14,10 @@
 //! - the key distributor (and committer): among devices in the stage group
 //!   with an open channel, the host, else a moderator, else a speaker;
 //! - listeners' latest join requests (public: signed, carrying an HPKE
-//!   *public* key), handed to each new distributor, and the latest roster.
+//!   *public* key), handed to each new distributor with the signed
+//!   statements that let the listener in (a moderator's allow, the host's
+//!   and moderators' follows), and the latest roster;
+//! - moderators' signed bans, handed to each distributor.
 //!
 //! Sealed keys are forwarded, never stored. Nothing here decrypts media:
 //! the server never holds an MLS epoch secret, HPKE private key or audience
@@ -30,8 +33,8 @@ use sotto_delivery::{
     ServerProposer,
 };
 use sotto_proto::channel::{
-    E2eeDown, E2eePeer, E2eeUp, GroupBinding, SealedFor, ServerMessage, decode_payload,
-    encode_payload,
+    E2eeDown, E2eePeer, E2eeUp, GroupBinding, SealedFor, ServerMessage, SignedAccess,
+    decode_payload, encode_payload,
 };
 use sotto_proto::keys::DevicePublicKey;
 use sotto_proto::room::{Role, RoomView};
@@ -88,6 +91,24 @@ struct Candidate {
     invitation: Option<(Vec<u8>, E2eePeer)>,
 }
 
+/// A listener's latest join request, its sender, and the statements that
+/// let it in.
+struct JoinRequestHeld {
+    request: Vec<u8>,
+    from: E2eePeer,
+    grants: Vec<SignedAccess>,
+}
+
+impl JoinRequestHeld {
+    fn message(&self) -> E2eeDown {
+        E2eeDown::JoinRequest {
+            request: encode_payload(&self.request),
+            from: self.from.clone(),
+            grants: self.grants.clone(),
+        }
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Proposed {
     Add(DeviceId),
@@ -104,7 +125,9 @@ struct RoomRelay {
     candidates: HashMap<DeviceId, Candidate>,
     proposed: HashSet<Proposed>,
     proposed_epoch: u64,
-    join_requests: HashMap<DeviceId, (Vec<u8>, E2eePeer)>,
+    join_requests: HashMap<DeviceId, JoinRequestHeld>,
+    /// Moderators' signed bans in this room.
+    bans: Vec<SignedAccess>,
     roster: Option<(Vec<u8>, E2eePeer)>,
     distributor: Option<u64>,
     /// The host's signed binding of the current stage group to the room.
@@ -262,11 +285,62 @@ impl E2eeRelay {
                 first?;
             }
         }
+        // What lets a listener in is read before the lock (the database is
+        // async): a moderator's allow, the moderators' follows.
+        let grants = match &msg {
+            E2eeUp::JoinRequest { .. } => store
+                .access_grants(room_id, &conn.user)
+                .await
+                .map_err(|e| (e.code, e.message))?,
+            _ => Vec::new(),
+        };
         let mut rooms = self.lock();
         let room = rooms
             .get_mut(room_id)
             .ok_or_else(|| err(ErrorCode::E2eeHelloRequired, "say e2ee hello first"))?;
-        room.apply(&self.proposer, room_id, conn, msg)
+        room.apply(&self.proposer, room_id, conn, msg, grants)
+    }
+
+    /// A moderator's signed ban (checked by the caller to be signed by the
+    /// moderator's session device): kept for every distributor of the room,
+    /// sent to the current one now.
+    pub fn ban(&self, room_id: &RoomId, ban: SignedAccess) {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(room_id) else {
+            return;
+        };
+        if let Some(d) = room.distributor {
+            room.send(d, E2eeDown::Ban { ban: ban.clone() }, room_id);
+        }
+        room.bans.push(ban);
+    }
+
+    /// New statements let `user` in: hand the distributor `user`'s waiting
+    /// join requests again with them.
+    pub fn regrant(&self, room_id: &RoomId, user: &UserId, grants: Vec<SignedAccess>) {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(d) = room.distributor else {
+            room.join_requests
+                .values_mut()
+                .filter(|h| &h.from.user_id == user)
+                .for_each(|h| h.grants.clone_from(&grants));
+            return;
+        };
+        let mut again = Vec::new();
+        for held in room
+            .join_requests
+            .values_mut()
+            .filter(|h| &h.from.user_id == user)
+        {
+            held.grants.clone_from(&grants);
+            again.push(held.message());
+        }
+        for m in again {
+            room.send(d, m, room_id);
+        }
     }
 
     fn check(&self, room_id: &RoomId, conn: &ConnInfo, need: Need) -> Result<(), RelayError> {
@@ -373,7 +447,12 @@ impl E2eeRelay {
             held.push(c.key_package.clone());
             held.extend(c.invitation.as_ref().map(|(i, _)| i.clone()));
         }
-        held.extend(room.join_requests.values().map(|(r, _)| r.clone()));
+        held.extend(room.join_requests.values().map(|h| h.request.clone()));
+        held.extend(
+            room.bans
+                .iter()
+                .filter_map(|b| decode_payload(&b.statement).ok()),
+        );
         held.extend(room.roster.as_ref().map(|(r, _)| r.clone()));
         Some(RelaySnapshot {
             epoch: room.delivery.as_ref().map_or(0, RoomDelivery::epoch),
@@ -482,7 +561,7 @@ impl RoomRelay {
         let members: HashMap<DeviceId, Option<Role>> = self
             .join_requests
             .iter()
-            .map(|(d, (_, p))| (d.clone(), self.role_of(&p.user_id)))
+            .map(|(d, h)| (d.clone(), self.role_of(&h.from.user_id)))
             .collect();
         for (device, role) in members {
             if role != Some(Role::Listener) {
@@ -626,15 +705,11 @@ impl RoomRelay {
                 room_id,
             );
         }
-        for (req, from) in self.join_requests.values() {
-            self.send(
-                new,
-                E2eeDown::JoinRequest {
-                    request: encode_payload(req),
-                    from: from.clone(),
-                },
-                room_id,
-            );
+        for ban in &self.bans {
+            self.send(new, E2eeDown::Ban { ban: ban.clone() }, room_id);
+        }
+        for held in self.join_requests.values() {
+            self.send(new, held.message(), room_id);
         }
     }
 
@@ -644,6 +719,7 @@ impl RoomRelay {
         room_id: &RoomId,
         conn: &ConnInfo,
         msg: E2eeUp,
+        grants: Vec<SignedAccess>,
     ) -> Result<(), RelayError> {
         let max = sotto_proto::channel::MAX_MESSAGE_BYTES;
         match msg {
@@ -846,19 +922,15 @@ impl RoomRelay {
                 Ok(())
             }
             E2eeUp::JoinRequest { request } => {
-                let req = decode(&request, MAX_SMALL_BLOB)?;
-                self.join_requests
-                    .insert(conn.device.clone(), (req.clone(), conn.peer()));
+                let held = JoinRequestHeld {
+                    request: decode(&request, MAX_SMALL_BLOB)?,
+                    from: conn.peer(),
+                    grants,
+                };
                 if let Some(d) = self.distributor {
-                    self.send(
-                        d,
-                        E2eeDown::JoinRequest {
-                            request: encode_payload(&req),
-                            from: conn.peer(),
-                        },
-                        room_id,
-                    );
+                    self.send(d, held.message(), room_id);
                 }
+                self.join_requests.insert(conn.device.clone(), held);
                 Ok(())
             }
             E2eeUp::Sealed {

@@ -424,3 +424,75 @@ async fn a_device_row_inserted_by_the_operator_hears_nothing() {
     );
     world.server.shutdown().await.unwrap();
 }
+
+/// Attack 11 through the real server and database: the operator lets an
+/// account into a closed room with one row in `room_access` (no moderator
+/// signed it). The server lets it in; the host's client, the key
+/// distributor, gives it no key. The listener the host let in with a
+/// signed allow hears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_closed_room_keys_only_listeners_a_moderator_signed_for() {
+    let world = start(0.0).await;
+    let server = &world.server;
+    let (host, host_p) = world.user("host").await;
+    let room = host
+        .create_room("Closed talk", RoomKind::Closed, None)
+        .await
+        .unwrap()
+        .id;
+    let (alice, alice_p) = world.user("alice").await;
+    host.grant_access(&room, "alice").await.unwrap();
+    let (eve, eve_p) = world.user("eve").await;
+    let eve_id = eve.me().await.unwrap().id;
+    assert!(eve.join(&room).await.is_err(), "a closed room let eve in");
+    // The operator's move: one row in its own database.
+    sqlx::query("INSERT INTO room_access (room_id, user_id, created_at) VALUES ($1, $2, $3)")
+        .bind(room.0.clone())
+        .bind(eve_id.0.clone())
+        .bind(SystemClock.now_ms())
+        .execute(server.store.pool())
+        .await
+        .unwrap();
+
+    let speaker = {
+        let input = speech_like(31, 8.0);
+        let s = run_session(
+            host,
+            host_p,
+            room.clone(),
+            Mode::Speak {
+                samples: input.clone(),
+                repeat: false,
+            },
+            16,
+        );
+        (s, input)
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let heard = run_session(alice, alice_p, room.clone(), Mode::Listen, 13);
+    let stolen = run_session(eve, eve_p, room.clone(), Mode::Listen, 13);
+    let (speaker, input) = speaker;
+    let speaker = speaker.await.unwrap();
+    let heard = heard.await.unwrap();
+    let stolen = stolen.await.unwrap();
+    println!("eve: {:?}", stolen.stats);
+    assert!(
+        stolen.stats.packets_received >= 100,
+        "eve got the ciphertext: {:?}",
+        stolen.stats
+    );
+    assert_eq!(stolen.stats.decrypted, 0, "eve decrypted frames");
+    let c = aligned_correlation(&input, &heard.mix, 3 * SECOND).1;
+    println!("alice: correlation {c:.3}, {:?}", heard.stats);
+    assert!(c >= 0.8, "alice's correlation {c:.3} < 0.8");
+    assert!(
+        speaker
+            .stats
+            .alerts
+            .iter()
+            .any(|a| a.contains("refused the room key")),
+        "the distributor did not say it refused eve: {:?}",
+        speaker.stats.alerts
+    );
+    world.server.shutdown().await.unwrap();
+}

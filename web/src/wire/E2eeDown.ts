@@ -3,6 +3,7 @@ import type { DeviceId } from "./DeviceId";
 import type { E2eePeer } from "./E2eePeer";
 import type { ErrorCode } from "./ErrorCode";
 import type { GroupBinding } from "./GroupBinding";
+import type { SignedAccess } from "./SignedAccess";
 
 /**
  * E2EE messages from the server.
@@ -11,4 +12,4 @@ export type E2eeDown = { "kind": "info", external_sender_key: string, external_s
 /**
  * The current stage group's binding, if the room has a group.
  */
-group: GroupBinding | null, } | { "kind": "group_reset", group: GroupBinding, } | { "kind": "handshake", seq: number, message: string, from: E2eePeer | null, } | { "kind": "accepted", seq: number, epoch: number, commit: boolean, id: number, } | { "kind": "rejected", id: number, code: ErrorCode, message: string, } | { "kind": "welcome", welcome: string, ratchet_tree: string, } | { "kind": "candidate", candidate: E2eePeer, } | { "kind": "stage_invitation", invitation: string, from: E2eePeer, } | { "kind": "join_request", request: string, from: E2eePeer, } | { "kind": "sealed", sealed: string, statement: string, from: E2eePeer, } | { "kind": "roster", roster: string, from: E2eePeer, } | { "kind": "distributor", active: boolean, } | { "kind": "device_gone", device_id: DeviceId, };
+group: GroupBinding | null, } | { "kind": "group_reset", group: GroupBinding, } | { "kind": "handshake", seq: number, message: string, from: E2eePeer | null, } | { "kind": "accepted", seq: number, epoch: number, commit: boolean, id: number, } | { "kind": "rejected", id: number, code: ErrorCode, message: string, } | { "kind": "welcome", welcome: string, ratchet_tree: string, } | { "kind": "candidate", candidate: E2eePeer, } | { "kind": "stage_invitation", invitation: string, from: E2eePeer, } | { "kind": "join_request", request: string, from: E2eePeer, grants: Array<SignedAccess>, } | { "kind": "ban", ban: SignedAccess, } | { "kind": "sealed", sealed: string, statement: string, from: E2eePeer, } | { "kind": "roster", roster: string, from: E2eePeer, } | { "kind": "distributor", active: boolean, } | { "kind": "device_gone", device_id: DeviceId, };

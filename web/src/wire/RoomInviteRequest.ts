@@ -3,4 +3,10 @@
 /**
  * Let a user into a closed room.
  */
-export type RoomInviteRequest = { username: string, };
+export type RoomInviteRequest = { username: string, 
+/**
+ * An allow statement for the user and the room, signed by this
+ * session's device ([`crate::access`], base64url): the room's key
+ * distributor admits a closed room's listener only with one.
+ */
+statement: string | null, };

@@ -102,3 +102,60 @@ impl FromRequestParts<AppState> for AuthRateLimit {
         }
     }
 }
+
+/// A JSON body that may be absent (an empty body is `None`); a body that
+/// is there must be well-formed JSON of `T`.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let has_body = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v != "0")
+            && req.headers().contains_key(axum::http::header::CONTENT_TYPE);
+        if !has_body {
+            return Ok(OptionalJson(None));
+        }
+        let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
+        Ok(OptionalJson(Some(value)))
+    }
+}
+
+/// Checks an access statement a client sends (`sotto_proto::access`):
+/// well-formed, signed by this session's own device, and saying `verb`
+/// about `target` (in `room`, for an allow or a ban). Returns its bytes.
+/// The room's key distributor checks it again; this keeps junk out of the
+/// database and tells the client at once.
+pub fn own_statement(
+    session: &AuthedSession,
+    text: &str,
+    verb: sotto_proto::access::AccessVerb,
+    room: Option<&sotto_proto::RoomId>,
+    target: &sotto_proto::UserId,
+) -> Result<Vec<u8>, ApiError> {
+    use sotto_proto::access::AccessStatement;
+    let invalid = |why: &str| ApiError::new(ErrorCode::InvalidAccessStatement, why);
+    let bytes = sotto_proto::keys::decode_b64(text).map_err(|_| invalid("not base64url"))?;
+    let st = AccessStatement::parse(&bytes).map_err(|e| invalid(&e.to_string()))?;
+    if st.signer != *session.device_key.as_bytes() {
+        return Err(invalid("not signed by this session's device"));
+    }
+    if st.verb != verb {
+        return Err(invalid("a statement of another kind"));
+    }
+    if &st.target != target {
+        return Err(invalid("about another user"));
+    }
+    if room.is_some_and(|r| r.as_str() != st.room) {
+        return Err(invalid("about another room"));
+    }
+    Ok(bytes)
+}

@@ -3,12 +3,14 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use sotto_proto::api::{CreateRoomRequest, RoomInviteRequest};
+use sotto_proto::access::AccessVerb;
+use sotto_proto::api::{CreateRoomRequest, RoomInviteRequest, StatementRequest};
+use sotto_proto::channel::{SignedAccess, encode_payload};
 use sotto_proto::ids::is_valid_text;
 use sotto_proto::room::{RoomSummary, RoomView};
 use sotto_proto::{ErrorCode, ErrorResponse, RoomId, UserId};
 
-use super::extract::{ApiJson, ApiPath, AuthUser};
+use super::extract::{ApiJson, ApiPath, AuthUser, OptionalJson, own_statement};
 use super::{AppState, random_bytes};
 use crate::bus::RoomEvent;
 use crate::error::{ApiError, ApiResult};
@@ -132,25 +134,52 @@ pub async fn self_action(
 #[utoipa::path(post, path = "/api/rooms/{room_id}/members/{user_id}/{action}", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = String, Path), ("user_id" = String, Path),
         ("action" = String, Path, description = "invite-to-stage | move-to-audience | mute | unmute | make-moderator | remove | ban")),
+    request_body(content = Option<StatementRequest>, description = "ban only: the ban signed by this session's device"),
     responses((status = 200, body = RoomView), (status = "4XX", body = ErrorResponse)))]
 pub async fn member_action(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
     ApiPath((room_id, user_id, action)): ApiPath<(String, String, String)>,
+    OptionalJson(body): OptionalJson<StatementRequest>,
 ) -> ApiResult<Json<RoomView>> {
     let action = Action::from_route(&action)
         .filter(|a| a.takes_target())
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such member action"))?;
+    let (room, target) = (RoomId(room_id), UserId(user_id));
+    // A ban may carry the moderator's signed ban: the room's key
+    // distributor then takes the key from the banned account on the
+    // moderator's word, whatever this server does.
+    let ban = match body.and_then(|b| b.statement) {
+        Some(text) if action == Action::Ban => Some(own_statement(
+            &session,
+            &text,
+            AccessVerb::Ban,
+            Some(&room),
+            &target,
+        )?),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidAccessStatement,
+                "only a ban carries a statement",
+            ));
+        }
+        None => None,
+    };
     let access = state
         .store
-        .act(
-            &RoomId(room_id),
-            &session.user_id,
-            action,
-            Some(&UserId(user_id)),
-            state.now(),
-        )
+        .act(&room, &session.user_id, action, Some(&target), state.now())
         .await?;
+    if let Some(statement) = ban {
+        let chain = state.store.device_chain(&session.user_id).await?;
+        state.e2ee.ban(
+            &room,
+            SignedAccess {
+                statement: encode_payload(&statement),
+                signer: session.user_id.clone(),
+                chain: encode_payload(&chain),
+            },
+        );
+    }
     Ok(Json(state.announce(access)))
 }
 
@@ -165,14 +194,27 @@ pub async fn grant_access(
     ApiPath(room_id): ApiPath<String>,
     ApiJson(req): ApiJson<RoomInviteRequest>,
 ) -> ApiResult<StatusCode> {
+    let room = RoomId(room_id);
+    let target = state.store.user_by_username(&req.username).await?.id;
+    let statement = req
+        .statement
+        .map(|text| own_statement(&session, &text, AccessVerb::Allow, Some(&room), &target))
+        .transpose()?;
     state
         .store
         .grant_access(
-            &RoomId(room_id),
+            &room,
             &session.user_id,
-            &req.username,
+            &target,
+            statement.as_deref(),
             state.now(),
         )
         .await?;
+    if statement.is_some() {
+        // A listener already waiting gets its key now, not at its next
+        // join request.
+        let grants = state.store.access_grants(&room, &target).await?;
+        state.e2ee.regrant(&room, &target, grants);
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,10 +4,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use sotto_proto::ErrorResponse;
-use sotto_proto::api::{Profile, UserSummary};
+use sotto_proto::access::AccessVerb;
+use sotto_proto::api::{Profile, StatementRequest, UserSummary};
 
 use super::AppState;
-use super::extract::{ApiPath, AuthUser};
+use super::extract::{ApiPath, AuthUser, OptionalJson, own_statement};
 use crate::error::ApiResult;
 
 /// A user's profile.
@@ -24,18 +25,32 @@ pub async fn profile(
     ))
 }
 
-/// Follow a user (idempotent).
+/// Follow a user (idempotent). The optional body carries the follow signed
+/// by this session's device: without it, the follow does not let the user
+/// into social rooms this account hosts or moderates.
 #[utoipa::path(put, path = "/api/users/{username}/follow", tag = "users", security(("bearer" = [])),
     params(("username" = String, Path)),
+    request_body(content = Option<StatementRequest>),
     responses((status = 204), (status = "4XX", body = ErrorResponse)))]
 pub async fn follow(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
     ApiPath(username): ApiPath<String>,
+    OptionalJson(body): OptionalJson<StatementRequest>,
 ) -> ApiResult<StatusCode> {
+    let followee = state.store.user_by_username(&username).await?;
+    let statement = body
+        .and_then(|b| b.statement)
+        .map(|text| own_statement(&session, &text, AccessVerb::Follow, None, &followee.id))
+        .transpose()?;
     state
         .store
-        .follow(&session.user_id, &username, state.now())
+        .follow(
+            &session.user_id,
+            &followee.id,
+            statement.as_deref(),
+            state.now(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

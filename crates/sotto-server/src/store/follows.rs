@@ -44,23 +44,26 @@ impl Store {
         })
     }
 
-    /// Following someone twice is the same as once.
+    /// Following someone twice is the same as once (a signed follow
+    /// statement, checked by the caller, replaces an unsigned one).
     pub async fn follow(
         &self,
         follower: &UserId,
-        username: &str,
+        followee: &UserId,
+        statement: Option<&[u8]>,
         now: i64,
     ) -> Result<(), ApiError> {
-        let followee = self.user_by_username(username).await?;
-        if &followee.id == follower {
+        if followee == follower {
             return Err(ErrorCode::CannotFollowSelf.into());
         }
         sqlx::query(
-            "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            "INSERT INTO follows (follower_id, followee_id, created_at, statement) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (follower_id, followee_id) DO UPDATE SET statement = COALESCE(excluded.statement, follows.statement)",
         )
         .bind(follower.0.clone())
-        .bind(followee.id.0)
+        .bind(followee.0.clone())
         .bind(now)
+        .bind(statement.map(<[u8]>::to_vec))
         .execute(self.pool())
         .await?;
         Ok(())

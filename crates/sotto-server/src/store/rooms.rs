@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use sotto_proto::api::UserSummary;
+use sotto_proto::channel::{SignedAccess, encode_payload};
 use sotto_proto::room::{MemberView, Role, RoomKind, RoomSummary, RoomView};
 use sotto_proto::{ErrorCode, RoomId, UserId};
 use sqlx::Row as _;
@@ -234,15 +235,16 @@ impl Store {
             .collect())
     }
 
-    /// Lets a user into a closed room (moderators only).
+    /// Lets a user into a closed room (moderators only), with the
+    /// moderator's signed allow statement (checked by the caller).
     pub async fn grant_access(
         &self,
         room: &RoomId,
         actor: &UserId,
-        username: &str,
+        target: &UserId,
+        statement: Option<&[u8]>,
         now: i64,
     ) -> Result<(), ApiError> {
-        let target = self.user_by_username(username).await?;
         let mut tx = self.begin_write().await?;
         lock_live_room(&mut tx, room).await?;
         let actor_row = member(&mut tx, room, actor)
@@ -252,15 +254,52 @@ impl Store {
             return Err(ErrorCode::NotPermitted.into());
         }
         sqlx::query(
-            "INSERT INTO room_access (room_id, user_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            "INSERT INTO room_access (room_id, user_id, created_at, granted_by, statement) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (room_id, user_id) DO UPDATE SET granted_by = COALESCE(excluded.granted_by, room_access.granted_by), \
+             statement = COALESCE(excluded.statement, room_access.statement)",
         )
         .bind(room.0.clone())
-        .bind(target.id.0)
+        .bind(target.0.clone())
         .bind(now)
+        .bind(statement.map(|_| actor.0.clone()))
+        .bind(statement.map(<[u8]>::to_vec))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The signed statements that let `user` listen to `room`, for the
+    /// room's key distributor: a moderator's allow, and the follows of the
+    /// room's current host and moderators — each with its signer's chain.
+    pub async fn access_grants(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Vec<SignedAccess>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT granted_by, statement FROM room_access \
+               WHERE room_id = $1 AND user_id = $2 AND statement IS NOT NULL AND granted_by IS NOT NULL \
+             UNION ALL \
+             SELECT f.follower_id, f.statement FROM follows f JOIN room_members m ON m.user_id = f.follower_id \
+               WHERE m.room_id = $1 AND m.role IN ('host', 'moderator') AND f.followee_id = $2 AND f.statement IS NOT NULL",
+        )
+        .bind(room.0.clone())
+        .bind(user.0.clone())
+        .fetch_all(self.pool())
+        .await?;
+        let mut grants = Vec::with_capacity(rows.len());
+        for row in rows {
+            let signer = UserId(row.get(0));
+            let statement: Vec<u8> = row.get(1);
+            let chain = self.device_chain(&signer).await?;
+            grants.push(SignedAccess {
+                statement: encode_payload(&statement),
+                signer,
+                chain: encode_payload(&chain),
+            });
+        }
+        Ok(grants)
     }
 
     /// The live rooms `user` may enter: rooms with people they follow on
