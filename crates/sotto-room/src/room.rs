@@ -17,6 +17,13 @@
 //! listeners, rotates (every stage epoch change, at once when an admitted
 //! listener leaves or is banned, every 60 s) and signs the roster.
 //!
+//! Each role is one state type (`Part`): `Listener` (audience keys),
+//! `Candidate` (waiting for a Welcome, still hearing as a listener),
+//! `Member` (stage keys; the listener keys for a moment after joining) and
+//! `Distributor` (a member plus what it takes to admit, rotate and sign).
+//! A role change is a move from one to the other; nothing else says which
+//! role this device plays.
+//!
 //! ## Against a server that acts
 //! Every key the server relays comes with the account's device chain
 //! (`sotto_proto::chain`), checked against this device's [`TrustStore`]:
@@ -186,19 +193,40 @@ pub struct RosterReport {
     pub roster_version: Option<RosterVersion>,
 }
 
+/// A listener's keys: the ring of its current join request, and the one
+/// before it (its refresh is still in flight).
 struct ListenerState {
     current: Listener,
     previous: Option<Listener>,
     refresh_at: u64,
 }
 
-enum Stage {
-    None,
-    Candidate {
-        candidate: Box<StageCandidate>,
-        buffered: Vec<Vec<u8>>,
-    },
+/// This device's part in the room: one state type per role. What a role
+/// holds is in its own type; there are no flags that say which fields mean
+/// something now.
+enum Part {
+    /// No role yet: before the server's `info`, or not in the room.
+    Waiting,
+    /// In the audience: holds sealed audience keys.
+    Listener(Box<ListenerState>),
+    /// On stage, waiting for a Welcome into the bound stage group.
+    Candidate(Box<CandidateState>),
+    /// In the stage group: sends and receives with the stage's keys.
     Member(Box<MemberState>),
+    /// The stage member the server elected to admit listeners, rotate the
+    /// audience key, commit and sign the roster.
+    Distributor(Box<MemberState>, Box<DistributorState>),
+}
+
+struct CandidateState {
+    candidate: StageCandidate,
+    /// Stage messages that arrived before the Welcome.
+    buffered: Vec<Vec<u8>>,
+    /// The listener keys it still hears with until it joins.
+    listener: Option<Box<ListenerState>>,
+    /// The server elected this device distributor: it becomes one on
+    /// joining (the election is for the bound group: a reset clears it).
+    elected: bool,
 }
 
 struct MemberState {
@@ -207,6 +235,9 @@ struct MemberState {
     in_flight: Option<InFlight>,
     buffered: Vec<Vec<u8>>,
     rebase: bool,
+    /// The listener keys, kept for a moment after joining the stage group
+    /// (frames in flight under the audience key), and until when.
+    fallback: Option<(Box<ListenerState>, u64)>,
 }
 
 /// A commit sent and not answered yet.
@@ -217,13 +248,18 @@ struct InFlight {
 }
 
 impl MemberState {
-    fn new(stage: StageMember, buffered: Vec<Vec<u8>>) -> Box<Self> {
+    fn new(
+        stage: StageMember,
+        buffered: Vec<Vec<u8>>,
+        fallback: Option<(Box<ListenerState>, u64)>,
+    ) -> Box<Self> {
         Box::new(MemberState {
             stage,
             pending_proposals: false,
             in_flight: None,
             buffered,
             rebase: false,
+            fallback,
         })
     }
 }
@@ -233,6 +269,69 @@ struct DistributorState {
     admitted: HashMap<Fingerprint, (UserId, DeviceId)>,
     next_rotation_at: u64,
     roster_at: Option<u64>,
+}
+
+impl Part {
+    /// The stage-group state, as member or distributor.
+    fn member(&self) -> Option<&MemberState> {
+        match self {
+            Part::Member(m) | Part::Distributor(m, _) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn member_mut(&mut self) -> Option<&mut MemberState> {
+        match self {
+            Part::Member(m) | Part::Distributor(m, _) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn distributor(&self) -> Option<&DistributorState> {
+        match self {
+            Part::Distributor(_, d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The listener keys this part holds (a listener's, a candidate's
+    /// still, a new member's for a moment).
+    fn listener(&self) -> Option<&ListenerState> {
+        match self {
+            Part::Listener(l) => Some(l),
+            Part::Candidate(c) => c.listener.as_deref(),
+            Part::Member(m) | Part::Distributor(m, _) => m.fallback.as_ref().map(|(l, _)| &**l),
+            Part::Waiting => None,
+        }
+    }
+
+    fn listener_mut(&mut self) -> Option<&mut ListenerState> {
+        match self {
+            Part::Listener(l) => Some(l),
+            Part::Candidate(c) => c.listener.as_deref_mut(),
+            Part::Member(m) | Part::Distributor(m, _) => m.fallback.as_mut().map(|(l, _)| &mut **l),
+            Part::Waiting => None,
+        }
+    }
+
+    /// Leaves the stage part (if any), keeping the listener keys.
+    fn take_listener(&mut self) -> Option<Box<ListenerState>> {
+        match std::mem::replace(self, Part::Waiting) {
+            Part::Listener(l) => Some(l),
+            Part::Candidate(c) => c.listener,
+            Part::Member(m) | Part::Distributor(m, _) => m.fallback.map(|(l, _)| l),
+            Part::Waiting => None,
+        }
+    }
+
+    /// Stops distributing (stays a member).
+    fn demote(&mut self) {
+        if let Part::Distributor(..) = self
+            && let Part::Distributor(m, _) = std::mem::replace(self, Part::Waiting)
+        {
+            *self = Part::Member(m);
+        }
+    }
 }
 
 /// One device's E2EE in one room.
@@ -259,11 +358,7 @@ pub struct RoomCrypto {
     config: StageConfig,
     rng: ChaCha20Rng,
     server: Option<ExternalSenderInfo>,
-    listener: Option<ListenerState>,
-    listener_until: Option<u64>,
-    stage: Stage,
-    distributor: Option<DistributorState>,
-    is_distributor: bool,
+    part: Part,
     policy: InvitePolicy,
     intents: HashSet<UserId>,
     /// Stage invitations received, with the inviter's chain-verified key.
@@ -282,7 +377,7 @@ impl std::fmt::Debug for RoomCrypto {
         f.debug_struct("RoomCrypto")
             .field("room", &self.room_id.short())
             .field("role", &self.my_role())
-            .field("distributor", &self.is_distributor)
+            .field("distributor", &self.is_distributor())
             .finish_non_exhaustive()
     }
 }
@@ -328,11 +423,7 @@ impl RoomCrypto {
             config: StageConfig::default(),
             rng,
             server: None,
-            listener: None,
-            listener_until: None,
-            stage: Stage::None,
-            distributor: None,
-            is_distributor: false,
+            part: Part::Waiting,
             policy: InvitePolicy::Explicit,
             intents: HashSet::new(),
             invitations: Vec::new(),
@@ -353,13 +444,13 @@ impl RoomCrypto {
     #[cfg(feature = "audit")]
     pub fn audit_secrets(&self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        if let Some(l) = &self.listener {
+        if let Some(l) = self.part.listener() {
             out.extend(l.current.audit_secrets());
             if let Some(p) = &l.previous {
                 out.extend(p.audit_secrets());
             }
         }
-        if let Stage::Member(m) = &self.stage {
+        if let Some(m) = self.part.member() {
             out.extend(m.stage.audit_secrets());
         }
         out
@@ -394,22 +485,20 @@ impl RoomCrypto {
             return Some(0);
         }
         let mut t: Vec<u64> = Vec::new();
-        if let Stage::Member(m) = &self.stage {
+        if let Some(m) = self.part.member() {
             t.extend(m.stage.poll_timeout());
+            t.extend(m.in_flight.as_ref().map(|f| f.sent_at + COMMIT_TIMEOUT_MS));
+            t.extend(m.fallback.as_ref().map(|(_, until)| *until));
         }
-        if let Some(d) = &self.distributor {
+        if let Some(d) = self.part.distributor() {
             t.push(d.next_rotation_at);
             t.extend(d.roster_at);
         }
-        if let Some(l) = self.listener.as_ref().filter(|_| !self.left) {
+        if let Part::Listener(l) = &self.part
+            && !self.left
+        {
             t.push(l.refresh_at);
         }
-        if let Stage::Member(m) = &self.stage
-            && let Some(f) = &m.in_flight
-        {
-            t.push(f.sent_at + COMMIT_TIMEOUT_MS);
-        }
-        t.extend(self.listener_until);
         if !self.left {
             // Freshness checks (stale keys, withheld rosters) once a second.
             t.push(self.last_now + 1_000);
@@ -420,7 +509,7 @@ impl RoomCrypto {
     /// Timers: send-key switches, key expiry, rotations, rosters, join
     /// request refreshes.
     pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<ClientMessage> {
-        if let Stage::Member(m) = &mut self.stage
+        if let Some(m) = self.part.member_mut()
             && let Err(e) = m.stage.handle_timeout(now_ms)
         {
             // A send key that cannot be built: keep the old one; say so once.
@@ -434,17 +523,15 @@ impl RoomCrypto {
             });
         }
         self.check_freshness(now_ms);
-        if self.listener_until.is_some_and(|t| t <= now_ms) {
-            self.listener_until = None;
-            if matches!(self.stage, Stage::Member(_)) {
-                self.listener = None;
-            }
+        if let Some(m) = self.part.member_mut()
+            && m.fallback
+                .as_ref()
+                .is_some_and(|(_, until)| *until <= now_ms)
+        {
+            m.fallback = None;
         }
         if !self.left {
-            let refresh = self
-                .listener
-                .as_ref()
-                .is_some_and(|l| l.refresh_at <= now_ms)
+            let refresh = matches!(&self.part, Part::Listener(l) if l.refresh_at <= now_ms)
                 && self.my_role() == Some(Role::Listener);
             if refresh && let Err(e) = self.join_as_listener(now_ms) {
                 self.alert(Alert::ForeignGroup {
@@ -461,9 +548,7 @@ impl RoomCrypto {
     /// [`STALE_KEY_GRACE_MS`]: a server that stalls rotations does not get
     /// audio under an old key).
     pub fn encrypt(&mut self, now_ms: u64, opus: &[u8]) -> Option<Vec<u8>> {
-        let Stage::Member(m) = &mut self.stage else {
-            return None;
-        };
+        let m = self.part.member_mut()?;
         if self.left {
             return None;
         }
@@ -508,13 +593,13 @@ impl RoomCrypto {
     ) -> Result<(Vec<u8>, KeyGeneration), CryptoError> {
         let mut first: Option<FrameError> = None;
         let unknown = CryptoError::Malformed("no generation for a decrypted frame");
-        if let Stage::Member(m) = &mut self.stage {
+        if let Some(m) = self.part.member_mut() {
             match m.stage.decrypt_frame(now_ms, frame) {
                 Ok(p) => return Ok((p, m.stage.frame_generation(kid).ok_or(unknown)?)),
                 Err(e) => first = Some(e),
             }
         }
-        if let Some(l) = &mut self.listener {
+        if let Some(l) = self.part.listener_mut() {
             match l.current.decrypt(now_ms, frame) {
                 Ok(p) => return Ok((p, l.current.frame_generation(kid).ok_or(unknown)?)),
                 Err(e) => {
@@ -586,7 +671,7 @@ impl RoomCrypto {
         let name = |fp: &Fingerprint| owners.get(fp).map(|u| (*u).clone());
         let in_room = |u: &UserId| self.view.members.iter().any(|m| &m.user_id == u);
         let mut entries = Vec::new();
-        if let Stage::Member(m) = &self.stage {
+        if let Some(m) = self.part.member() {
             for (_, key, _) in m.stage.member_accounts() {
                 entries.push(self.roster_entry(name(&key.fingerprint()), true));
             }
@@ -684,14 +769,12 @@ impl RoomCrypto {
     /// cannot join on its own); a ban or allow must name this room.
     fn verified_access(&mut self, sa: &SignedAccess) -> Result<AccessStatement, CryptoError> {
         let st = AccessStatement::parse(&b64(&sa.statement)?)?;
-        let on_stage_group = match &self.stage {
-            Stage::Member(m) => m
-                .stage
+        let on_stage_group = self.part.member().is_some_and(|m| {
+            m.stage
                 .member_accounts()
                 .into_iter()
-                .any(|(_, _, account)| account.as_deref() == Some(sa.signer.as_str().as_bytes())),
-            _ => false,
-        };
+                .any(|(_, _, account)| account.as_deref() == Some(sa.signer.as_str().as_bytes()))
+        });
         if !on_stage_group || !self.role_of(&sa.signer).is_some_and(Role::moderates) {
             return Err(CryptoError::AccessDoesNotApply(
                 "signed by no host or moderator on the stage",
@@ -732,13 +815,14 @@ impl RoomCrypto {
 
     /// Whether this device receives as a listener only (no stage group).
     fn listener_key_current(&self) -> bool {
-        !matches!(self.stage, Stage::Member(_)) && self.listener.is_some()
+        matches!(self.part, Part::Listener(_) | Part::Candidate(_))
+            && self.part.listener().is_some()
     }
 
     /// Drop a commit the server did not answer in time, then catch up and
     /// redo what is still needed.
     fn commit_timeout(&mut self, now: u64) -> Result<(), CryptoError> {
-        let Stage::Member(m) = &mut self.stage else {
+        let Some(m) = self.part.member_mut() else {
             return Ok(());
         };
         if m.in_flight
@@ -758,8 +842,8 @@ impl RoomCrypto {
 
     /// Whether this device holds a receive key.
     pub fn can_decrypt(&self) -> bool {
-        matches!(self.stage, Stage::Member(_))
-            || self.listener.as_ref().is_some_and(|l| {
+        self.part.member().is_some()
+            || self.part.listener().is_some_and(|l| {
                 l.current.current_generation().is_some()
                     || l.previous
                         .as_ref()
@@ -769,7 +853,9 @@ impl RoomCrypto {
 
     /// Whether this device can send (holds a stage send key).
     pub fn can_encrypt(&self) -> bool {
-        matches!(&self.stage, Stage::Member(m) if m.stage.sending_generation().is_some())
+        self.part
+            .member()
+            .is_some_and(|m| m.stage.sending_generation().is_some())
     }
 
     /// The latest verified roster of admitted listeners.
@@ -779,16 +865,13 @@ impl RoomCrypto {
 
     /// Whether the server made this device the room's key distributor.
     pub fn is_distributor(&self) -> bool {
-        self.is_distributor && self.distributor.is_some()
+        matches!(self.part, Part::Distributor(..))
     }
 
     /// A code all stage members of the current epoch share (compare it out
     /// loud), if this device is on the stage group.
     pub fn room_code(&self) -> Option<String> {
-        match &self.stage {
-            Stage::Member(m) => Some(m.stage.room_code()),
-            _ => None,
-        }
+        self.part.member().map(|m| m.stage.room_code())
     }
 
     fn my_role(&self) -> Option<Role> {
@@ -818,9 +901,10 @@ impl RoomCrypto {
             ServerMessage::RoomLeft { room_id, .. } | ServerMessage::RoomEnded { room_id }
                 if room_id == &self.room_id =>
             {
+                // Keys stay (what a removed device can still decrypt is for
+                // the caller to inspect); nothing is sent any more.
                 self.left = true;
-                self.distributor = None;
-                self.is_distributor = false;
+                self.part.demote();
                 Ok(())
             }
             // A generic error is about some request of this session: never
@@ -847,7 +931,7 @@ impl RoomCrypto {
         code: ErrorCode,
         message: &str,
     ) -> Result<(), CryptoError> {
-        if let Stage::Member(m) = &mut self.stage
+        if let Some(m) = self.part.member_mut()
             && m.in_flight.as_ref().is_some_and(|f| f.id == id)
         {
             m.in_flight = None;
@@ -882,15 +966,13 @@ impl RoomCrypto {
             .members
             .iter()
             .any(|m| m.user_id == self.me && m.role.on_stage());
+        let in_stage_part = !matches!(self.part, Part::Waiting | Part::Listener(_));
         match role {
-            Some(Role::Listener) if !matches!(self.stage, Stage::None) || was_on_stage => {
+            Some(Role::Listener) if in_stage_part || was_on_stage => {
                 // Moved to the audience: the server proposes our removal.
-                self.stage = Stage::None;
-                self.distributor = None;
-                self.is_distributor = false;
                 self.join_as_listener(now)?;
             }
-            Some(r) if r.on_stage() && matches!(self.stage, Stage::None) => {
+            Some(r) if r.on_stage() && !in_stage_part => {
                 self.become_candidate()?;
             }
             _ => {}
@@ -922,30 +1004,30 @@ impl RoomCrypto {
             E2eeDown::GroupReset { group } => {
                 // Leave the group only for a newer one the host bound.
                 self.accept_binding(group)?;
-                let in_bound = match (&self.stage, &self.binding) {
-                    (Stage::Member(m), Some(b)) => b.group_id() == m.stage.group_id(),
+                let in_bound = match (self.part.member(), &self.binding) {
+                    (Some(m), Some(b)) => b.group_id() == m.stage.group_id(),
                     _ => false,
                 };
                 if self.my_role().is_some_and(Role::on_stage) && !in_bound {
-                    self.distributor = None;
-                    self.stage = Stage::None;
+                    // A new group: distributing in it is the server's new
+                    // election, not the old one.
                     self.become_candidate()?;
                 }
                 Ok(())
             }
             E2eeDown::Handshake { message, .. } => {
                 let bytes = b64(message)?;
-                match &mut self.stage {
-                    Stage::Candidate { buffered, .. } => {
-                        buffered.push(bytes);
+                match &mut self.part {
+                    Part::Candidate(c) => {
+                        c.buffered.push(bytes);
                         Ok(())
                     }
-                    Stage::Member(m) if m.in_flight.is_some() => {
+                    Part::Member(m) | Part::Distributor(m, _) if m.in_flight.is_some() => {
                         m.buffered.push(bytes);
                         Ok(())
                     }
-                    Stage::Member(_) => self.process_handshake(now, &bytes),
-                    Stage::None => Ok(()),
+                    Part::Member(_) | Part::Distributor(..) => self.process_handshake(now, &bytes),
+                    Part::Waiting | Part::Listener(_) => Ok(()),
                 }
             }
             E2eeDown::Rejected { id, code, message } => self.on_rejected(now, *id, *code, message),
@@ -953,7 +1035,7 @@ impl RoomCrypto {
                 if !commit {
                     return Ok(());
                 }
-                let Stage::Member(m) = &mut self.stage else {
+                let Some(m) = self.part.member_mut() else {
                     return Ok(());
                 };
                 if m.in_flight.as_ref().is_none_or(|f| f.id != *id) {
@@ -980,7 +1062,7 @@ impl RoomCrypto {
                 ratchet_tree,
             } => {
                 let (w, tree) = (b64(welcome)?, b64(ratchet_tree)?);
-                let Stage::Candidate { .. } = self.stage else {
+                let Part::Candidate(_) = self.part else {
                     return Ok(());
                 };
                 let Some(bound) = self.binding.as_ref().map(|b| b.group_id().to_vec()) else {
@@ -989,30 +1071,32 @@ impl RoomCrypto {
                     });
                     return Err(CryptoError::Unbound);
                 };
-                let Stage::Candidate {
-                    candidate,
-                    buffered,
-                } = std::mem::replace(&mut self.stage, Stage::None)
-                else {
+                let Part::Candidate(c) = std::mem::replace(&mut self.part, Part::Waiting) else {
                     return Ok(());
                 };
-                let stage = match (*candidate).join(&self.room, &w, &tree, &bound, self.config, now)
-                {
+                let CandidateState {
+                    candidate,
+                    buffered,
+                    listener,
+                    elected,
+                } = *c;
+                let stage = match candidate.join(&self.room, &w, &tree, &bound, self.config, now) {
                     Ok(stage) => stage,
                     Err(e) => {
                         // The candidate's KeyPackage keys are spent: ask again.
                         self.alert(Alert::ForeignGroup {
                             why: format!("Welcome refused: {e}"),
                         });
+                        self.part = listener.map_or(Part::Waiting, Part::Listener);
                         self.become_candidate()?;
                         return Err(e.into());
                     }
                 };
-                self.stage = Stage::Member(MemberState::new(stage, buffered));
+                let fallback = listener.map(|l| (l, now + LISTENER_FALLBACK_MS));
+                self.part = Part::Member(MemberState::new(stage, buffered, fallback));
                 self.check_stage_members();
-                self.listener_until = Some(now + LISTENER_FALLBACK_MS);
                 self.drain_buffered(now)?;
-                if self.is_distributor {
+                if elected {
                     self.start_distributor(now)?;
                 }
                 Ok(())
@@ -1036,22 +1120,25 @@ impl RoomCrypto {
             } => self.open_sealed(now, &b64(sealed)?, &b64(statement)?, from),
             E2eeDown::Roster { roster, from } => self.accept_roster(&b64(roster)?, from),
             E2eeDown::DeviceGone { device_id } => self.device_gone(now, device_id),
-            E2eeDown::Distributor { active } => {
-                self.is_distributor = *active;
-                if *active {
-                    self.start_distributor(now)
-                } else {
-                    self.distributor = None;
+            E2eeDown::Distributor { active } => match &mut self.part {
+                // Elected before its Welcome arrived: distributes on joining.
+                Part::Candidate(c) => {
+                    c.elected = *active;
                     Ok(())
                 }
-            }
+                _ if *active => self.start_distributor(now),
+                _ => {
+                    self.part.demote();
+                    Ok(())
+                }
+            },
         }
     }
 
     /// After the server's `info`: the host creates the stage group, others
     /// on stage ask to join it, listeners ask for the audience key.
     fn start(&mut self, now: u64, has_group: bool) -> Result<(), CryptoError> {
-        if !matches!(self.stage, Stage::None) {
+        if !matches!(self.part, Part::Waiting) {
             return Ok(());
         }
         match self.my_role() {
@@ -1081,7 +1168,7 @@ impl RoomCrypto {
                     &self.room,
                     &[self.identity.public()],
                 )?);
-                self.stage = Stage::Member(MemberState::new(stage, Vec::new()));
+                self.part = Part::Member(MemberState::new(stage, Vec::new(), None));
                 self.up(E2eeUp::CreateGroup {
                     group_info: encode_payload(&gi),
                     ratchet_tree: encode_payload(&tree),
@@ -1136,10 +1223,13 @@ impl RoomCrypto {
             self.device.as_str(),
         );
         let (candidate, kp) = StageCandidate::new(identity)?;
-        self.stage = Stage::Candidate {
-            candidate: Box::new(candidate),
+        let listener = self.part.take_listener();
+        self.part = Part::Candidate(Box::new(CandidateState {
+            candidate,
             buffered: Vec::new(),
-        };
+            listener,
+            elected: false,
+        }));
         self.up(E2eeUp::KeyPackage {
             key_package: encode_payload(&kp),
         });
@@ -1160,12 +1250,14 @@ impl RoomCrypto {
             self.config.suite,
             self.config.grace_ms,
         );
-        let previous = self.listener.take().map(|l| l.current);
-        self.listener = Some(ListenerState {
+        // Whatever stage part this device had ends here (moved to the
+        // audience); the ring before this one keeps decrypting meanwhile.
+        let previous = self.part.take_listener().map(|l| l.current);
+        self.part = Part::Listener(Box::new(ListenerState {
             current,
             previous,
             refresh_at: now + JOIN_REFRESH_MS,
-        });
+        }));
         self.up(E2eeUp::JoinRequest {
             request: encode_payload(&req),
         });
@@ -1173,7 +1265,7 @@ impl RoomCrypto {
     }
 
     fn process_handshake(&mut self, now: u64, bytes: &[u8]) -> Result<(), CryptoError> {
-        let Stage::Member(m) = &mut self.stage else {
+        let Some(m) = self.part.member_mut() else {
             return Ok(());
         };
         match m.stage.handle_message(now, bytes) {
@@ -1185,7 +1277,7 @@ impl RoomCrypto {
                 m.pending_proposals = false;
                 if std::mem::take(&mut m.rebase) {
                     let invitations = self.verified_invitations(now);
-                    if let Stage::Member(m) = &mut self.stage
+                    if let Some(m) = self.part.member_mut()
                         && let Some(out) = m.stage.rebase(&invitations)?
                     {
                         self.send_commit(out);
@@ -1194,9 +1286,10 @@ impl RoomCrypto {
                 self.on_epoch_change(now)
             }
             Ok(StageEvent::Removed) => {
-                self.stage = Stage::None;
-                self.distributor = None;
-                if self.my_role() == Some(Role::Listener) && self.listener.is_none() {
+                let listener = self.part.take_listener();
+                let had_keys = listener.is_some();
+                self.part = listener.map_or(Part::Waiting, Part::Listener);
+                if self.my_role() == Some(Role::Listener) && !had_keys {
                     self.join_as_listener(now)?;
                 }
                 Ok(())
@@ -1211,10 +1304,8 @@ impl RoomCrypto {
     fn drain_buffered(&mut self, now: u64) -> Result<(), CryptoError> {
         let mut first_err = None;
         loop {
-            let next = match &mut self.stage {
-                Stage::Member(m) if m.in_flight.is_none() && !m.buffered.is_empty() => {
-                    m.buffered.remove(0)
-                }
+            let next = match self.part.member_mut() {
+                Some(m) if m.in_flight.is_none() && !m.buffered.is_empty() => m.buffered.remove(0),
                 _ => break,
             };
             if let Err(e) = self.process_handshake(now, &next) {
@@ -1227,7 +1318,7 @@ impl RoomCrypto {
     fn send_commit(&mut self, out: CommitOut) {
         let message = encode_payload(&out.commit);
         let id = self.handshake_id();
-        if let Stage::Member(m) = &mut self.stage {
+        if let Some(m) = self.part.member_mut() {
             m.in_flight = Some(InFlight {
                 out,
                 id,
@@ -1245,7 +1336,7 @@ impl RoomCrypto {
     /// The trusted inviters: stage-group members whose user is a host or
     /// moderator in the room state.
     fn verified_invitations(&self, now: u64) -> Vec<VerifiedInvitation> {
-        let Stage::Member(m) = &self.stage else {
+        let Some(m) = self.part.member() else {
             return Vec::new();
         };
         let tree: HashSet<[u8; 32]> = m
@@ -1275,18 +1366,17 @@ impl RoomCrypto {
     /// verified invitation.
     fn try_commit(&mut self) -> Result<(), CryptoError> {
         let now = self.now_hint();
-        let idle = matches!(&self.stage, Stage::Member(m)
-            if self.is_distributor && m.in_flight.is_none());
+        let idle = matches!(&self.part, Part::Distributor(m, _) if m.in_flight.is_none());
         if !idle {
             return Ok(());
         }
         let strays = self.check_stage_members();
-        let pending = matches!(&self.stage, Stage::Member(m) if m.pending_proposals);
+        let pending = self.part.member().is_some_and(|m| m.pending_proposals);
         if !pending && strays.is_empty() {
             return Ok(());
         }
         let invitations = self.verified_invitations(now);
-        let Stage::Member(m) = &mut self.stage else {
+        let Some(m) = self.part.member_mut() else {
             return Ok(());
         };
         match m.stage.commit_pending(&invitations, &strays) {
@@ -1308,7 +1398,7 @@ impl RoomCrypto {
     /// the account's verified chain does not hold (revoked). Alerts once
     /// per stray; the distributor removes them.
     fn check_stage_members(&mut self) -> Vec<u32> {
-        let Stage::Member(m) = &self.stage else {
+        let Some(m) = self.part.member() else {
             return Vec::new();
         };
         let mut strays = Vec::new();
@@ -1348,9 +1438,9 @@ impl RoomCrypto {
         if !self.my_role().is_some_and(Role::moderates) {
             return Ok(());
         }
-        let Stage::Member(_) = &self.stage else {
+        if self.part.member().is_none() {
             return Ok(());
-        };
+        }
         let follows = self.policy == InvitePolicy::FollowRoomState
             && self.view.members.iter().any(|m| {
                 m.user_id == candidate.user_id && (m.role.on_stage() || m.invited_to_stage)
@@ -1389,32 +1479,34 @@ impl RoomCrypto {
     }
 
     fn on_epoch_change(&mut self, now: u64) -> Result<(), CryptoError> {
-        if self.distributor.is_some() {
+        if self.part.distributor().is_some() {
             self.rotate(now)?;
         }
         self.try_commit()
     }
 
+    /// The server elected this device: a stage member becomes the
+    /// distributor (a candidate does on joining).
     fn start_distributor(&mut self, now: u64) -> Result<(), CryptoError> {
-        let Stage::Member(m) = &self.stage else {
+        let Part::Member(m) = &self.part else {
             return Ok(());
         };
-        if self.distributor.is_some() {
-            return Ok(());
-        }
         let key = m.stage.current_audience_key()?;
         // The kind the host bound, not the server's view: a closed or
         // social room admits only listeners a moderator's statement lets in.
         let kind = self.bound_kind();
         let mut dist = Distributor::new(&self.room, kind, key, m.stage.identity());
         dist.resume_after(self.roster_seen);
-        self.distributor = Some(DistributorState {
+        let d = Box::new(DistributorState {
             dist,
             admitted: HashMap::new(),
             next_rotation_at: now + self.config.rotation_period_ms,
             roster_at: None,
         });
         let due = m.stage.rotation_due(now);
+        if let Part::Member(m) = std::mem::replace(&mut self.part, Part::Waiting) {
+            self.part = Part::Distributor(m, d);
+        }
         if due {
             self.rotate(now)?;
         }
@@ -1424,7 +1516,7 @@ impl RoomCrypto {
     /// Seal the next generation to every admitted listener (with its key
     /// statement), then announce it to the stage.
     fn rotate(&mut self, now: u64) -> Result<(), CryptoError> {
-        let (Stage::Member(m), Some(d)) = (&mut self.stage, &mut self.distributor) else {
+        let Part::Distributor(m, d) = &mut self.part else {
             return Ok(());
         };
         if m.in_flight.is_some() {
@@ -1468,7 +1560,7 @@ impl RoomCrypto {
         from: &E2eePeer,
         grants: &[SignedAccess],
     ) -> Result<(), CryptoError> {
-        if self.distributor.is_none() {
+        if self.part.distributor().is_none() {
             return Ok(());
         }
         if self.view.members.iter().all(|m| m.user_id != from.user_id) {
@@ -1494,7 +1586,7 @@ impl RoomCrypto {
                 })
             });
         let banned = self.bans.contains(&from.user_id);
-        let Some(d) = &mut self.distributor else {
+        let Part::Distributor(_, d) = &mut self.part else {
             return Ok(());
         };
         if banned {
@@ -1538,7 +1630,7 @@ impl RoomCrypto {
     /// As distributor: drop admitted listeners who left the room (rotate at
     /// once: a ban or removal must not keep the key) or went on stage.
     fn distributor_follow_view(&mut self, now: u64) -> Result<(), CryptoError> {
-        let Some(d) = &mut self.distributor else {
+        let Part::Distributor(_, d) = &mut self.part else {
             return Ok(());
         };
         let mut departed = false;
@@ -1569,7 +1661,7 @@ impl RoomCrypto {
     /// the stage group if it is in it, else the sender's — if the room
     /// shows the sender on stage and the sender's own chain holds the key.
     fn stage_keys_for(&mut self, from: &E2eePeer) -> Result<Vec<IdentityKey>, CryptoError> {
-        if let Stage::Member(m) = &self.stage {
+        if let Some(m) = self.part.member() {
             return Ok(m.stage.member_keys().into_iter().map(|(_, k)| k).collect());
         }
         if !self.role_of(&from.user_id).is_some_and(Role::on_stage) {
@@ -1586,7 +1678,7 @@ impl RoomCrypto {
         from: &E2eePeer,
     ) -> Result<(), CryptoError> {
         let trusted = self.stage_keys_for(from)?;
-        let Some(l) = &mut self.listener else {
+        let Some(l) = self.part.listener_mut() else {
             return Ok(());
         };
         let st = l.current.verify_statement(statement, &trusted)?;
@@ -1606,11 +1698,11 @@ impl RoomCrypto {
 
     /// The newest key generation this device can decrypt.
     fn newest_generation(&self) -> Option<KeyGeneration> {
-        let stage = match &self.stage {
-            Stage::Member(m) => m.stage.current_audience_key().ok().map(|k| k.generation()),
-            _ => None,
-        };
-        let listener = self.listener.as_ref().and_then(|l| {
+        let stage = self
+            .part
+            .member()
+            .and_then(|m| m.stage.current_audience_key().ok().map(|k| k.generation()));
+        let listener = self.part.listener().and_then(|l| {
             let prev = l.previous.as_ref().and_then(Listener::current_generation);
             l.current.current_generation().max(prev)
         });
@@ -1619,7 +1711,7 @@ impl RoomCrypto {
 
     /// (The distributor) a listener device was revoked or logged out.
     fn device_gone(&mut self, now: u64, device: &DeviceId) -> Result<(), CryptoError> {
-        let Some(d) = &mut self.distributor else {
+        let Part::Distributor(_, d) = &mut self.part else {
             return Ok(());
         };
         let gone: Vec<Fingerprint> = d
@@ -1648,7 +1740,7 @@ impl RoomCrypto {
             return Err(CryptoError::AccessDoesNotApply("not a ban"));
         }
         self.bans.insert(st.target.clone());
-        let Some(d) = &mut self.distributor else {
+        let Part::Distributor(_, d) = &mut self.part else {
             return Ok(());
         };
         let gone: Vec<Fingerprint> = d
@@ -1686,14 +1778,14 @@ impl RoomCrypto {
     /// Work that waits on time or state: due rotations, rosters.
     fn flush(&mut self, now: u64) {
         self.last_now = now;
-        let rotation_due = matches!((&self.stage, &self.distributor), (Stage::Member(m), Some(d))
+        let rotation_due = matches!(&self.part, Part::Distributor(m, d)
             if m.in_flight.is_none() && (d.next_rotation_at <= now || m.stage.rotation_due(now)));
         if rotation_due && let Err(e) = self.rotate(now) {
             self.alert(Alert::ForeignGroup {
                 why: format!("rotation failed: {e}"),
             });
         }
-        let (Stage::Member(m), Some(d)) = (&self.stage, &mut self.distributor) else {
+        let Part::Distributor(m, d) = &mut self.part else {
             return;
         };
         if d.roster_at.is_some_and(|t| t <= now) {

@@ -181,4 +181,7 @@ async fn access_statements(db: Db) {
     srv.stop().await;
 }
 
-both_backends!(access_statements_are_checked_and_kept, super::access_statements);
+both_backends!(
+    access_statements_are_checked_and_kept,
+    super::access_statements
+);
