@@ -8,7 +8,10 @@
 //! - `chain check`: parse + verify the listener's device chain against the
 //!   pins (the work added);
 //! - `through the core`: the whole `RoomCrypto::handle` of a `join_request`
-//!   message (base64, chain, request, seal, the outgoing message).
+//!   message (base64, chain, request, seal, the outgoing message);
+//! - `closed room`: the same in a closed room, each request carrying the
+//!   host's signed allow (the statement and the host's chain are checked
+//!   too).
 //!
 //! Wall-clock, release build; `SOTTO_BENCH_N` listeners (default 1,000).
 
@@ -20,8 +23,9 @@ use rand_core::{RngCore, SeedableRng};
 use sotto_e2ee::audience::{Distributor, JoinRequest, RoomKind as E2eeKind};
 use sotto_e2ee::identity::DeviceIdentity;
 use sotto_e2ee::keys::{KeyGeneration, test_audience_key};
+use sotto_proto::access::{AccessVerb, sign_access};
 use sotto_proto::chain::{DeviceLink, LinkOp, encode_chain};
-use sotto_proto::channel::{E2eeDown, E2eePeer, ServerMessage, encode_payload};
+use sotto_proto::channel::{E2eeDown, E2eePeer, ServerMessage, SignedAccess, encode_payload};
 use sotto_proto::keys::DevicePublicKey;
 use sotto_proto::room::{MemberView, Role, RoomKind, RoomView};
 use sotto_proto::{DeviceId, RoomId, UserId};
@@ -132,22 +136,79 @@ fn main() {
 
     // 3. through the client core: a host that created the stage group and
     // was made distributor, then one join_request message per listener.
-    let mut seed = [0u8; 32];
-    rng.fill_bytes(&mut seed);
+    let mut host_seed = [0u8; 32];
+    rng.fill_bytes(&mut host_seed);
+    let core_us = through_the_core(
+        &view,
+        &host,
+        host_seed,
+        &listeners,
+        |_| Vec::new(),
+        &mut rng,
+    );
+
+    // 4. the same in a closed room: each request with the host's allow.
+    view.kind = RoomKind::Closed;
+    let host_key = SigningKey::from_bytes(&host_seed);
+    let host_public = DevicePublicKey::from_bytes(host_key.verifying_key().to_bytes());
+    let host_chain = encode_payload(&encode_chain(&[DeviceLink::sign(
+        None,
+        LinkOp::Add,
+        &host_public,
+        &host_key,
+    )]));
+    let allow = |l: &Listener| {
+        vec![SignedAccess {
+            statement: encode_payload(&sign_access(
+                &host_key,
+                AccessVerb::Allow,
+                room.as_str(),
+                &l.user,
+                NOW,
+            )),
+            signer: host.clone(),
+            chain: host_chain.clone(),
+        }]
+    };
+    let closed_us = through_the_core(&view, &host, host_seed, &listeners, allow, &mut rng);
+
+    println!("admission per listener, n = {n} (release, one run):");
+    println!("  e2ee only (verify request + seal)      {e2ee_us:8.1} µs");
+    println!("  chain check (parse + verify + pin)     {chain_us:8.1} µs");
+    println!("  through the core (RoomCrypto::handle)  {core_us:8.1} µs");
+    println!("  closed room, with the host's allow     {closed_us:8.1} µs");
+    println!(
+        "  chain check / e2ee only                {:8.1} %",
+        100.0 * chain_us / e2ee_us
+    );
+}
+
+/// Microseconds per admission through `RoomCrypto::handle`: the host's
+/// core (seed `host_seed`) creates the stage group, is made distributor,
+/// then gets one `join_request` per listener with `grants(listener)`.
+fn through_the_core(
+    view: &RoomView,
+    host: &UserId,
+    host_seed: [u8; 32],
+    listeners: &[Listener],
+    grants: impl Fn(&Listener) -> Vec<SignedAccess>,
+    rng: &mut ChaCha20Rng,
+) -> f64 {
+    let mut id = [0u8; 16];
     rng.fill_bytes(&mut id);
     let (mut core, _) = RoomCrypto::new(
-        seed,
-        &host,
+        host_seed,
+        host,
         &DeviceId::from_bytes(id),
-        &view,
+        view,
         TrustStore::default(),
         NOW,
-        &mut rng,
+        rng,
     )
     .unwrap();
     let server = SigningKey::from_bytes(&[3; 32]).verifying_key().to_bytes();
     let e2ee = |e2ee| ServerMessage::E2ee {
-        room_id: room.clone(),
+        room_id: view.id.clone(),
         e2ee,
     };
     core.handle(
@@ -169,7 +230,7 @@ fn main() {
             e2ee(E2eeDown::JoinRequest {
                 request: encode_payload(&l.request),
                 from: l.peer.clone(),
-                grants: Vec::new(),
+                grants: grants(l),
             })
         })
         .collect();
@@ -178,15 +239,7 @@ fn main() {
     for m in &msgs {
         sealed += core.handle(NOW, m).unwrap().len();
     }
-    let core_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    assert_eq!(sealed, n);
-
-    println!("admission per listener, n = {n} (release, one run):");
-    println!("  e2ee only (verify request + seal)      {e2ee_us:8.1} µs");
-    println!("  chain check (parse + verify + pin)     {chain_us:8.1} µs");
-    println!("  through the core (RoomCrypto::handle)  {core_us:8.1} µs");
-    println!(
-        "  chain check / e2ee only                {:8.1} %",
-        100.0 * chain_us / e2ee_us
-    );
+    let us = t.elapsed().as_secs_f64() * 1e6 / listeners.len() as f64;
+    assert_eq!(sealed, listeners.len(), "every listener admitted");
+    us
 }

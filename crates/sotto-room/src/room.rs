@@ -1711,13 +1711,24 @@ impl RoomCrypto {
 
     /// (The distributor) a listener device was revoked or logged out.
     fn device_gone(&mut self, now: u64, device: &DeviceId) -> Result<(), CryptoError> {
+        self.cut_off(now, |_, dev| dev == device, false)
+    }
+
+    /// (The distributor) takes the key from the admitted listeners `which`
+    /// names, at once: drops (or bans) them and rotates.
+    fn cut_off(
+        &mut self,
+        now: u64,
+        which: impl Fn(&UserId, &DeviceId) -> bool,
+        ban: bool,
+    ) -> Result<(), CryptoError> {
         let Part::Distributor(_, d) = &mut self.part else {
             return Ok(());
         };
         let gone: Vec<Fingerprint> = d
             .admitted
             .iter()
-            .filter(|(_, (_, dev))| dev == device)
+            .filter(|(_, (user, dev))| which(user, dev))
             .map(|(fp, _)| *fp)
             .collect();
         if gone.is_empty() {
@@ -1725,7 +1736,11 @@ impl RoomCrypto {
         }
         for fp in gone {
             d.admitted.remove(&fp);
-            d.dist.remove(fp);
+            if ban {
+                d.dist.ban(fp);
+            } else {
+                d.dist.remove(fp);
+            }
         }
         d.roster_at.get_or_insert(now);
         self.rotate(now)
@@ -1740,24 +1755,7 @@ impl RoomCrypto {
             return Err(CryptoError::AccessDoesNotApply("not a ban"));
         }
         self.bans.insert(st.target.clone());
-        let Part::Distributor(_, d) = &mut self.part else {
-            return Ok(());
-        };
-        let gone: Vec<Fingerprint> = d
-            .admitted
-            .iter()
-            .filter(|(_, (user, _))| *user == st.target)
-            .map(|(fp, _)| *fp)
-            .collect();
-        if gone.is_empty() {
-            return Ok(());
-        }
-        for fp in gone {
-            d.admitted.remove(&fp);
-            d.dist.ban(fp);
-        }
-        d.roster_at.get_or_insert(now);
-        self.rotate(now)
+        self.cut_off(now, |user, _| *user == st.target, true)
     }
 
     fn accept_roster(&mut self, roster: &[u8], from: &E2eePeer) -> Result<(), CryptoError> {

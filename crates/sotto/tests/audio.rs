@@ -402,27 +402,29 @@ async fn a_device_row_inserted_by_the_operator_hears_nothing() {
     assert!(c >= 0.8, "the real listener's correlation {c:.3} < 0.8");
     assert_eq!(heard.stats.hidden_listeners, 0, "{:?}", heard.stats);
 
-    let stolen = op.await.unwrap();
-    println!("operator's device: {:?}", stolen.stats);
-    assert!(
-        stolen.stats.packets_received >= 100,
-        "the operator's device got the ciphertext: {:?}",
-        stolen.stats
-    );
-    assert_eq!(
-        stolen.stats.decrypted, 0,
-        "the operator's device decrypted frames"
-    );
-    assert!(
-        speaker
-            .stats
-            .alerts
-            .iter()
-            .any(|a| a.contains("refused a device key")),
-        "the distributor did not say it refused the operator's key: {:?}",
-        speaker.stats.alerts
-    );
+    got_ciphertext_only(&op.await.unwrap(), "the operator's device");
+    said(&speaker, "refused a device key");
     world.server.shutdown().await.unwrap();
+}
+
+/// `who` received the room's ciphertext and decrypted none of it.
+fn got_ciphertext_only(outcome: &SessionOutcome, who: &str) {
+    println!("{who}: {:?}", outcome.stats);
+    assert!(
+        outcome.stats.packets_received >= 100,
+        "{who} got too little ciphertext to show anything: {:?}",
+        outcome.stats
+    );
+    assert_eq!(outcome.stats.decrypted, 0, "{who} decrypted frames");
+}
+
+/// The session printed an alert containing `what`.
+fn said(outcome: &SessionOutcome, what: &str) {
+    assert!(
+        outcome.stats.alerts.iter().any(|a| a.contains(what)),
+        "no alert \"{what}\": {:?}",
+        outcome.stats.alerts
+    );
 }
 
 /// Attack 11 through the real server and database: the operator lets an
@@ -454,45 +456,28 @@ async fn a_closed_room_keys_only_listeners_a_moderator_signed_for() {
         .await
         .unwrap();
 
-    let speaker = {
-        let input = speech_like(31, 8.0);
-        let s = run_session(
-            host,
-            host_p,
-            room.clone(),
-            Mode::Speak {
-                samples: input.clone(),
-                repeat: false,
-            },
-            16,
-        );
-        (s, input)
-    };
+    let input = speech_like(31, 8.0);
+    let samples = input.clone();
+    let speaker = run_session(
+        host,
+        host_p,
+        room.clone(),
+        Mode::Speak {
+            samples,
+            repeat: false,
+        },
+        16,
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let heard = run_session(alice, alice_p, room.clone(), Mode::Listen, 13);
     let stolen = run_session(eve, eve_p, room.clone(), Mode::Listen, 13);
-    let (speaker, input) = speaker;
     let speaker = speaker.await.unwrap();
     let heard = heard.await.unwrap();
     let stolen = stolen.await.unwrap();
-    println!("eve: {:?}", stolen.stats);
-    assert!(
-        stolen.stats.packets_received >= 100,
-        "eve got the ciphertext: {:?}",
-        stolen.stats
-    );
-    assert_eq!(stolen.stats.decrypted, 0, "eve decrypted frames");
+    got_ciphertext_only(&stolen, "eve");
     let c = aligned_correlation(&input, &heard.mix, 3 * SECOND).1;
     println!("alice: correlation {c:.3}, {:?}", heard.stats);
     assert!(c >= 0.8, "alice's correlation {c:.3} < 0.8");
-    assert!(
-        speaker
-            .stats
-            .alerts
-            .iter()
-            .any(|a| a.contains("refused the room key")),
-        "the distributor did not say it refused eve: {:?}",
-        speaker.stats.alerts
-    );
+    said(&speaker, "refused the room key");
     world.server.shutdown().await.unwrap();
 }
