@@ -84,8 +84,11 @@ pub struct SessionStats {
     /// Failed E2EE checks, in plain words, in the order they happened.
     pub alerts: Vec<String>,
     /// Key holders on the room's signed roster that are no device of anyone
-    /// in the room (checked whenever a new roster arrives).
+    /// in the room (checked after each new roster, once the members' device
+    /// chains are fetched; each time also an alert).
     pub hidden_listeners: usize,
+    /// Members' device chains that did not verify (each also an alert).
+    pub chains_refused: usize,
     /// Milliseconds from the start of the session (before joining the room)
     /// to the first frame decrypted.
     pub first_audio_ms: Option<u64>,
@@ -181,7 +184,7 @@ pub async fn run(
     let deadline = config.stop_after.map(|d| tokio::time::Instant::now() + d);
     let mut roster_checked = None;
     let (chains_tx, mut chains_rx) =
-        tokio::sync::mpsc::channel::<(sotto_proto::UserId, Vec<u8>)>(256);
+        tokio::sync::mpsc::channel::<Option<(sotto_proto::UserId, Vec<u8>)>>(256);
     let mut view = view;
 
     'session: loop {
@@ -196,7 +199,6 @@ pub async fn run(
             // they arrive.
             roster_checked = roster;
             fetch_room_chains(client, &view, chains_tx.clone());
-            outcome.stats.hidden_listeners = crypto.roster_report().hidden;
         }
         let crypto_due = crypto
             .poll_timeout()
@@ -306,12 +308,18 @@ pub async fn run(
                 Some(crate::media::MediaNotice::Closed) | None => break 'session,
                 Some(crate::media::MediaNotice::Connected) => {}
             },
-            Some((user, chain)) = chains_rx.recv() => {
-                // A chain that fails is reported as an alert by the crypto state.
-                if crypto.learn_chain(&user, &chain).is_ok() {
-                    outcome.stats.hidden_listeners = crypto.roster_report().hidden;
+            Some(learnt) = chains_rx.recv() => match learnt {
+                // A chain that fails is reported as an alert by the crypto
+                // state (and its keys stay unnamed).
+                Some((user, chain)) => {
+                    if crypto.learn_chain(&user, &chain).is_err() {
+                        outcome.stats.chains_refused += 1;
+                    }
                 }
-            }
+                // Every member's chain is in: name the key holders, and
+                // warn about any that belongs to no one in the room.
+                None => outcome.stats.hidden_listeners = crypto.check_roster().hidden,
+            },
             _ = report.tick() => on_tick(&outcome.stats),
         }
     }
@@ -341,7 +349,7 @@ const MAX_CHAIN_FETCHES: usize = 200;
 pub fn fetch_room_chains(
     client: &Client,
     view: &sotto_proto::room::RoomView,
-    tx: tokio::sync::mpsc::Sender<(sotto_proto::UserId, Vec<u8>)>,
+    tx: tokio::sync::mpsc::Sender<Option<(sotto_proto::UserId, Vec<u8>)>>,
 ) {
     let client = client.clone();
     let members: Vec<(sotto_proto::UserId, String)> = view
@@ -358,9 +366,12 @@ pub fn fetch_room_chains(
                 continue;
             };
             let chain = sotto_proto::channel::decode_payload(&p.device_chain).unwrap_or_default();
-            if tx.send((user, chain)).await.is_err() {
+            if tx.send(Some((user, chain))).await.is_err() {
                 return;
             }
+        }
+        if tx.send(None).await.is_err() {
+            // The session ended first: nobody to tell that all are in.
         }
     });
 }

@@ -698,6 +698,21 @@ impl RoomCrypto {
         }
     }
 
+    /// [`Self::roster_report`], and an alert if it shows hidden listeners.
+    /// Drivers call it once the chains of the room's members are learnt
+    /// ([`Self::learn_chain`]): a key holder no chain of anyone in the room
+    /// holds is then someone the server keeps out of sight (e.g. a banned
+    /// listener it still shows to the distributor only).
+    pub fn check_roster(&mut self) -> RosterReport {
+        let report = self.roster_report();
+        if report.hidden > 0 {
+            self.alert(Alert::HiddenListener {
+                count: report.hidden,
+            });
+        }
+        report
+    }
+
     fn roster_entry(&self, user: Option<UserId>, stage: bool) -> RosterEntry {
         let trust = user.as_ref().and_then(|u| self.trust.trust(u));
         RosterEntry { user, trust, stage }

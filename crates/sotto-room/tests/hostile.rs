@@ -788,3 +788,53 @@ fn attack_11_signed_ban_holds_when_the_server_keeps_the_user() {
     assert!(!net.hears(h, l), "a banned listener was admitted again");
     assert!(refused(&net, h, &user));
 }
+
+/// Bounded exposure, or the client shows that it is not: a server that
+/// "bans" a listener in the moderator's view of the room but keeps it in
+/// the distributor's (which goes on sealing keys to it) is caught by the
+/// moderator's roster check — the signed roster lists a key holder that
+/// belongs to no one in the room the moderator sees.
+#[test]
+fn a_ban_the_server_shows_but_does_not_do_is_a_hidden_listener() {
+    let (mut net, h, m) = moderated_room(RoomKind::Open);
+    let l = net.join("lis", Role::Listener);
+    let l2 = net.join("lis2", Role::Listener);
+    net.run();
+    net.advance(1_500, 100);
+    assert!(net.hears(h, l) && net.hears(h, l2));
+    let learn = |net: &mut Net, who: usize, members: &[usize]| {
+        // What the driver does: fetch the chains of the room's members.
+        for &i in members {
+            let (user, chain) = (
+                net.devs[i].user.clone(),
+                sotto_proto::chain::encode_chain(&net.devs[i].links),
+            );
+            net.devs[who].crypto.learn_chain(&user, &chain).unwrap();
+        }
+        let report = net.devs[who].crypto.check_roster();
+        let alerts = net.devs[who].crypto.take_alerts();
+        net.devs[who].alerts.extend(alerts);
+        report
+    };
+    let honest = learn(&mut net, m, &[h, m, l, l2]);
+    assert_eq!(honest.hidden, 0, "{honest:?}");
+
+    // The moderator's view loses `l`; the distributor's keeps it.
+    let banned = net.devs[l].user.clone();
+    let mut shown = net.view.clone();
+    shown.members.retain(|x| x.user_id != banned);
+    shown.version += 1;
+    net.view.version += 1;
+    net.queue
+        .push_back((m, ServerMessage::RoomState { room: shown }));
+    net.run();
+    net.advance(61_000, 1_000); // a rotation and a new signed roster
+    assert!(net.hears(h, l), "the distributor still keys `l`");
+    let report = learn(&mut net, m, &[h, m, l2]);
+    assert_eq!(report.hidden, 1, "{report:?}");
+    assert!(
+        net.devs[m].has_alert(|a| matches!(a, Alert::HiddenListener { count: 1 })),
+        "{:?}",
+        net.devs[m].alerts
+    );
+}

@@ -310,12 +310,6 @@ async fn session(
     for alert in outcome.stats.alerts.iter().skip(warned) {
         eprintln!("warning: {alert}");
     }
-    if outcome.stats.hidden_listeners > 0 {
-        eprintln!(
-            "warning: HIDDEN LISTENER: the room's signed roster lists {} key holder(s) who are not in the room",
-            outcome.stats.hidden_listeners
-        );
-    }
     Ok(outcome)
 }
 
