@@ -351,6 +351,17 @@ impl StageMember {
             .collect()
     }
 
+    /// Whether a member's credential names `account` (no key parsing:
+    /// cheap enough to ask per admission).
+    pub fn has_account(&self, account: &[u8]) -> bool {
+        self.group.members().any(|m| {
+            BasicCredential::try_from(m.credential)
+                .ok()
+                .and_then(|c| decode_credential_identity(c.identity()).ok())
+                .is_some_and(|(a, _)| a == account)
+        })
+    }
+
     /// Number of stage members.
     pub fn member_count(&self) -> usize {
         self.group.members().count()

@@ -783,18 +783,16 @@ impl RoomCrypto {
     /// moderator and that has a device in the stage group (which the server
     /// cannot join on its own); a ban or allow must name this room.
     fn verified_access(&mut self, sa: &SignedAccess) -> Result<AccessStatement, CryptoError> {
-        let st = AccessStatement::parse(&b64(&sa.statement)?)?;
-        let on_stage_group = self.part.member().is_some_and(|m| {
-            m.stage
-                .member_accounts()
-                .into_iter()
-                .any(|(_, _, account)| account.as_deref() == Some(sa.signer.as_str().as_bytes()))
-        });
+        let on_stage_group = self
+            .part
+            .member()
+            .is_some_and(|m| m.stage.has_account(sa.signer.as_str().as_bytes()));
         if !on_stage_group || !self.role_of(&sa.signer).is_some_and(Role::moderates) {
             return Err(CryptoError::AccessDoesNotApply(
                 "signed by no host or moderator on the stage",
             ));
         }
+        let st = AccessStatement::parse(&b64(&sa.statement)?)?;
         self.verified_key(&sa.signer, &sa.chain, &st.signer)?;
         if st.verb != AccessVerb::Follow && st.room != self.room_id.as_str() {
             return Err(CryptoError::AccessDoesNotApply("about another room"));
