@@ -38,6 +38,10 @@ pub enum Alert {
     AccessRefused { user: UserId, why: String },
     /// The server shows the room as another kind than its host created it.
     RoomKindChanged { bound: String, shown: String },
+    /// (The key distributor) the signed roster of this many listeners is
+    /// too large for one channel message: not published, so listeners
+    /// cannot check who holds the key.
+    RosterTooLarge { listeners: usize },
 }
 
 impl std::fmt::Display for Alert {
@@ -83,6 +87,11 @@ impl std::fmt::Display for Alert {
             Alert::AccessRefused { user, why } => {
                 write!(f, "refused the room key to account {}: {why}", user.short())
             }
+            // No count in the text: one alert, not one per admission.
+            Alert::RosterTooLarge { .. } => write!(
+                f,
+                "the roster is too large to publish (over ~1,500 listeners): listeners cannot check who holds the room key"
+            ),
             Alert::RoomKindChanged { bound, shown } => write!(
                 f,
                 "the server shows this room as {shown}, but its host created it as {bound}; keys follow {bound}"

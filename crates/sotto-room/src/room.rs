@@ -66,8 +66,8 @@ use sotto_e2ee::stage::{
 use sotto_proto::access::{AccessError, AccessStatement, AccessVerb};
 use sotto_proto::chain::{ChainError, VerifiedChain};
 use sotto_proto::channel::{
-    ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, SealedFor, ServerMessage,
-    SignedAccess, decode_payload, encode_payload,
+    ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, MAX_MESSAGE_BYTES, SealedFor,
+    ServerMessage, SignedAccess, decode_payload, encode_payload,
 };
 use sotto_proto::room::{Role, RoomKind, RoomView};
 use sotto_proto::{DeviceId, ErrorCode, RoomId, UserId};
@@ -92,6 +92,8 @@ const LISTENER_FALLBACK_MS: u64 = 5_000;
 const ROSTER_DELAY_MS: u64 = 1_000;
 /// Sealed deliveries per `sealed` message (stays under 64 KiB of JSON).
 const SEALED_BATCH: usize = 200;
+/// The JSON around a roster in its channel message (room id, tags).
+const ROSTER_ENVELOPE_BYTES: usize = 256;
 /// A commit the server has not answered after this long is dropped and
 /// redone: withholding an answer must not stop rotations.
 pub const COMMIT_TIMEOUT_MS: u64 = 5_000;
@@ -1812,9 +1814,17 @@ impl RoomCrypto {
                 self.roster = Some(v);
                 self.last_roster_at = now;
             }
-            self.up(E2eeUp::Roster {
-                roster: encode_payload(&roster),
-            });
+            // A roster that cannot travel in one channel message (about
+            // 1,500 listeners) is not sent: the server would refuse it.
+            // Saying so beats a session that dies on it; rosters that scale
+            // are the 10,000-listener work.
+            let text = encode_payload(&roster);
+            if text.len() + ROSTER_ENVELOPE_BYTES > MAX_MESSAGE_BYTES {
+                let listeners = d.admitted.len();
+                self.alert(Alert::RosterTooLarge { listeners });
+            } else {
+                self.up(E2eeUp::Roster { roster: text });
+            }
         }
     }
 }

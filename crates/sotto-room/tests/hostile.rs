@@ -838,3 +838,95 @@ fn a_ban_the_server_shows_but_does_not_do_is_a_hidden_listener() {
         net.devs[m].alerts
     );
 }
+
+/// A roster too large for one channel message (over ~1,500 listeners) is
+/// not sent — the server would refuse it — and the distributor says so;
+/// admissions go on. (Sending it used to close the distributor's channel
+/// and end the room's audio.)
+#[test]
+fn a_roster_too_large_for_one_message_is_not_sent_and_admission_goes_on() {
+    use sotto_proto::channel::MAX_MESSAGE_BYTES;
+    let (mut net, h, l) = host_and_listener();
+    let room = net.room.as_str().as_bytes().to_vec();
+    let mut requests = Vec::new();
+    for i in 0..1_600u32 {
+        let mut seed = [0u8; 32];
+        net.rng.fill_bytes(&mut seed);
+        let (_, links) = keypair(seed);
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        id[4] = 0xee;
+        let user = sotto_proto::UserId::from_bytes(id);
+        let device = DeviceId::from_bytes(id);
+        let identity = DeviceIdentity::from_seed(seed, user.as_str().as_bytes(), device.as_str());
+        let (req, _) =
+            JoinRequest::create(&identity, &room, net.now + 600_000, &mut net.rng).unwrap();
+        net.view.members.push(sotto_proto::room::MemberView {
+            user_id: user.clone(),
+            username: format!("l{i}"),
+            display_name: String::new(),
+            role: Role::Listener,
+            hand_raised: false,
+            muted: false,
+            invited_to_stage: false,
+        });
+        requests.push((
+            req,
+            E2eePeer {
+                user_id: user,
+                device_id: device,
+                device_key: DevicePublicKey::from_bytes(ed_public(seed)),
+                chain: encode_payload(&encode_chain(&links)),
+            },
+        ));
+    }
+    net.view.version += 1;
+    let view = net.view.clone();
+    net.deliver(h, ServerMessage::RoomState { room: view });
+    for (req, from) in requests {
+        net.e2ee(
+            h,
+            E2eeDown::JoinRequest {
+                request: encode_payload(&req),
+                from,
+                grants: Vec::new(),
+            },
+        );
+    }
+    net.run();
+    net.advance(2_000, 100);
+    let rosters: Vec<usize> = net.devs[h]
+        .sent
+        .iter()
+        .filter_map(|m| match m {
+            ClientMessage::E2ee {
+                e2ee: E2eeUp::Roster { roster },
+                ..
+            } => Some(roster.len()),
+            _ => None,
+        })
+        .collect();
+    assert!(!rosters.is_empty(), "the early, small rosters were sent");
+    assert!(
+        rosters.iter().all(|len| len + 256 <= MAX_MESSAGE_BYTES),
+        "a roster over the channel's limit was sent: {rosters:?}"
+    );
+    assert!(
+        net.devs[h].has_alert(|a| matches!(a, Alert::RosterTooLarge { .. })),
+        "{:?}",
+        net.devs[h].alerts
+    );
+    let sealed: usize = net.devs[h]
+        .sent
+        .iter()
+        .map(|m| match m {
+            ClientMessage::E2ee {
+                e2ee: E2eeUp::Sealed { deliveries, .. },
+                ..
+            } => deliveries.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(sealed >= 1_600, "{sealed} sealed deliveries");
+    assert!(net.hears(h, l));
+}

@@ -330,6 +330,36 @@ fn arbitrary_bodies_never_500() {
     });
 }
 
+/// A message over the protocol's 64 KiB limit (e.g. a key distributor's
+/// roster of 2,000 listeners) is refused with `payload_too_large`; the
+/// channel stays open. It used to be a read error that closed the channel,
+/// ending the distributor's session and the room's audio.
+#[tokio::test]
+async fn an_oversized_channel_message_is_refused_and_the_channel_stays_open() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (alice, _) = srv.user("alice").await;
+    let mut channel = Channel::connect(&alice).await.unwrap();
+    let big = format!(
+        "{{\"v\":1,\"msg\":{{\"type\":\"ping\",\"nonce\":1,\"pad\":\"{}\"}}}}",
+        "a".repeat(sotto_proto::channel::MAX_MESSAGE_BYTES + 20_000)
+    );
+    channel.send_raw(big).await.unwrap();
+    match channel.next(Duration::from_secs(5)).await {
+        Ok(ServerMessage::Error { error }) => assert_eq!(error.code, ErrorCode::PayloadTooLarge),
+        other => panic!("expected payload_too_large, got {other:?}"),
+    }
+    channel
+        .send(sotto_proto::channel::ClientMessage::Ping { nonce: 9 })
+        .await
+        .unwrap();
+    assert_eq!(
+        channel.next(Duration::from_secs(5)).await.unwrap(),
+        ServerMessage::Pong { nonce: 9 }
+    );
+    channel.close().await;
+    srv.stop().await;
+}
+
 #[test]
 fn arbitrary_channel_messages_are_refused_and_the_channel_stays_open() {
     let rt = tokio::runtime::Runtime::new().unwrap();

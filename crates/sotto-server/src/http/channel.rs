@@ -23,6 +23,8 @@ use crate::error::ApiError;
 use crate::store::AuthedSession;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest frame the socket reads; over it the channel closes.
+const SOCKET_READ_LIMIT: usize = 4 * MAX_MESSAGE_BYTES;
 
 /// Open the session channel (WebSocket). The first message must be `hello` with a session token.
 #[utoipa::path(get, path = "/api/ws", tag = "channel",
@@ -32,9 +34,14 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match ws {
+        // The socket reads frames up to four times the protocol's limit,
+        // so that a message over the limit is refused with
+        // `payload_too_large` on an open channel (a read error would close
+        // it: a distributor's oversized roster used to end its session and
+        // the room's audio with it).
         Ok(ws) => ws
-            .max_message_size(MAX_MESSAGE_BYTES)
-            .max_frame_size(MAX_MESSAGE_BYTES)
+            .max_message_size(SOCKET_READ_LIMIT)
+            .max_frame_size(SOCKET_READ_LIMIT)
             .on_upgrade(move |socket| run(socket, state)),
         Err(rejection) => {
             ApiError::new(ErrorCode::MalformedRequest, rejection.body_text()).into_response()
