@@ -49,6 +49,19 @@ async fn fixed_bad_requests() {
         .await
         .unwrap();
     expect_error(r, 415, ErrorCode::UnsupportedMediaType).await;
+    // A JSON array would fill a struct by position: bodies are objects.
+    let r = http
+        .post(url("/api/rooms"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!(["by position", "open", null]))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, ErrorCode::MalformedRequest).await;
+    assert!(
+        alice.hallway().await.unwrap().is_empty(),
+        "an array body created a room"
+    );
     let big = format!(
         "{{\"title\":\"{}\",\"kind\":\"open\"}}",
         "a".repeat(70 * 1024)

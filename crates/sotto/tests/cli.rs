@@ -99,10 +99,14 @@ fn stop(mut server: Serve) {
     let start = Instant::now();
     loop {
         if let Some(status) = server.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+            assert!(status.success(), "serve exited with {status}:\n{log}");
+            // A log written to a file is plain text (it logs at least
+            // "listening"): no terminal colour codes.
+            assert!(log.contains("listening"), "{log}");
             assert!(
-                status.success(),
-                "serve exited with {status}:\n{}",
-                std::fs::read_to_string(&server.log).unwrap_or_default()
+                !log.contains('\u{1b}'),
+                "colour codes in a log file: {log:?}"
             );
             return;
         }

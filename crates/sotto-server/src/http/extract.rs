@@ -14,10 +14,30 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::store::AuthedSession;
 
-/// A JSON body.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body: a JSON object (an array or a scalar is refused even where
+/// it would fill the struct by position), then the request type.
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        if !value.is_object() {
+            return Err(ApiError::new(
+                ErrorCode::MalformedRequest,
+                "the body must be a JSON object",
+            ));
+        }
+        serde_json::from_value(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("malformed body: {e}")))
+    }
+}
 
 /// Path parameters.
 #[derive(FromRequestParts)]
