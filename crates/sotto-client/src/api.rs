@@ -259,6 +259,21 @@ impl Client {
             .map_err(|_| ClientError::UnexpectedResponse { status: 200 })
     }
 
+    /// What the server says of this account's devices: its chain (bytes,
+    /// not verified) and the keys of the devices it lists, for
+    /// `RoomCrypto::check_own_devices`.
+    pub async fn own_devices_as_served(&self) -> Result<(Vec<u8>, Vec<[u8; 32]>), ClientError> {
+        let me = self.me().await?;
+        let chain = decode_b64_long(&self.profile(&me.username).await?.device_chain)?;
+        let listed = self
+            .devices()
+            .await?
+            .iter()
+            .map(|d| *d.public_key.as_bytes())
+            .collect();
+        Ok((chain, listed))
+    }
+
     /// Adds `new_device`'s key to the account: signed by `profile` (this
     /// session's device) and by the new device, with the chain link.
     pub async fn add_device_signed(

@@ -89,6 +89,11 @@ pub struct SessionStats {
     pub hidden_listeners: usize,
     /// Members' device chains that did not verify (each also an alert).
     pub chains_refused: usize,
+    /// Devices the server lists for this account that its own chain does
+    /// not hold (an alert too).
+    pub unknown_own_devices: usize,
+    /// Own-devices checks the server did not answer.
+    pub own_devices_unchecked: u32,
     /// Milliseconds from the start of the session (before joining the room)
     /// to the first frame decrypted.
     pub first_audio_ms: Option<u64>,
@@ -186,6 +191,11 @@ pub async fn run(
     let (chains_tx, mut chains_rx) =
         tokio::sync::mpsc::channel::<Option<(sotto_proto::UserId, Vec<u8>)>>(256);
     let mut view = view;
+    // Does the server list devices of this account that none of its
+    // devices added (the operator signing in as this user)? Asked now and
+    // every OWN_DEVICES_EVERY, beside the media loop.
+    let (own_tx, mut own_rx) = tokio::sync::mpsc::channel(1);
+    let mut own_check = tokio::time::interval(OWN_DEVICES_EVERY);
 
     'session: loop {
         outcome
@@ -320,6 +330,24 @@ pub async fn run(
                 // warn about any that belongs to no one in the room.
                 None => outcome.stats.hidden_listeners = crypto.check_roster().hidden,
             },
+            _ = own_check.tick() => {
+                let (client, tx) = (client.clone(), own_tx.clone());
+                tokio::spawn(async move {
+                    if tx.send(client.own_devices_as_served().await).await.is_err() {
+                        // The session ended first: nobody to tell.
+                    }
+                });
+            }
+            Some(own) = own_rx.recv() => match own {
+                Ok((chain, listed)) => {
+                    // A failed check is an alert of the crypto state.
+                    if let Ok(n) = crypto.check_own_devices(&chain, &listed) {
+                        outcome.stats.unknown_own_devices = n;
+                    }
+                }
+                // The server did not answer: counted, tried again later.
+                Err(_) => outcome.stats.own_devices_unchecked += 1,
+            },
             _ = report.tick() => on_tick(&outcome.stats),
         }
     }
@@ -342,6 +370,8 @@ pub async fn run(
 /// Most room members whose device chains a session fetches to name the
 /// roster's key holders (beyond that, `sotto room roster` does it).
 const MAX_CHAIN_FETCHES: usize = 200;
+/// How often a session asks which devices the server lists for its account.
+const OWN_DEVICES_EVERY: Duration = Duration::from_secs(5);
 
 /// Fetches the device chains of the room's members in a task of its own and
 /// hands them to `tx`, so that the roster report can name every key holder

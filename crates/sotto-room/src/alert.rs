@@ -36,6 +36,10 @@ pub enum Alert {
     /// followed by no host or moderator), or one a moderator banned:
     /// refused.
     AccessRefused { user: UserId, why: String },
+    /// The server lists devices of this device's own account that the
+    /// account's own chain does not hold: keys none of its devices added
+    /// (e.g. a row the operator inserted to sign in as this account).
+    UnknownOwnDevice { count: usize },
     /// The server shows the room as another kind than its host created it.
     RoomKindChanged { bound: String, shown: String },
     /// (The key distributor) the signed roster of this many listeners is
@@ -91,6 +95,10 @@ impl std::fmt::Display for Alert {
             Alert::RosterTooLarge { .. } => write!(
                 f,
                 "the roster is too large to publish (over ~1,500 listeners): listeners cannot check who holds the room key"
+            ),
+            Alert::UnknownOwnDevice { count } => write!(
+                f,
+                "the server lists {count} device(s) of YOUR account that none of your devices added: someone may sign in as you (they get no room keys)"
             ),
             Alert::RoomKindChanged { bound, shown } => write!(
                 f,

@@ -700,6 +700,39 @@ impl RoomCrypto {
         }
     }
 
+    /// Checks the devices the server lists for this device's own account
+    /// (`listed`, e.g. from `GET /api/me/devices`) against the account's
+    /// own chain (`chain`, checked against the pins; it must hold this
+    /// device): every listed key the chain does not hold is a device none
+    /// of the account's devices added. Returns how many (each time > 0 an
+    /// alert).
+    pub fn check_own_devices(
+        &mut self,
+        chain: &[u8],
+        listed: &[[u8; 32]],
+    ) -> Result<usize, CryptoError> {
+        let me = self.me.clone();
+        let verified = match self.trust.check(&me, chain) {
+            Ok(v) => v,
+            Err(e) => {
+                self.chain_alert(&me, &e);
+                return Err(e.into());
+            }
+        };
+        if !verified.is_active(&self.identity.public().to_bytes()) {
+            self.alert(Alert::ForgedDevice {
+                user: me,
+                why: "the chain served for this account does not hold this device".into(),
+            });
+            return Err(CryptoError::ForgedDevice);
+        }
+        let unknown = listed.iter().filter(|k| !verified.is_active(k)).count();
+        if unknown > 0 {
+            self.alert(Alert::UnknownOwnDevice { count: unknown });
+        }
+        Ok(unknown)
+    }
+
     /// [`Self::roster_report`], and an alert if it shows hidden listeners.
     /// Drivers call it once the chains of the room's members are learnt
     /// ([`Self::learn_chain`]): a key holder no chain of anyone in the room

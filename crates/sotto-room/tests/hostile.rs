@@ -930,3 +930,33 @@ fn a_roster_too_large_for_one_message_is_not_sent_and_admission_goes_on() {
     assert!(sealed >= 1_600, "{sealed} sealed deliveries");
     assert!(net.hears(h, l));
 }
+
+/// Attack 1 as its victim sees it: the server lists a device of the
+/// listener's own account that none of its devices added (the operator's
+/// row); the listener's client says so. A chain served for the account
+/// without this device is refused.
+#[test]
+fn attack_1_the_victim_sees_a_device_it_never_added() {
+    let (mut net, _h, l) = host_and_listener();
+    let own = *net.devs[l].key().as_bytes();
+    let chain = encode_chain(&net.devs[l].links);
+    let (_, op) = operator_identity(&mut net, l);
+    let dev = &mut net.devs[l];
+    assert_eq!(dev.crypto.check_own_devices(&chain, &[own]).unwrap(), 0);
+    assert!(dev.crypto.take_alerts().is_empty());
+    let listed = [own, op.public().to_bytes()];
+    assert_eq!(dev.crypto.check_own_devices(&chain, &listed).unwrap(), 1);
+    assert!(
+        dev.crypto
+            .take_alerts()
+            .iter()
+            .any(|a| matches!(a, Alert::UnknownOwnDevice { count: 1 }))
+    );
+    // The operator's own chain for the account, holding its key only.
+    let (_, links) = keypair([0x0e; 32]);
+    assert!(
+        dev.crypto
+            .check_own_devices(&encode_chain(&links), &listed)
+            .is_err()
+    );
+}

@@ -401,6 +401,10 @@ async fn a_device_row_inserted_by_the_operator_hears_nothing() {
     println!("real listener: correlation {c:.3}, {:?}", heard.stats);
     assert!(c >= 0.8, "the real listener's correlation {c:.3} < 0.8");
     assert_eq!(heard.stats.hidden_listeners, 0, "{:?}", heard.stats);
+    // Nothing of the operator's device is on the roster (it got no key),
+    // but bob's own client sees the device row it never added.
+    assert_eq!(heard.stats.unknown_own_devices, 1, "{:?}", heard.stats);
+    said(&heard, "of YOUR account that none of your devices added");
 
     got_ciphertext_only(&op.await.unwrap(), "the operator's device");
     said(&speaker, "refused a device key");
