@@ -49,6 +49,9 @@ pub struct SessionConfig {
     pub invite_policy: InvitePolicy,
     /// Users this device invites to the stage (signed on their request).
     pub invite: Vec<sotto_proto::UserId>,
+    /// How often the session asks which devices the server lists for its
+    /// own account (at the start, then this often).
+    pub own_devices_every: Duration,
 }
 
 impl SessionConfig {
@@ -62,6 +65,7 @@ impl SessionConfig {
             jitter_depth: 3,
             invite_policy: InvitePolicy::Explicit,
             invite: Vec::new(),
+            own_devices_every: Duration::from_secs(30),
         }
     }
 }
@@ -193,9 +197,9 @@ pub async fn run(
     let mut view = view;
     // Does the server list devices of this account that none of its
     // devices added (the operator signing in as this user)? Asked now and
-    // every OWN_DEVICES_EVERY, beside the media loop.
+    // every `own_devices_every`, beside the media loop.
     let (own_tx, mut own_rx) = tokio::sync::mpsc::channel(1);
-    let mut own_check = tokio::time::interval(OWN_DEVICES_EVERY);
+    let mut own_check = tokio::time::interval(config.own_devices_every);
 
     'session: loop {
         outcome
@@ -370,8 +374,6 @@ pub async fn run(
 /// Most room members whose device chains a session fetches to name the
 /// roster's key holders (beyond that, `sotto room roster` does it).
 const MAX_CHAIN_FETCHES: usize = 200;
-/// How often a session asks which devices the server lists for its account.
-const OWN_DEVICES_EVERY: Duration = Duration::from_secs(5);
 
 /// Fetches the device chains of the room's members in a task of its own and
 /// hands them to `tx`, so that the roster report can name every key holder

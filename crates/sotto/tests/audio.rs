@@ -331,7 +331,14 @@ async fn a_device_row_inserted_by_the_operator_hears_nothing() {
         .id;
     let (bob, bob_p) = world.user("bob").await;
     let bob_id = bob.me().await.unwrap().id;
-    let real = run_session(bob, bob_p, room.clone(), Mode::Listen, 16);
+    let room_for_bob = room.clone();
+    let real = tokio::spawn(async move {
+        let mut config = SessionConfig::new(room_for_bob, Mode::Listen);
+        config.stop_after = Some(Duration::from_secs(16));
+        // Checked every 2 s here (30 s by default): the row comes later.
+        config.own_devices_every = Duration::from_secs(2);
+        run(&bob, &bob_p, config, |_| {}).await.unwrap()
+    });
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // The operator's move: one row in its own database, nothing else.
