@@ -60,10 +60,7 @@ impl Channel {
 
     /// Sends any text (tests use this to send malformed frames).
     pub async fn send_raw(&mut self, text: String) -> Result<(), ClientError> {
-        self.ws
-            .send(Message::text(text))
-            .await
-            .map_err(|e| ClientError::Channel(e.to_string()))
+        self.ws.send(Message::text(text)).await.map_err(ws_error)
     }
 
     pub async fn subscribe(&mut self, room: &RoomId) -> Result<(), ClientError> {
@@ -88,7 +85,7 @@ impl Channel {
                     return Err(ClientError::Channel("closed by the server".into()));
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(ClientError::Channel(e.to_string())),
+                Some(Err(e)) => return Err(ws_error(e)),
             }
         }
     }
@@ -111,5 +108,45 @@ impl Channel {
 
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+}
+
+/// One plain line for a failed session channel: a server that went away
+/// is said so, not as the WebSocket library's protocol error.
+fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> ClientError {
+    use tokio_tungstenite::tungstenite::Error as E;
+    match e {
+        E::ConnectionClosed | E::AlreadyClosed => {
+            ClientError::Channel("the server closed the connection".into())
+        }
+        E::Io(_) | E::Protocol(_) => ClientError::Channel(
+            "the connection to the server was lost (the server went away or the network dropped)"
+                .into(),
+        ),
+        other => ClientError::Channel(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::Error as E;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+
+    use super::ws_error;
+
+    #[test]
+    fn a_server_that_went_away_is_said_plainly() {
+        let reset = ws_error(E::Protocol(ProtocolError::ResetWithoutClosingHandshake));
+        assert_eq!(
+            reset.to_string(),
+            "session channel: the connection to the server was lost (the server went away or the network dropped)"
+        );
+        assert!(!reset.to_string().contains("WebSocket protocol error"));
+        let closed = ws_error(E::ConnectionClosed);
+        assert!(
+            closed
+                .to_string()
+                .contains("the server closed the connection")
+        );
     }
 }
