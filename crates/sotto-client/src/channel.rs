@@ -106,8 +106,11 @@ impl Channel {
         }
     }
 
+    /// Closes the channel; a channel already gone needs no close.
     pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+        if self.ws.close(None).await.is_err() {
+            // Already closed by the server or the network: nothing to do.
+        }
     }
 }
 

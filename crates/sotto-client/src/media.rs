@@ -58,7 +58,38 @@ pub struct MediaConnection {
     pub packets: mpsc::Receiver<IncomingPacket>,
     pub notices: mpsc::Receiver<MediaNotice>,
     pub local_addr: SocketAddr,
+    /// What the media driver could not do, counted (nothing is dropped
+    /// silently).
+    pub drops: std::sync::Arc<MediaDrops>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The media driver's failures, counted.
+#[derive(Debug, Default)]
+pub struct MediaDrops {
+    /// Datagrams or timers str0m refused (malformed, or for no stream).
+    pub input_refused: std::sync::atomic::AtomicU64,
+    /// Datagrams the socket would not take (buffer full).
+    pub send_failed: std::sync::atomic::AtomicU64,
+    /// Received packets the session was too slow to take.
+    pub packets_dropped: std::sync::atomic::AtomicU64,
+    /// Notices (connected, renegotiated, closed) the session did not take.
+    pub notices_dropped: std::sync::atomic::AtomicU64,
+}
+
+impl MediaDrops {
+    fn count(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// All of them together.
+    pub fn total(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.input_refused.load(Relaxed)
+            + self.send_failed.load(Relaxed)
+            + self.packets_dropped.load(Relaxed)
+            + self.notices_dropped.load(Relaxed)
+    }
 }
 
 impl Drop for MediaConnection {
@@ -172,6 +203,7 @@ impl MediaConnection {
         let (packets_tx, packets) = mpsc::channel(4096);
         let (notices_tx, notices) = mpsc::channel(16);
         let local_addr = n.local_addr;
+        let drops = std::sync::Arc::new(MediaDrops::default());
         let driver = Driver {
             rtc: n.rtc,
             socket: n.socket,
@@ -182,6 +214,7 @@ impl MediaConnection {
             packets: packets_tx,
             notices: notices_tx,
             negotiated: false,
+            drops: drops.clone(),
         };
         let task = tokio::spawn(driver.run(frames_rx));
         Ok((
@@ -190,6 +223,7 @@ impl MediaConnection {
                 packets,
                 notices,
                 local_addr,
+                drops,
                 task,
             },
             n.early,
@@ -222,6 +256,7 @@ struct Driver {
     packets: mpsc::Sender<IncomingPacket>,
     notices: mpsc::Sender<MediaNotice>,
     negotiated: bool,
+    drops: std::sync::Arc<MediaDrops>,
 }
 
 impl Driver {
@@ -231,7 +266,7 @@ impl Driver {
             let timeout = match self.drain() {
                 Some(t) => t,
                 None => {
-                    let _ = self.notices.try_send(MediaNotice::Closed);
+                    self.notice(MediaNotice::Closed);
                     return;
                 }
             };
@@ -246,8 +281,8 @@ impl Driver {
                         destination: self.local_addr,
                         contents,
                     });
-                    if self.rtc.accepts(&input) {
-                        let _ = self.rtc.handle_input(input);
+                    if self.rtc.accepts(&input) && self.rtc.handle_input(input).is_err() {
+                        MediaDrops::count(&self.drops.input_refused);
                     }
                 }
                 frame = frames.recv() => match frame {
@@ -255,9 +290,17 @@ impl Driver {
                     None => return,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                    if self.rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
+                        MediaDrops::count(&self.drops.input_refused);
+                    }
                 }
             }
+        }
+    }
+
+    fn notice(&self, notice: MediaNotice) {
+        if self.notices.try_send(notice).is_err() {
+            MediaDrops::count(&self.drops.notices_dropped);
         }
     }
 
@@ -288,24 +331,29 @@ impl Driver {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return Some(t),
                 Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    if self.socket.try_send_to(&t.contents, t.destination).is_err() {
+                        MediaDrops::count(&self.drops.send_failed);
+                    }
                 }
                 Ok(Output::Event(event)) => match event {
                     Event::Connected => {
                         self.negotiated = true;
-                        let _ = self.notices.try_send(MediaNotice::Connected);
+                        self.notice(MediaNotice::Connected);
                     }
                     Event::RtpPacket(p) => {
-                        let _ = self.packets.try_send(IncomingPacket {
+                        let packet = IncomingPacket {
                             ssrc: *p.header.ssrc,
                             seq: *p.seq_no,
                             timestamp: p.header.timestamp,
                             audio_level: p.header.ext_vals.audio_level,
                             payload: p.payload.to_vec(),
-                        });
+                        };
+                        if self.packets.try_send(packet).is_err() {
+                            MediaDrops::count(&self.drops.packets_dropped);
+                        }
                     }
                     Event::MediaAdded(_) | Event::MediaChanged(_) if self.negotiated => {
-                        let _ = self.notices.try_send(MediaNotice::Renegotiated);
+                        self.notice(MediaNotice::Renegotiated);
                     }
                     _ => {}
                 },

@@ -98,6 +98,11 @@ pub struct SessionStats {
     pub unknown_own_devices: usize,
     /// Own-devices checks the server did not answer.
     pub own_devices_unchecked: u32,
+    /// What the media driver could not do (refused input, full socket or
+    /// queues), counted.
+    pub media_drops: u64,
+    /// Encrypted frames the media driver had no room for (lost).
+    pub frames_not_queued: u64,
     /// Milliseconds from the start of the session (before joining the room)
     /// to the first frame decrypted.
     pub first_audio_ms: Option<u64>,
@@ -283,12 +288,16 @@ pub async fn run(
                     match crypto.encrypt(now_ms(Instant::now()), packet.as_bytes()) {
                         Some(payload) => {
                             let level = rfc6464_level(&frame);
-                            let _ = media.frames.try_send(OutgoingFrame {
+                            let sent = media.frames.try_send(OutgoingFrame {
                                 payload,
                                 timestamp: (frame_index as u32).wrapping_mul(FRAME_SAMPLES as u32),
                                 audio_level: -(level.min(127) as i8),
                             });
-                            outcome.stats.frames_sent += 1;
+                            match sent {
+                                Ok(()) => outcome.stats.frames_sent += 1,
+                                // The media driver is behind: this frame is lost, counted.
+                                Err(_) => outcome.stats.frames_not_queued += 1,
+                            }
                         }
                         None => outcome.stats.frames_without_key += 1,
                     }
@@ -352,14 +361,22 @@ pub async fn run(
                 // The server did not answer: counted, tried again later.
                 Err(_) => outcome.stats.own_devices_unchecked += 1,
             },
-            _ = report.tick() => on_tick(&outcome.stats),
+            _ = report.tick() => {
+                outcome.stats.media_drops = media.drops.total();
+                on_tick(&outcome.stats);
+            }
         }
     }
-    let _ = channel
+    // Leaving is a courtesy: the server reaps the media peer anyway.
+    if channel
         .send(ClientMessage::MediaLeave {
             room_id: room.clone(),
         })
-        .await;
+        .await
+        .is_err()
+    {
+        outcome.stats.media_drops += 1;
+    }
     channel.close().await;
     drop(media);
     profile.save_trust(crypto.trust())?;
