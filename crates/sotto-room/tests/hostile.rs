@@ -117,14 +117,7 @@ fn attack_1_forged_device_gets_no_key() {
     let genuine = net.devs[l].peer().chain;
     let from = op_peer(&net, l, &op, genuine);
     let op_device = from.device_id.clone();
-    net.e2ee(
-        h,
-        E2eeDown::JoinRequest {
-            request: encode_payload(&req),
-            from,
-            grants: Vec::new(),
-        },
-    );
+    net.join_request_to(h, &req, from);
     net.run();
     assert_eq!(
         sealed_to(&net.devs[h], &op_device),
@@ -136,14 +129,7 @@ fn attack_1_forged_device_gets_no_key() {
     // distributor pinned the listener's root at its first join request.
     let (_, links) = keypair([0x0f; 32]);
     let from = op_peer(&net, l, &op, encode_payload(&encode_chain(&links)));
-    net.e2ee(
-        h,
-        E2eeDown::JoinRequest {
-            request: encode_payload(&req),
-            from,
-            grants: Vec::new(),
-        },
-    );
+    net.join_request_to(h, &req, from);
     net.run();
     assert_eq!(sealed_to(&net.devs[h], &op_device), 0);
     assert!(net.devs[h].has_alert(|a| matches!(a, Alert::RootChanged { .. })));
@@ -884,14 +870,7 @@ fn a_roster_too_large_for_one_message_is_not_sent_and_admission_goes_on() {
     let view = net.view.clone();
     net.deliver(h, ServerMessage::RoomState { room: view });
     for (req, from) in requests {
-        net.e2ee(
-            h,
-            E2eeDown::JoinRequest {
-                request: encode_payload(&req),
-                from,
-                grants: Vec::new(),
-            },
-        );
+        net.join_request_to(h, &req, from);
     }
     net.run();
     net.advance(2_000, 100);

@@ -643,6 +643,19 @@ impl Net {
         }
     }
 
+    /// Queues a join request for device `to` (the distributor), as if
+    /// from `from`, with no grants.
+    pub fn join_request_to(&mut self, to: usize, request: &[u8], from: E2eePeer) {
+        self.e2ee(
+            to,
+            E2eeDown::JoinRequest {
+                request: encode_payload(request),
+                from,
+                grants: Vec::new(),
+            },
+        );
+    }
+
     /// The relay hands device `l`'s stored join request to the
     /// distributor again, with the grants it holds now.
     pub fn resend_join_request(&mut self, l: usize) {
