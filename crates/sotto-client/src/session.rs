@@ -344,9 +344,9 @@ pub async fn run(
                 None => outcome.stats.hidden_listeners = crypto.check_roster().hidden,
             },
             _ = own_check.tick() => {
-                let (client, tx) = (client.clone(), own_tx.clone());
+                let (client, tx, username) = (client.clone(), own_tx.clone(), me.username.clone());
                 tokio::spawn(async move {
-                    if tx.send(client.own_devices_as_served().await).await.is_err() {
+                    if tx.send(client.own_devices_as_served(&username).await).await.is_err() {
                         // The session ended first: nobody to tell.
                     }
                 });
