@@ -1002,7 +1002,7 @@ impl RoomCrypto {
             && b.kind() != e2ee_kind(self.view.kind)
         {
             self.alert(Alert::RoomKindChanged {
-                bound: format!("{:?}", b.kind()).to_lowercase(),
+                bound: kind_name(b.kind()).to_owned(),
                 shown: self.view.kind.as_str().to_owned(),
             });
         }
@@ -1867,6 +1867,16 @@ fn e2ee_kind(kind: RoomKind) -> E2eeRoomKind {
         RoomKind::Open => E2eeRoomKind::Open,
         RoomKind::Social => E2eeRoomKind::Social,
         RoomKind::Closed => E2eeRoomKind::Closed,
+    }
+}
+
+fn kind_name(kind: E2eeRoomKind) -> &'static str {
+    match kind {
+        E2eeRoomKind::Open => RoomKind::Open.as_str(),
+        E2eeRoomKind::Social => RoomKind::Social.as_str(),
+        // Closed, and any kind a newer binding format may add: the
+        // strictest.
+        _ => RoomKind::Closed.as_str(),
     }
 }
 

@@ -635,6 +635,18 @@ fn moderated_room(kind: RoomKind) -> (Net, usize, usize) {
     (net, h, m)
 }
 
+/// An open moderated room with two listeners holding the key: (net, host,
+/// moderator, listener, listener).
+fn open_room_with_two_listeners() -> (Net, usize, usize, usize, usize) {
+    let (mut net, h, m) = moderated_room(RoomKind::Open);
+    let l = net.join("lis", Role::Listener);
+    let l2 = net.join("lis2", Role::Listener);
+    net.run();
+    net.advance(1_500, 100);
+    assert!(net.hears(h, l) && net.hears(h, l2));
+    (net, h, m, l, l2)
+}
+
 fn refused(net: &Net, d: usize, user: &sotto_proto::UserId) -> bool {
     net.devs[d].has_alert(|a| matches!(a, Alert::AccessRefused { user: u, .. } if u == user))
 }
@@ -745,12 +757,7 @@ fn attack_11_social_room_needs_a_moderators_follow() {
 /// its join requests; a ban signed by anyone else is ignored.
 #[test]
 fn attack_11_signed_ban_holds_when_the_server_keeps_the_user() {
-    let (mut net, h, m) = moderated_room(RoomKind::Open);
-    let l = net.join("lis", Role::Listener);
-    let l2 = net.join("lis2", Role::Listener);
-    net.run();
-    net.advance(1_500, 100);
-    assert!(net.hears(h, l) && net.hears(h, l2));
+    let (mut net, h, m, l, l2) = open_room_with_two_listeners();
     let user = net.devs[l].user.clone();
     let user2 = net.devs[l2].user.clone();
 
@@ -782,12 +789,7 @@ fn attack_11_signed_ban_holds_when_the_server_keeps_the_user() {
 /// belongs to no one in the room the moderator sees.
 #[test]
 fn a_ban_the_server_shows_but_does_not_do_is_a_hidden_listener() {
-    let (mut net, h, m) = moderated_room(RoomKind::Open);
-    let l = net.join("lis", Role::Listener);
-    let l2 = net.join("lis2", Role::Listener);
-    net.run();
-    net.advance(1_500, 100);
-    assert!(net.hears(h, l) && net.hears(h, l2));
+    let (mut net, h, m, l, l2) = open_room_with_two_listeners();
     let learn = |net: &mut Net, who: usize, members: &[usize]| {
         // What the driver does: fetch the chains of the room's members.
         for &i in members {

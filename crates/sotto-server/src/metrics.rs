@@ -224,22 +224,18 @@ impl LatencyHistogram {
 
     /// Appends the histogram in the Prometheus text format (`le` in seconds).
     pub fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
         let mut cumulative = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
             cumulative += bucket.load(Ordering::Relaxed);
-            match LATENCY_BOUNDS_US.get(i) {
-                Some(us) => {
-                    let le = *us as f64 / 1e6;
-                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-                }
-                None => {
-                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-                }
-            }
+            let le = match LATENCY_BOUNDS_US.get(i) {
+                Some(us) => (*us as f64 / 1e6).to_string(),
+                None => "+Inf".to_owned(),
+            };
+            out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
         }
         let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {}", self.count.load(Ordering::Relaxed));
+        let count = self.count.load(Ordering::Relaxed);
+        out.push_str(&format!("{name}_sum {sum}\n{name}_count {count}\n"));
     }
 }
