@@ -1,5 +1,5 @@
-//! Sealed audience-key deliveries and key statements as a listener receives
-//! them.
+//! Sealed audience-key deliveries, key statements and rosters as a listener
+//! receives them.
 #![no_main]
 
 use std::cell::RefCell;
@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
         let (l, id) = &mut *l.borrow_mut();
         let trusted = [id.public()];
         let _ = l.verify_statement(data, &trusted);
+        let _ = l.accept_roster(data, &trusted);
         // a genuine statement for the claimed generation, so that arbitrary
         // bytes reach the HPKE open
         let stmt = sign_key_statement(id, b"room", &test_audience_key(generation, [2; 32]));
