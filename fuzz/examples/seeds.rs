@@ -4,8 +4,10 @@
 //! checks), a real SDP offer, the datagrams of a real ICE/DTLS/SRTP session
 //! with the SFU, and real WAV files.
 //!
-//! `cargo run --example seeds` from `fuzz/` (scripts/fuzz --seeds does it).
-//! Replaces each target's seeds; files are named by content.
+//! `cargo run --example seeds [TARGET...]` from `fuzz/` (`scripts/fuzz
+//! --seeds` runs it for all). Replaces each target's seeds; files are named
+//! by content. The SDP and datagram seeds differ from run to run (str0m
+//! picks ICE credentials and keys at random).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,8 +26,7 @@ use sotto_fuzz::records::push_record;
 use sotto_proto::access::{AccessVerb, sign_access};
 use sotto_proto::chain::{DeviceLink, LinkOp, encode_chain};
 use sotto_proto::channel::{
-    ClientEnvelope, ClientMessage, E2eeUp, SealedFor, ServerEnvelope, ServerMessage,
-    encode_payload,
+    ClientEnvelope, ClientMessage, E2eeUp, SealedFor, ServerEnvelope, ServerMessage, encode_payload,
 };
 use sotto_proto::error::{ErrorBody, ErrorCode};
 use sotto_proto::ids::{DeviceId, RoomId, UserId};
@@ -42,19 +43,56 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let e2ee = E2ee::make();
     let corpora = [
-        Corpus { target: "access_statement", seeds: access_statement() },
-        Corpus { target: "device_chain", seeds: device_chain() },
-        Corpus { target: "group_binding", seeds: e2ee.bindings.clone() },
-        Corpus { target: "join_request", seeds: vec![e2ee.join_request.clone()] },
-        Corpus { target: "mls_intake", seeds: e2ee.mls.clone() },
-        Corpus { target: "sealed_delivery", seeds: e2ee.sealed.clone() },
-        Corpus { target: "sframe_header", seeds: e2ee.frames.clone() },
-        Corpus { target: "sdp_offer", seeds: sdp_offer() },
-        Corpus { target: "session_channel", seeds: session_channel(&e2ee) },
-        Corpus { target: "sfu_datagram", seeds: sfu_datagram() },
-        Corpus { target: "wav_input", seeds: wav_input() },
+        Corpus {
+            target: "access_statement",
+            seeds: access_statement(),
+        },
+        Corpus {
+            target: "device_chain",
+            seeds: device_chain(),
+        },
+        Corpus {
+            target: "group_binding",
+            seeds: e2ee.bindings.clone(),
+        },
+        Corpus {
+            target: "join_request",
+            seeds: vec![e2ee.join_request.clone()],
+        },
+        Corpus {
+            target: "mls_intake",
+            seeds: e2ee.mls.clone(),
+        },
+        Corpus {
+            target: "sealed_delivery",
+            seeds: e2ee.sealed.clone(),
+        },
+        Corpus {
+            target: "sframe_header",
+            seeds: e2ee.frames.clone(),
+        },
+        Corpus {
+            target: "sdp_offer",
+            seeds: sdp_offer(),
+        },
+        Corpus {
+            target: "session_channel",
+            seeds: session_channel(&e2ee),
+        },
+        Corpus {
+            target: "sfu_datagram",
+            seeds: sfu_datagram(),
+        },
+        Corpus {
+            target: "wav_input",
+            seeds: wav_input(),
+        },
     ];
+    let only: Vec<String> = std::env::args().skip(1).collect();
     for c in corpora {
+        if !only.is_empty() && !only.iter().any(|t| t == c.target) {
+            continue;
+        }
         let dir = root.join(c.target);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("corpus dir");
@@ -125,7 +163,10 @@ impl E2ee {
         let mut rng = Rng::seed_from_u64(3);
         let id = DeviceIdentity::generate(&mut rng, b"a", "d");
         let (req, _keys) = JoinRequest::create(&id, b"room", 1000, &mut rng).expect("join");
-        let generation = KeyGeneration { epoch: 0, rotation: 0 };
+        let generation = KeyGeneration {
+            epoch: 0,
+            rotation: 0,
+        };
         let mut dist = Distributor::new(
             b"room",
             RoomKind::Open,
@@ -166,11 +207,17 @@ fn access_statement() -> Vec<Vec<u8>> {
     let mut seeds = Vec::new();
     for verb in [AccessVerb::Follow, AccessVerb::Allow, AccessVerb::Ban] {
         let mut s = vec![0];
-        s.extend(sign_access(&key, verb, room.as_str(), &target, 1_700_000_000_000));
+        s.extend(sign_access(
+            &key,
+            verb,
+            room.as_str(),
+            &target,
+            1_700_000_000_000,
+        ));
         seeds.push(s);
     }
     // The script form: verb, created, room length, ids.
-    let mut s = vec![1, 1, 0, 0, 1, 0x8b, 0xcf, 0xe5, 0x68, 0, 8];
+    let mut s = vec![1, 1, 0, 0, 1, 0x8b, 0xcf, 0xe5, 0x68, 0, 4];
     s.extend_from_slice(b"roomuser");
     seeds.push(s);
     seeds
@@ -183,14 +230,20 @@ fn device_chain() -> Vec<Vec<u8>> {
     let add = DeviceLink::sign(Some(&root), LinkOp::Add, &public(2), &key(1));
     let revoke = DeviceLink::sign(Some(&add), LinkOp::Revoke, &public(1), &key(2));
     let mut seeds = Vec::new();
-    for links in [&[root.clone()][..], &[root.clone(), add.clone()], &[root, add, revoke]] {
+    for links in [
+        &[root.clone()][..],
+        &[root.clone(), add.clone()],
+        &[root, add, revoke],
+    ] {
         let mut s = vec![0];
         s.extend(encode_chain(links));
         seeds.push(s);
     }
-    // Scripts over the four keys: (op, subject, signer); 0 adds, 1 revokes.
-    seeds.push(vec![1, 0, 0, 0, 0, 1, 0, 1, 0, 1]);
-    seeds.push(vec![1, 0, 0, 0, 0, 1, 0, 0, 2, 1, 1, 0, 2, 0, 1, 0x01, 0x20, 3]);
+    // Scripts over the four keys: n, then n (op, subject, signer) with op 0
+    // adding and 1 revoking, then (position, bit) to flip.
+    seeds.push(vec![1, 3, 0, 0, 0, 0, 1, 0, 1, 0, 1]);
+    seeds.push(vec![1, 4, 0, 0, 0, 0, 1, 0, 0, 2, 1, 1, 0, 2]);
+    seeds.push(vec![1, 2, 0, 0, 0, 0, 1, 0, 0x01, 0x20, 3]);
     seeds
 }
 
@@ -214,39 +267,89 @@ fn session_channel(e2ee: &E2ee) -> Vec<Vec<u8>> {
             ratchet_tree: b(&e2ee.mls[1]),
             binding: b(&e2ee.bindings[0]),
         },
-        E2eeUp::KeyPackage { key_package: b(&e2ee.mls[2]) },
-        E2eeUp::StageInvitation { device_id: device_id.clone(), invitation: b(&e2ee.bindings[3]) },
-        E2eeUp::Handshake { message: b(&e2ee.mls[3]), id: 7 },
-        E2eeUp::GroupInfo { group_info: b(&e2ee.mls[4]) },
-        E2eeUp::Welcome { welcome: b(&[2; 64]) },
-        E2eeUp::JoinRequest { request: b(&e2ee.join_request) },
+        E2eeUp::KeyPackage {
+            key_package: b(&e2ee.mls[2]),
+        },
+        E2eeUp::StageInvitation {
+            device_id: device_id.clone(),
+            invitation: b(&e2ee.bindings[3]),
+        },
+        E2eeUp::Handshake {
+            message: b(&e2ee.mls[3]),
+            id: 7,
+        },
+        E2eeUp::GroupInfo {
+            group_info: b(&e2ee.mls[4]),
+        },
+        E2eeUp::Welcome {
+            welcome: b(&[2; 64]),
+        },
+        E2eeUp::JoinRequest {
+            request: b(&e2ee.join_request),
+        },
         E2eeUp::Sealed {
             statement: b(&e2ee.sealed[1]),
-            deliveries: vec![SealedFor { to: device_id, sealed: b(&e2ee.sealed[0]) }],
+            deliveries: vec![SealedFor {
+                to: device_id,
+                sealed: b(&e2ee.sealed[0]),
+            }],
         },
-        E2eeUp::Roster { roster: b(&e2ee.sealed[2]) },
+        E2eeUp::Roster {
+            roster: b(&e2ee.sealed[2]),
+        },
     ];
     let mut msgs = vec![
-        ClientMessage::Hello { token: "sotto_session_token".into() },
-        ClientMessage::Subscribe { room_id: room_id.clone() },
-        ClientMessage::Unsubscribe { room_id: room_id.clone() },
+        ClientMessage::Hello {
+            token: "sotto_session_token".into(),
+        },
+        ClientMessage::Subscribe {
+            room_id: room_id.clone(),
+        },
+        ClientMessage::Unsubscribe {
+            room_id: room_id.clone(),
+        },
         ClientMessage::Ping { nonce: 42 },
-        ClientMessage::MediaOffer { room_id: room_id.clone(), sdp: offer.clone() },
-        ClientMessage::MediaLeave { room_id: room_id.clone() },
-    ];
-    msgs.extend(e2ee_up.into_iter().map(|e2ee| ClientMessage::E2ee { room_id: room_id.clone(), e2ee }));
-    let mut seeds: Vec<Vec<u8>> =
-        msgs.into_iter().map(|m| ClientEnvelope::new(m).to_json().into_bytes()).collect();
-    let server = [
-        ServerMessage::Welcome { user_id: UserId::from_bytes([3; 16]) },
-        ServerMessage::RoomLeft { room_id: room_id.clone(), banned: true },
-        ServerMessage::Pong { nonce: 42 },
-        ServerMessage::MediaAnswer { room_id, sdp: offer },
-        ServerMessage::Error {
-            error: ErrorBody { code: ErrorCode::NotInRoom, message: "join first".into() },
+        ClientMessage::MediaOffer {
+            room_id: room_id.clone(),
+            sdp: offer.clone(),
+        },
+        ClientMessage::MediaLeave {
+            room_id: room_id.clone(),
         },
     ];
-    seeds.extend(server.into_iter().map(|m| ServerEnvelope::new(m).to_json().into_bytes()));
+    msgs.extend(e2ee_up.into_iter().map(|e2ee| ClientMessage::E2ee {
+        room_id: room_id.clone(),
+        e2ee,
+    }));
+    let mut seeds: Vec<Vec<u8>> = msgs
+        .into_iter()
+        .map(|m| ClientEnvelope::new(m).to_json().into_bytes())
+        .collect();
+    let server = [
+        ServerMessage::Welcome {
+            user_id: UserId::from_bytes([3; 16]),
+        },
+        ServerMessage::RoomLeft {
+            room_id: room_id.clone(),
+            banned: true,
+        },
+        ServerMessage::Pong { nonce: 42 },
+        ServerMessage::MediaAnswer {
+            room_id,
+            sdp: offer,
+        },
+        ServerMessage::Error {
+            error: ErrorBody {
+                code: ErrorCode::NotInRoom,
+                message: "join first".into(),
+            },
+        },
+    ];
+    seeds.extend(
+        server
+            .into_iter()
+            .map(|m| ServerEnvelope::new(m).to_json().into_bytes()),
+    );
     seeds
 }
 
@@ -302,7 +405,12 @@ fn wav_input() -> Vec<Vec<u8>> {
         (1, 22_050, 32, hound::SampleFormat::Float),
     ];
     for (channels, sample_rate, bits_per_sample, sample_format) in formats {
-        let spec = hound::WavSpec { channels, sample_rate, bits_per_sample, sample_format };
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate,
+            bits_per_sample,
+            sample_format,
+        };
         let mut out = std::io::Cursor::new(Vec::new());
         let mut w = hound::WavWriter::new(&mut out, spec).expect("wav writer");
         for (i, x) in tone.iter().take(64).enumerate() {

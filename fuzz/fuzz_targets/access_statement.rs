@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
     let bytes = sign_access(&key, verb, room, &UserId(target.to_string()), created);
     let parsed = AccessStatement::parse(&bytes);
     if target.is_empty() || (verb != AccessVerb::Follow && room.is_empty()) {
-        assert!(parsed.is_err(), "a statement without a target or room is refused");
+        assert!(
+            parsed.is_err(),
+            "a statement without a target or room is refused"
+        );
         return;
     }
     let s = parsed.expect("a signed statement parses");

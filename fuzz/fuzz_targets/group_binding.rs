@@ -4,7 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
-use sotto_e2ee::{binding::VerifiedBinding, identity::DeviceIdentity, invitation::VerifiedInvitation};
+use sotto_e2ee::{
+    binding::VerifiedBinding, identity::DeviceIdentity, invitation::VerifiedInvitation,
+};
 
 fuzz_target!(|data: &[u8]| {
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);

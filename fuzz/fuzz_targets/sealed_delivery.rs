@@ -7,10 +7,10 @@ use std::cell::RefCell;
 use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
 use sotto_e2ee::{
-    audience::{parse_sealed, sign_key_statement, JoinRequest, Listener},
+    audience::{JoinRequest, Listener, parse_sealed, sign_key_statement},
     frame::Suite,
     identity::DeviceIdentity,
-    keys::{test_audience_key, KeyGeneration},
+    keys::{KeyGeneration, test_audience_key},
 };
 
 thread_local! {
@@ -25,7 +25,10 @@ thread_local! {
 fuzz_target!(|data: &[u8]| {
     let generation = parse_sealed(data)
         .map(|p| p.generation)
-        .unwrap_or(KeyGeneration { epoch: 0, rotation: 0 });
+        .unwrap_or(KeyGeneration {
+            epoch: 0,
+            rotation: 0,
+        });
     LISTENER.with(|l| {
         let (l, id) = &mut *l.borrow_mut();
         let trusted = [id.public()];

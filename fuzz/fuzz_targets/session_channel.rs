@@ -30,12 +30,20 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(msg) = parse_client_message(text) {
         let again = ClientEnvelope::new(msg.clone()).to_json();
-        assert_eq!(parse_client_message(&again), Ok(msg.clone()), "client round trip");
+        assert_eq!(
+            parse_client_message(&again),
+            Ok(msg.clone()),
+            "client round trip"
+        );
         decode_strings(&serde_json::to_value(&msg).expect("serializes"));
     }
     if let Ok(msg) = parse_server_message(text) {
         let again = ServerEnvelope::new(msg.clone()).to_json();
-        assert_eq!(parse_server_message(&again), Ok(msg.clone()), "server round trip");
+        assert_eq!(
+            parse_server_message(&again),
+            Ok(msg.clone()),
+            "server round trip"
+        );
         decode_strings(&serde_json::to_value(&msg).expect("serializes"));
     }
 });

@@ -24,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
             3 | 4 => {
                 let mut b = bytes.to_vec();
                 if let Some(first) = b.first_mut() {
-                    *first = if op % 8 == 3 { 20 + *first % 44 } else { 0x80 | (*first & 0x3f) };
+                    *first = if op % 8 == 3 {
+                        20 + *first % 44
+                    } else {
+                        0x80 | (*first & 0x3f)
+                    };
                 }
                 w.datagram(w.clients[usize::from(op >> 7)].addr, &b);
             }

@@ -41,7 +41,11 @@ pub struct Client {
 
 /// An SDP offer as a sotto client makes it, and what it needs to take the
 /// answer.
-pub fn client_offer(now: Instant, addr: SocketAddr, slots: usize) -> (Rtc, Mid, String, SdpPendingOffer) {
+pub fn client_offer(
+    now: Instant,
+    addr: SocketAddr,
+    slots: usize,
+) -> (Rtc, Mid, String, SdpPendingOffer) {
     let mut rtc = Rtc::builder()
         .set_rtp_mode(true)
         .clear_codecs()
@@ -85,7 +89,11 @@ impl World {
             w.add_client(n);
         }
         let deadline = w.now + Duration::from_secs(10);
-        while !w.clients.iter().all(|c| c.connected && w.sfu.is_connected(c.id)) {
+        while !w
+            .clients
+            .iter()
+            .all(|c| c.connected && w.sfu.is_connected(c.id))
+        {
             assert!(w.now < deadline, "harness: peers did not connect");
             w.step(Duration::from_millis(10));
         }
@@ -98,7 +106,10 @@ impl World {
         let addr = SocketAddr::from(([203, 0, 113, 10 + n], 5000 + u16::from(n)));
         let id = PeerId::from_bytes([0xc0 + n; 16]);
         let (mut rtc, mic, offer, pending) = client_offer(self.now, addr, 3);
-        let answer = self.sfu.add_peer(self.now, id, ROOM, &offer).expect("add_peer");
+        let answer = self
+            .sfu
+            .add_peer(self.now, id, ROOM, &offer)
+            .expect("add_peer");
         let answer = SdpAnswer::from_sdp_string(&answer).expect("answer parses");
         rtc.sdp_api()
             .accept_answer(pending, answer)

@@ -34,7 +34,8 @@
 //! - **A panic is a bug.** Nothing a peer sends (MLS messages, join requests,
 //!   sealed deliveries, rosters, invitations, SFrame frames) may panic; every
 //!   parser returns a typed `#[non_exhaustive]` error from [`error`], and has
-//!   a fuzz target (`fuzz/`) and a proptest in `tests/no_panic.rs`.
+//!   a fuzz target (the repository's `fuzz/`, see `docs/fuzzing.md`) and a
+//!   proptest in `tests/no_panic.rs`.
 //! - **Verified types.** A [`audience::JoinRequest`] must be verified into a
 //!   [`audience::VerifiedJoinRequest`] before [`audience::Distributor::admit`]
 //!   takes it; only `admit` makes an [`audience::AdmittedListener`], the only
