@@ -14,17 +14,46 @@ use crate::room::RoomKind;
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct RegisterRequest {
+    /// The code of an invite (or the last part of its link).
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$")]
     pub invite_code: String,
+    /// 3–20 characters of `a-z`, `0-9` and `_`.
+    #[schema(min_length = 3, max_length = 20, pattern = r"^[a-z0-9_]{3,20}$")]
     pub username: String,
+    /// 1–50 characters, not only spaces, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub display_name: String,
-    #[schema(value_type = String)]
+    /// The device's Ed25519 public key: 32 bytes, base64url without padding.
+    #[schema(value_type = String, min_length = 43, max_length = 43, pattern = r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
     #[ts(type = "string")]
     pub device_public_key: DevicePublicKey,
+    /// 1–50 characters, not only spaces, no control characters (default `device`).
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub device_name: Option<String>,
+    /// Ed25519 signature (64 bytes, base64url) over
+    /// [`crate::keys::register_transcript`].
+    #[schema(
+        min_length = 86,
+        max_length = 86,
+        pattern = r"^[A-Za-z0-9_-]{85}[AQgw]$"
+    )]
     pub signature: String,
     /// The first link of the account's device chain (base64url of
-    /// [`crate::chain::DeviceLink`]): the key adding itself, self-signed.
+    /// [`crate::chain::DeviceLink`], 169 bytes): the key adding itself, self-signed.
+    #[schema(
+        min_length = 226,
+        max_length = 226,
+        pattern = r"^[A-Za-z0-9_-]{225}[AQgw]$"
+    )]
     pub device_link: String,
 }
 
@@ -43,7 +72,8 @@ pub struct SessionResponse {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct ChallengeRequest {
-    #[schema(value_type = String)]
+    /// The device's Ed25519 public key: 32 bytes, base64url without padding.
+    #[schema(value_type = String, min_length = 43, max_length = 43, pattern = r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
     #[ts(type = "string")]
     pub device_public_key: DevicePublicKey,
 }
@@ -64,7 +94,15 @@ pub struct ChallengeResponse {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct LoginRequest {
+    /// As `/api/auth/challenge` gave it.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pub challenge_id: String,
+    /// Ed25519 signature (64 bytes, base64url) over [`crate::keys::login_transcript`].
+    #[schema(
+        min_length = 86,
+        max_length = 86,
+        pattern = r"^[A-Za-z0-9_-]{85}[AQgw]$"
+    )]
     pub signature: String,
 }
 
@@ -111,9 +149,17 @@ pub struct UserSummary {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct UpdateProfileRequest {
+    /// 1–50 characters, not only spaces, no control characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub display_name: Option<String>,
+    /// At most 300 characters, no control characters (one line).
     #[serde(default)]
+    #[schema(max_length = 300, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub bio: Option<String>,
 }
 
@@ -137,14 +183,38 @@ pub struct DeviceView {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct AddDeviceRequest {
-    #[schema(value_type = String)]
+    /// The new device's Ed25519 public key: 32 bytes, base64url without padding.
+    #[schema(value_type = String, min_length = 43, max_length = 43, pattern = r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
     #[ts(type = "string")]
     pub device_public_key: DevicePublicKey,
+    /// 1–50 characters, not only spaces, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
+    /// This session's device's signature (64 bytes, base64url).
+    #[schema(
+        min_length = 86,
+        max_length = 86,
+        pattern = r"^[A-Za-z0-9_-]{85}[AQgw]$"
+    )]
     pub authorizer_signature: String,
+    /// The new device's signature (64 bytes, base64url).
+    #[schema(
+        min_length = 86,
+        max_length = 86,
+        pattern = r"^[A-Za-z0-9_-]{85}[AQgw]$"
+    )]
     pub new_device_signature: String,
     /// The next link of the account's device chain: `add` of the new key,
-    /// signed by this session's device (base64url).
+    /// signed by this session's device (base64url, 169 bytes).
+    #[schema(
+        min_length = 226,
+        max_length = 226,
+        pattern = r"^[A-Za-z0-9_-]{225}[AQgw]$"
+    )]
     pub device_link: String,
 }
 
@@ -154,6 +224,12 @@ pub struct AddDeviceRequest {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct RevokeDeviceRequest {
+    /// base64url, 169 bytes.
+    #[schema(
+        min_length = 226,
+        max_length = 226,
+        pattern = r"^[A-Za-z0-9_-]{225}[AQgw]$"
+    )]
     pub device_link: String,
 }
 
@@ -161,9 +237,11 @@ pub struct RevokeDeviceRequest {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct CreateInviteRequest {
-    /// 1 to 1000.
+    /// How many accounts it may create: 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub uses: u32,
-    /// 60 s to 90 days.
+    /// 60 s to 90 days (7,776,000 s).
+    #[schema(minimum = 60, maximum = 7776000)]
     #[ts(type = "number")]
     pub expires_in_secs: u64,
 }
@@ -183,9 +261,17 @@ pub struct InviteCreated {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct CreateRoomRequest {
+    /// 1–100 characters, not only spaces, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub title: String,
     pub kind: RoomKind,
+    /// At most 500 characters, no control characters.
     #[serde(default)]
+    #[schema(max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub description: Option<String>,
 }
 
@@ -194,11 +280,13 @@ pub struct CreateRoomRequest {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct RoomInviteRequest {
+    #[schema(min_length = 3, max_length = 20, pattern = r"^[a-z0-9_]{3,20}$")]
     pub username: String,
     /// An allow statement for the user and the room, signed by this
     /// session's device ([`crate::access`], base64url): the room's key
     /// distributor admits a closed room's listener only with one.
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = r"^[A-Za-z0-9_-]*$")]
     pub statement: Option<String>,
 }
 
@@ -209,7 +297,9 @@ pub struct RoomInviteRequest {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct StatementRequest {
+    /// base64url.
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = r"^[A-Za-z0-9_-]*$")]
     pub statement: Option<String>,
 }
 
@@ -300,5 +390,11 @@ pub struct RoomMark {
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct DeleteAccountRequest {
+    /// Ed25519 signature (64 bytes, base64url).
+    #[schema(
+        min_length = 86,
+        max_length = 86,
+        pattern = r"^[A-Za-z0-9_-]{85}[AQgw]$"
+    )]
     pub signature: String,
 }

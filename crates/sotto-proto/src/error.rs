@@ -140,8 +140,12 @@ error_codes! {
     E2eeHelloRequired = ("e2ee_hello_required", 409),
     /// Something failed on the server; nothing was changed.
     Internal = ("internal", 500),
-    /// The server is shutting down or its database is unavailable.
+    /// The server is shutting down.
     Unavailable = ("unavailable", 503),
+    /// The server cannot reach its database right now (restarting, down,
+    /// overloaded, or locked). Nothing was changed: retry after the
+    /// `Retry-After` header's seconds.
+    DatabaseUnavailable = ("database_unavailable", 503),
 }
 
 impl std::fmt::Display for ErrorCode {

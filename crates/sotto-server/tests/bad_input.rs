@@ -97,7 +97,7 @@ async fn fixed_bad_requests() {
         .send()
         .await
         .unwrap();
-    expect_error(r, 400, ErrorCode::MalformedRequest).await;
+    expect_error(r, 400, ErrorCode::InvalidPublicKey).await;
     let r = http
         .post(url("/api/register"))
         .json(&reg("okname", &key))
@@ -462,5 +462,129 @@ async fn channel_needs_hello_with_a_valid_token() {
         other => panic!("{other:?}"),
     }
     ch.close().await;
+    srv.stop().await;
+}
+
+/// What a refused body gets is said plainly, with the field's name, and
+/// never in serde's or axum's words ("invalid type: map, expected …",
+/// "Failed to deserialize the JSON body …").
+#[tokio::test]
+async fn refused_bodies_are_explained_without_serde_internals() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (alice, _) = srv.user("alice").await;
+    let token = alice.token().unwrap().to_string();
+    let http = raw_http();
+    let cases = [
+        (
+            r#"{"kind":"open"}"#,
+            ErrorCode::MalformedRequest,
+            "field `title` is missing",
+        ),
+        (
+            r#"{"title":"t","kind":"secret"}"#,
+            ErrorCode::MalformedRequest,
+            "`kind` must be one of open, social, closed",
+        ),
+        (
+            r#"{"title":{"a":1},"kind":"open"}"#,
+            ErrorCode::MalformedRequest,
+            "`title` must be a string",
+        ),
+        (
+            r#"{"title":"t","kind":"open","colour":"red"}"#,
+            ErrorCode::MalformedRequest,
+            "field `colour` is not part of this request; this request takes title, kind, description",
+        ),
+        (
+            r#"{"title":"t","#,
+            ErrorCode::MalformedRequest,
+            "the body is not valid JSON: it ends too early",
+        ),
+        (
+            "[]",
+            ErrorCode::MalformedRequest,
+            "the body must be a JSON object",
+        ),
+    ];
+    for (body, code, message) in cases {
+        let r = http
+            .post(format!("{}/api/rooms", srv.url))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let err: ErrorResponse = r.json().await.unwrap();
+        assert_eq!(
+            (err.error.code, err.error.message.as_str()),
+            (code, message)
+        );
+    }
+    let r = http
+        .post(format!("{}/api/invites", srv.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"uses": -1, "expires_in_secs": 60}))
+        .send()
+        .await
+        .unwrap();
+    let err: ErrorResponse = r.json().await.unwrap();
+    assert_eq!(
+        err.error.message,
+        "`uses` must be a whole number from 0 to 4294967295"
+    );
+    // Not a WebSocket request on the channel route.
+    let r = http
+        .get(format!("{}/api/ws", srv.url))
+        .send()
+        .await
+        .unwrap();
+    let err: ErrorResponse = r.json().await.unwrap();
+    assert!(
+        err.error.message.contains("WebSocket"),
+        "{}",
+        err.error.message
+    );
+    srv.stop().await;
+}
+
+/// The document says an optional body may be JSON `null`; the server takes
+/// `null` as no body (it used to refuse it as not an object).
+#[tokio::test]
+async fn a_null_body_is_no_body() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (alice, _) = srv.user("alice").await;
+    srv.user("bob").await;
+    let r = raw_http()
+        .put(format!("{}/api/users/bob/follow", srv.url))
+        .bearer_auth(alice.token().unwrap())
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(alice.following("alice").await.unwrap().len(), 1);
+    srv.stop().await;
+}
+
+/// A bio is one line: the document's pattern refuses control characters,
+/// and so does the server (it used to take any number of trailing line
+/// feeds, which the document could not say).
+#[tokio::test]
+async fn a_bio_has_no_control_characters() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (alice, _) = srv.user("alice").await;
+    for bio in ["two\nlines", "trailing\n", "tab\there"] {
+        let r = raw_http()
+            .patch(format!("{}/api/me", srv.url))
+            .bearer_auth(alice.token().unwrap())
+            .json(&serde_json::json!({ "bio": bio }))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 400, ErrorCode::InvalidProfile).await;
+    }
     srv.stop().await;
 }

@@ -4,9 +4,25 @@
  * Authorize another device key for this account. The device of the current
  * session and the new device each sign [`crate::keys::add_device_transcript`].
  */
-export type AddDeviceRequest = { device_public_key: string, name: string, authorizer_signature: string, new_device_signature: string, 
+export type AddDeviceRequest = { 
+/**
+ * The new device's Ed25519 public key: 32 bytes, base64url without padding.
+ */
+device_public_key: string, 
+/**
+ * 1–50 characters, not only spaces, no control characters.
+ */
+name: string, 
+/**
+ * This session's device's signature (64 bytes, base64url).
+ */
+authorizer_signature: string, 
+/**
+ * The new device's signature (64 bytes, base64url).
+ */
+new_device_signature: string, 
 /**
  * The next link of the account's device chain: `add` of the new key,
- * signed by this session's device (base64url).
+ * signed by this session's device (base64url, 169 bytes).
  */
 device_link: string, };

@@ -2,10 +2,10 @@
 
 export type CreateInviteRequest = { 
 /**
- * 1 to 1000.
+ * How many accounts it may create: 1 to 1000.
  */
 uses: number, 
 /**
- * 60 s to 90 days.
+ * 60 s to 90 days (7,776,000 s).
  */
 expires_in_secs: number, };

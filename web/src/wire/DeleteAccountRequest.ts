@@ -4,4 +4,8 @@
  * Delete the account: signed by the session's device over
  * [`crate::keys::delete_account_transcript`].
  */
-export type DeleteAccountRequest = { signature: string, };
+export type DeleteAccountRequest = { 
+/**
+ * Ed25519 signature (64 bytes, base64url).
+ */
+signature: string, };

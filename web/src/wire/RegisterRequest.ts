@@ -4,9 +4,34 @@
  * Create an account with an invite. `signature` is the device's Ed25519
  * signature over [`crate::keys::register_transcript`].
  */
-export type RegisterRequest = { invite_code: string, username: string, display_name: string, device_public_key: string, device_name: string | null, signature: string, 
+export type RegisterRequest = { 
+/**
+ * The code of an invite (or the last part of its link).
+ */
+invite_code: string, 
+/**
+ * 3–20 characters of `a-z`, `0-9` and `_`.
+ */
+username: string, 
+/**
+ * 1–50 characters, not only spaces, no control characters.
+ */
+display_name: string, 
+/**
+ * The device's Ed25519 public key: 32 bytes, base64url without padding.
+ */
+device_public_key: string, 
+/**
+ * 1–50 characters, not only spaces, no control characters (default `device`).
+ */
+device_name: string | null, 
+/**
+ * Ed25519 signature (64 bytes, base64url) over
+ * [`crate::keys::register_transcript`].
+ */
+signature: string, 
 /**
  * The first link of the account's device chain (base64url of
- * [`crate::chain::DeviceLink`]): the key adding itself, self-signed.
+ * [`crate::chain::DeviceLink`], 169 bytes): the key adding itself, self-signed.
  */
 device_link: string, };

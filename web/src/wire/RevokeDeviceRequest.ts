@@ -4,4 +4,8 @@
  * Revoke a device: the next link of the account's device chain, `revoke`
  * of that device's key, signed by this session's device (base64url).
  */
-export type RevokeDeviceRequest = { device_link: string, };
+export type RevokeDeviceRequest = { 
+/**
+ * base64url, 169 bytes.
+ */
+device_link: string, };

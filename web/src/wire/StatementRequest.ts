@@ -5,4 +5,8 @@
  * member action: the access statement signed by this session's device
  * ([`crate::access`], base64url) — a follow, or a ban of the member.
  */
-export type StatementRequest = { statement: string | null, };
+export type StatementRequest = { 
+/**
+ * base64url.
+ */
+statement: string | null, };

@@ -16,7 +16,7 @@ use sotto_proto::keys::{
     DevicePublicKey, add_device_transcript, delete_account_transcript, encode_b64,
     login_transcript, register_transcript,
 };
-use sotto_proto::{DeviceId, ErrorCode, ErrorResponse, UserId};
+use sotto_proto::{DeviceId, ErrorCode, UserId};
 
 use super::extract::{ApiJson, ApiPath, AuthRateLimit, AuthUser, secret_hash};
 use super::{AppState, random_bytes, random_token};
@@ -102,7 +102,7 @@ fn device_name(name: Option<&str>) -> ApiResult<String> {
     } else {
         Err(ApiError::new(
             ErrorCode::InvalidParameter,
-            "a device name is 1–50 characters",
+            "a device name is 1–50 characters, not only spaces, no control characters",
         ))
     }
 }
@@ -110,7 +110,7 @@ fn device_name(name: Option<&str>) -> ApiResult<String> {
 /// Create an account with an invite code.
 #[utoipa::path(post, path = "/api/register", tag = "accounts",
     request_body = RegisterRequest,
-    responses((status = 201, body = SessionResponse), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 201, body = SessionResponse)))]
 pub async fn register(
     State(state): State<AppState>,
     _limit: AuthRateLimit,
@@ -178,7 +178,7 @@ pub async fn register(
 /// Ask for a login challenge for a device key.
 #[utoipa::path(post, path = "/api/auth/challenge", tag = "accounts",
     request_body = ChallengeRequest,
-    responses((status = 200, body = ChallengeResponse), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = ChallengeResponse)))]
 pub async fn challenge(
     State(state): State<AppState>,
     _limit: AuthRateLimit,
@@ -203,7 +203,7 @@ pub async fn challenge(
 /// Answer a challenge with the device's signature; get a session.
 #[utoipa::path(post, path = "/api/auth/login", tag = "accounts",
     request_body = LoginRequest,
-    responses((status = 200, body = SessionResponse), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = SessionResponse)))]
 pub async fn login(
     State(state): State<AppState>,
     _limit: AuthRateLimit,
@@ -245,7 +245,7 @@ pub async fn login(
 
 /// End this session.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "accounts", security(("bearer" = [])),
-    responses((status = 204), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 204)))]
 pub async fn logout(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -264,7 +264,7 @@ pub async fn logout(
 
 /// The signed-in account.
 #[utoipa::path(get, path = "/api/me", tag = "accounts", security(("bearer" = [])),
-    responses((status = 200, body = Me), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = Me)))]
 pub async fn me(State(state): State<AppState>, AuthUser(session): AuthUser) -> ApiResult<Json<Me>> {
     Ok(Json(state.store.me(&session.user_id).await?))
 }
@@ -272,7 +272,7 @@ pub async fn me(State(state): State<AppState>, AuthUser(session): AuthUser) -> A
 /// Change display name and/or bio.
 #[utoipa::path(patch, path = "/api/me", tag = "accounts", security(("bearer" = [])),
     request_body = UpdateProfileRequest,
-    responses((status = 200, body = Me), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = Me)))]
 pub async fn update_me(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -284,11 +284,11 @@ pub async fn update_me(
     if req
         .bio
         .as_deref()
-        .is_some_and(|bio| !is_valid_text(bio.trim_end_matches('\n'), 0, 300))
+        .is_some_and(|bio| !is_valid_text(bio, 0, 300))
     {
         return Err(ApiError::new(
             ErrorCode::InvalidProfile,
-            "a bio is at most 300 characters",
+            "a bio is at most 300 characters, no control characters",
         ));
     }
     state
@@ -304,7 +304,7 @@ pub async fn update_me(
 
 /// The account's device keys.
 #[utoipa::path(get, path = "/api/me/devices", tag = "accounts", security(("bearer" = [])),
-    responses((status = 200, body = Vec<DeviceView>), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = Vec<DeviceView>)))]
 pub async fn devices(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -320,7 +320,7 @@ pub async fn devices(
 /// Authorize another device key, signed by this session's device and by the new one.
 #[utoipa::path(post, path = "/api/me/devices", tag = "accounts", security(("bearer" = [])),
     request_body = AddDeviceRequest,
-    responses((status = 201, body = DeviceView), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 201, body = DeviceView)))]
 pub async fn add_device(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -378,7 +378,7 @@ pub async fn add_device(
 #[utoipa::path(delete, path = "/api/me/devices/{device_id}", tag = "accounts", security(("bearer" = [])),
     params(("device_id" = String, Path)),
     request_body = RevokeDeviceRequest,
-    responses((status = 204), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 204)))]
 pub async fn revoke_device(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -418,7 +418,7 @@ pub async fn revoke_device(
 
 /// Everything stored about you, as JSON.
 #[utoipa::path(get, path = "/api/me/export", tag = "accounts", security(("bearer" = [])),
-    responses((status = 200, body = AccountExport), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = AccountExport)))]
 pub async fn export(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -434,7 +434,7 @@ pub async fn export(
 /// Delete your account and every row about you (signed by this session's device).
 #[utoipa::path(delete, path = "/api/me", tag = "accounts", security(("bearer" = [])),
     request_body = DeleteAccountRequest,
-    responses((status = 204), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 204)))]
 pub async fn delete_me(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -459,7 +459,7 @@ pub async fn delete_me(
 /// Create an invite (administrators).
 #[utoipa::path(post, path = "/api/invites", tag = "accounts", security(("bearer" = [])),
     request_body = CreateInviteRequest,
-    responses((status = 201, body = InviteCreated), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 201, body = InviteCreated)))]
 pub async fn create_invite(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,

@@ -28,7 +28,7 @@ const SOCKET_READ_LIMIT: usize = 4 * MAX_MESSAGE_BYTES;
 
 /// Open the session channel (WebSocket). The first message must be `hello` with a session token.
 #[utoipa::path(get, path = "/api/ws", tag = "channel",
-    responses((status = 101, description = "WebSocket; see sotto_proto::channel"), (status = "4XX", body = sotto_proto::ErrorResponse)))]
+    responses((status = 101, description = "WebSocket; see sotto_proto::channel")))]
 pub async fn upgrade(
     State(state): State<AppState>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -43,9 +43,11 @@ pub async fn upgrade(
             .max_message_size(SOCKET_READ_LIMIT)
             .max_frame_size(SOCKET_READ_LIMIT)
             .on_upgrade(move |socket| run(socket, state)),
-        Err(rejection) => {
-            ApiError::new(ErrorCode::MalformedRequest, rejection.body_text()).into_response()
-        }
+        Err(_) => ApiError::new(
+            ErrorCode::MalformedRequest,
+            "open this route as a WebSocket (GET with Connection: upgrade, Upgrade: websocket)",
+        )
+        .into_response(),
     }
 }
 

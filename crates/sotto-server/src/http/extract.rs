@@ -3,9 +3,8 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use sha2::{Digest as _, Sha256};
 use sotto_proto::ErrorCode;
@@ -15,7 +14,8 @@ use crate::error::ApiError;
 use crate::store::AuthedSession;
 
 /// A JSON body: a JSON object (an array or a scalar is refused even where
-/// it would fill the struct by position), then the request type.
+/// it would fill the struct by position), then the request type. What is
+/// refused gets a plain message ([`super::body`]).
 pub struct ApiJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for ApiJson<T>
@@ -26,16 +26,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
-        if !value.is_object() {
-            return Err(ApiError::new(
-                ErrorCode::MalformedRequest,
-                "the body must be a JSON object",
-            ));
-        }
-        serde_json::from_value(value)
-            .map(ApiJson)
-            .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("malformed body: {e}")))
+        super::body::read(req, state).await.map(ApiJson)
     }
 }
 
@@ -44,30 +35,11 @@ where
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                "send Content-Type: application/json",
-            ),
-            JsonRejection::BytesRejection(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::new(ErrorCode::PayloadTooLarge, "the body is larger than 64 KiB")
-            }
-            JsonRejection::JsonDataError(e) => {
-                ApiError::new(ErrorCode::MalformedRequest, e.body_text())
-            }
-            JsonRejection::JsonSyntaxError(e) => {
-                ApiError::new(ErrorCode::MalformedRequest, e.body_text())
-            }
-            other => ApiError::new(ErrorCode::MalformedRequest, other.body_text()),
-        }
-    }
-}
-
 impl From<PathRejection> for ApiError {
-    fn from(rejection: PathRejection) -> Self {
-        ApiError::new(ErrorCode::NotFound, rejection.body_text())
+    fn from(_: PathRejection) -> Self {
+        // Only a path that is not valid UTF-8 once decoded gets here: every
+        // parameter is a string.
+        ApiError::new(ErrorCode::NotFound, "no such route")
     }
 }
 
@@ -123,8 +95,8 @@ impl FromRequestParts<AppState> for AuthRateLimit {
     }
 }
 
-/// A JSON body that may be absent (an empty body is `None`); a body that
-/// is there must be well-formed JSON of `T`.
+/// A JSON body that may be absent (no body, or JSON `null`, is `None`); a
+/// body that is there must be a JSON object of `T`.
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<T, S> FromRequest<S> for OptionalJson<T>
@@ -144,8 +116,10 @@ where
         if !has_body {
             return Ok(OptionalJson(None));
         }
-        let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
-        Ok(OptionalJson(Some(value)))
+        match super::body::read_value(req, state).await? {
+            serde_json::Value::Null => Ok(OptionalJson(None)),
+            value => super::body::parse_value(value).map(|v| OptionalJson(Some(v))),
+        }
     }
 }
 

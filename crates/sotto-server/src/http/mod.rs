@@ -1,7 +1,9 @@
 //! The HTTP API: routes, shared state, and the layers every request passes.
 
 pub mod accounts;
+pub mod body;
 pub mod channel;
+pub mod doc;
 pub mod extract;
 pub mod ops;
 pub mod rooms;
@@ -137,11 +139,14 @@ pub fn random_token() -> String {
     info(
         title = "sotto",
         description = "Live audio rooms the server operators cannot hear. Every error body is \
-                       {\"error\":{\"code\":\"…\",\"message\":\"…\"}} with a stable code.",
+                       {\"error\":{\"code\":\"…\",\"message\":\"…\"}} with a stable code; \
+                       each operation lists the codes it can answer, by HTTP status. 429 and 503 \
+                       come with Retry-After (seconds): 503 database_unavailable changed nothing \
+                       and may be retried. Request fields carry the limits the server enforces.",
         license(name = "AGPL-3.0-or-later")
     ),
     modifiers(&BearerAuth),
-    components(schemas(sotto_proto::ErrorCode))
+    components(schemas(sotto_proto::ErrorCode, sotto_proto::ErrorResponse))
 )]
 struct ApiDoc;
 
@@ -192,7 +197,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
 /// The OpenAPI document served at `/api/openapi.json`.
 pub fn openapi_json() -> String {
     let (_, api) = api_routes().split_for_parts();
-    api.to_pretty_json().unwrap_or_default()
+    let mut doc = serde_json::to_value(&api).unwrap_or_default();
+    doc::complete(&mut doc);
+    doc::to_pretty_json(&doc)
 }
 
 /// The whole application.

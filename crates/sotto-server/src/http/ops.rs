@@ -12,16 +12,23 @@ use super::extract::{ApiPath, secret_hash};
 
 /// Liveness: the database answers.
 #[utoipa::path(get, path = "/healthz", tag = "ops",
-    responses((status = 200, body = Health), (status = 503, body = sotto_proto::ErrorResponse)))]
+    responses((status = 200, body = Health)))]
 pub async fn healthz(State(state): State<AppState>) -> Response {
     match sqlx::query("SELECT 1").execute(state.store.pool()).await {
         Ok(_) => Json(Health {
             status: "ok".into(),
         })
         .into_response(),
-        Err(_) => {
-            crate::error::ApiError::new(ErrorCode::Unavailable, "the database does not answer")
-                .into_response()
+        Err(e) => {
+            let mut err = crate::error::ApiError::from(e);
+            if err.code != ErrorCode::Unavailable {
+                err = crate::error::ApiError::new(
+                    ErrorCode::DatabaseUnavailable,
+                    "the database does not answer",
+                );
+                err.retry_after = Some(crate::error::DATABASE_RETRY_AFTER_SECS);
+            }
+            err.into_response()
         }
     }
 }

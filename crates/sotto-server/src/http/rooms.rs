@@ -8,7 +8,7 @@ use sotto_proto::api::{CreateRoomRequest, RoomInviteRequest, StatementRequest};
 use sotto_proto::channel::{SignedAccess, encode_payload};
 use sotto_proto::ids::is_valid_text;
 use sotto_proto::room::{RoomSummary, RoomView};
-use sotto_proto::{ErrorCode, ErrorResponse, RoomId, UserId};
+use sotto_proto::{ErrorCode, RoomId, UserId};
 
 use super::extract::{ApiJson, ApiPath, AuthUser, OptionalJson, own_statement};
 use super::{AppState, random_bytes};
@@ -31,7 +31,7 @@ impl AppState {
 /// Start a room; you are its host.
 #[utoipa::path(post, path = "/api/rooms", tag = "rooms", security(("bearer" = [])),
     request_body = CreateRoomRequest,
-    responses((status = 201, body = RoomView), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 201, body = RoomView)))]
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -62,7 +62,7 @@ pub async fn create(
 
 /// The hallway: live rooms you may enter, those with people you follow on stage first.
 #[utoipa::path(get, path = "/api/rooms", tag = "rooms", security(("bearer" = [])),
-    responses((status = 200, body = Vec<RoomSummary>), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = Vec<RoomSummary>)))]
 pub async fn hallway(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -73,7 +73,7 @@ pub async fn hallway(
 /// A room's live state (members, or those who may enter).
 #[utoipa::path(get, path = "/api/rooms/{room_id}", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = String, Path)),
-    responses((status = 200, body = RoomView), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = RoomView)))]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -90,7 +90,7 @@ pub async fn get(
 /// Enter a room as a listener (idempotent).
 #[utoipa::path(post, path = "/api/rooms/{room_id}/join", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = String, Path)),
-    responses((status = 200, body = RoomView), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = RoomView)))]
 pub async fn join(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -107,7 +107,7 @@ pub async fn join(
 /// `decline-stage`, `leave`, or (moderators) `end`.
 #[utoipa::path(post, path = "/api/rooms/{room_id}/{action}", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = String, Path), ("action" = String, Path, description = "raise-hand | lower-hand | accept-stage | decline-stage | leave | end")),
-    responses((status = 200, body = RoomView), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = RoomView)))]
 pub async fn self_action(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -135,7 +135,7 @@ pub async fn self_action(
     params(("room_id" = String, Path), ("user_id" = String, Path),
         ("action" = String, Path, description = "invite-to-stage | move-to-audience | mute | unmute | make-moderator | remove | ban")),
     request_body(content = Option<StatementRequest>, description = "ban only: the ban signed by this session's device"),
-    responses((status = 200, body = RoomView), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = RoomView)))]
 pub async fn member_action(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -187,7 +187,7 @@ pub async fn member_action(
 #[utoipa::path(post, path = "/api/rooms/{room_id}/access", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = String, Path)),
     request_body = RoomInviteRequest,
-    responses((status = 204), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 204)))]
 pub async fn grant_access(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,

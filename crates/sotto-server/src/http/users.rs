@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use sotto_proto::ErrorResponse;
 use sotto_proto::access::AccessVerb;
 use sotto_proto::api::{Profile, StatementRequest, UserSummary};
 
@@ -14,7 +13,7 @@ use crate::error::ApiResult;
 /// A user's profile.
 #[utoipa::path(get, path = "/api/users/{username}", tag = "users", security(("bearer" = [])),
     params(("username" = String, Path)),
-    responses((status = 200, body = Profile), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = Profile)))]
 pub async fn profile(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -31,7 +30,7 @@ pub async fn profile(
 #[utoipa::path(put, path = "/api/users/{username}/follow", tag = "users", security(("bearer" = [])),
     params(("username" = String, Path)),
     request_body(content = Option<StatementRequest>),
-    responses((status = 204), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 204)))]
 pub async fn follow(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -58,7 +57,7 @@ pub async fn follow(
 /// Stop following a user (idempotent).
 #[utoipa::path(delete, path = "/api/users/{username}/follow", tag = "users", security(("bearer" = [])),
     params(("username" = String, Path)),
-    responses((status = 204), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 204)))]
 pub async fn unfollow(
     State(state): State<AppState>,
     AuthUser(session): AuthUser,
@@ -71,7 +70,7 @@ pub async fn unfollow(
 /// Who follows a user (newest first, at most 1,000).
 #[utoipa::path(get, path = "/api/users/{username}/followers", tag = "users", security(("bearer" = [])),
     params(("username" = String, Path)),
-    responses((status = 200, body = Vec<UserSummary>), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = Vec<UserSummary>)))]
 pub async fn followers(
     State(state): State<AppState>,
     _auth: AuthUser,
@@ -83,7 +82,7 @@ pub async fn followers(
 /// Whom a user follows (newest first, at most 1,000).
 #[utoipa::path(get, path = "/api/users/{username}/following", tag = "users", security(("bearer" = [])),
     params(("username" = String, Path)),
-    responses((status = 200, body = Vec<UserSummary>), (status = "4XX", body = ErrorResponse)))]
+    responses((status = 200, body = Vec<UserSummary>)))]
 pub async fn following(
     State(state): State<AppState>,
     _auth: AuthUser,

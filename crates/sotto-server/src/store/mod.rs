@@ -30,6 +30,14 @@ use crate::error::ApiError;
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+/// How long a request waits for a PostgreSQL connection before it is
+/// answered `database_unavailable`. While the database restarts, the pool
+/// keeps trying to connect in the background of each request; a quick 503
+/// with `Retry-After` serves a client better than a request that hangs. The
+/// pool checks each idle connection before use, so once the database is
+/// back, the next request gets a fresh connection: no restart of sotto.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -93,7 +101,7 @@ impl Store {
             Backend::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(30))
+                    .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                     .connect_with(options)
                     .await?
             }

@@ -1,0 +1,270 @@
+//! JSON request bodies: read, checked to be a JSON object, then turned into
+//! the request type. What is refused is said in plain words with the field's
+//! name ("field `title` is missing", "`kind` must be one of open, social,
+//! closed"), never in serde's or axum's own wording, which names Rust types
+//! and parser internals.
+
+use axum::body::Bytes;
+use axum::extract::FromRequest;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{StatusCode, header};
+use sotto_proto::ErrorCode;
+
+use crate::config::MAX_BODY_BYTES;
+use crate::error::ApiError;
+
+/// Reads the body of `req` and parses it as a JSON object of `T`.
+pub async fn read<T, S>(req: axum::extract::Request, state: &S) -> Result<T, ApiError>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    parse_value(read_value(req, state).await?)
+}
+
+/// Reads the body of `req` as JSON, whatever its shape.
+pub async fn read_value<S>(
+    req: axum::extract::Request,
+    state: &S,
+) -> Result<serde_json::Value, ApiError>
+where
+    S: Send + Sync,
+{
+    if !is_json(req.headers()) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send Content-Type: application/json",
+        ));
+    }
+    let bytes = Bytes::from_request(req, state).await.map_err(too_large)?;
+    json(&bytes)
+}
+
+/// Parses `bytes` as a JSON object of `T`.
+pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_value(json(bytes)?)
+}
+
+fn json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let message = if e.is_eof() {
+            "the body is not valid JSON: it ends too early".to_string()
+        } else {
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        };
+        ApiError::new(ErrorCode::MalformedRequest, message)
+    })
+}
+
+/// `value` as `T`, if it is a JSON object (an array would fill a struct by
+/// position).
+pub fn parse_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::new(
+            ErrorCode::MalformedRequest,
+            "the body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| refused(e.path(), e.inner()))
+}
+
+/// `application/json`, or a `+json` type, with or without parameters.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn too_large(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+        )
+    } else {
+        ApiError::new(ErrorCode::MalformedRequest, "the body could not be read")
+    }
+}
+
+/// What a field the request type refused gets as its error. serde's messages
+/// have a fixed shape ("missing field `x`", "invalid type: …, expected …");
+/// they are rephrased here, and anything else is said without its details.
+fn refused(path: &serde_path_to_error::Path, err: &serde_json::Error) -> ApiError {
+    let text = err.to_string();
+    let field = path.to_string();
+    let named = field != ".";
+    let malformed = |message: String| ApiError::new(ErrorCode::MalformedRequest, message);
+    if let Some(name) = text.strip_prefix("missing field ") {
+        return malformed(format!("field {} is missing", first_quoted(name)));
+    }
+    if let Some(rest) = text.strip_prefix("unknown field ") {
+        let takes = match rest.split_once(", expected ") {
+            Some((_, expected)) => format!("; this request takes {}", plain_list(expected)),
+            None => "; this request takes no fields".to_string(),
+        };
+        return malformed(format!(
+            "field {} is not part of this request{takes}",
+            first_quoted(rest)
+        ));
+    }
+    if let Some(rest) = text.strip_prefix("duplicate field ") {
+        return malformed(format!("field {} appears twice", first_quoted(rest)));
+    }
+    if !named {
+        return malformed("the body does not have the expected fields".to_string());
+    }
+    if let Some(rest) = text.strip_prefix("unknown variant ") {
+        let choices = rest
+            .split_once(", expected ")
+            .map(|(_, expected)| plain_list(expected))
+            .unwrap_or_default();
+        return malformed(format!("`{field}` must be one of {choices}"));
+    }
+    let expected = text
+        .strip_prefix("invalid type: ")
+        .or_else(|| text.strip_prefix("invalid value: "))
+        .and_then(|rest| rest.rsplit_once(", expected "))
+        .map(|(_, expected)| expected);
+    if let Some(expected) = expected {
+        return malformed(match plain_type(expected) {
+            Some(kind) => format!("`{field}` must be {kind}"),
+            None => format!("`{field}` has the wrong type"),
+        });
+    }
+    if field == "device_public_key" {
+        // The key's own parser says what is wrong in its words ("not
+        // base64url", "wrong length: 31 bytes").
+        return ApiError::new(
+            ErrorCode::InvalidPublicKey,
+            format!("`{field}` is not a public key: {text}"),
+        );
+    }
+    malformed(format!("`{field}` is malformed"))
+}
+
+/// serde's name of an expected type, for people.
+fn plain_type(expected: &str) -> Option<&'static str> {
+    Some(match expected {
+        "a string" => "a string",
+        "a boolean" => "true or false",
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" => "a whole number from 0 to 18446744073709551615",
+        "i32" => "a whole number from -2147483648 to 2147483647",
+        "i64" => "a whole number from -9223372036854775808 to 9223372036854775807",
+        "a sequence" => "an array",
+        "a map" => "an object",
+        _ if expected.starts_with("struct ") => "an object",
+        _ => return None,
+    })
+}
+
+/// The first `quoted` word of serde's text, kept in backquotes.
+fn first_quoted(text: &str) -> String {
+    let word = text.split('`').nth(1).unwrap_or("?");
+    format!("`{word}`")
+}
+
+/// serde's "one of `a`, `b`, `c`" (or "`a`") as "a, b, c".
+fn plain_list(expected: &str) -> String {
+    expected.trim_start_matches("one of ").replace('`', "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Room {
+        title: String,
+        kind: sotto_proto::room::RoomKind,
+        uses: Option<u32>,
+        device_public_key: Option<sotto_proto::keys::DevicePublicKey>,
+    }
+
+    fn message(body: &str) -> (ErrorCode, String) {
+        let err = parse::<Room>(body.as_bytes()).unwrap_err();
+        (err.code, err.message)
+    }
+
+    #[test]
+    fn plain_messages() {
+        let cases = [
+            (r#"{"kind":"open"}"#, "field `title` is missing"),
+            (
+                r#"{"title":"t","kind":"secret"}"#,
+                "`kind` must be one of open, social, closed",
+            ),
+            (r#"{"title":{},"kind":"open"}"#, "`title` must be a string"),
+            (
+                r#"{"title":"t","kind":"open","uses":-1}"#,
+                "`uses` must be a whole number from 0 to 4294967295",
+            ),
+            (
+                r#"{"title":"t","kind":"open","uses":"3"}"#,
+                "`uses` must be a whole number from 0 to 4294967295",
+            ),
+            (
+                r#"{"title":"t","kind":"open","x":1}"#,
+                "field `x` is not part of this request; this request takes title, kind, uses, device_public_key",
+            ),
+            ("[1]", "the body must be a JSON object"),
+            ("{", "the body is not valid JSON: it ends too early"),
+            ("{]", "the body is not valid JSON (line 1, column 2)"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(
+                message(body),
+                (ErrorCode::MalformedRequest, want.to_string()),
+                "{body}"
+            );
+        }
+        let (code, text) = message(r#"{"title":"t","kind":"open","device_public_key":"AAAA"}"#);
+        assert_eq!(code, ErrorCode::InvalidPublicKey);
+        assert_eq!(
+            text,
+            "`device_public_key` is not a public key: wrong length: 3 bytes"
+        );
+    }
+
+    #[test]
+    fn no_serde_wording() {
+        for body in [
+            r#"{"title":5,"kind":"open"}"#,
+            r#"{"title":"t","kind":5}"#,
+            r#"{"title":"t","kind":{}}"#,
+            r#"{"title":"t","kind":"open","uses":1.5}"#,
+        ] {
+            let (_, text) = message(body);
+            for internal in [
+                "invalid type",
+                "expected",
+                "map",
+                "u32",
+                "variant",
+                "struct",
+            ] {
+                assert!(!text.contains(internal), "{body}: {text}");
+            }
+        }
+    }
+}
