@@ -15,7 +15,9 @@
 //! The server elects one stage device as **key distributor and committer**
 //! (`distributor` message): it commits the server's proposals, admits
 //! listeners, rotates (every stage epoch change, at once when an admitted
-//! listener leaves or is banned, every 60 s) and signs the roster.
+//! listener leaves or is banned — but never sooner than
+//! [`MIN_ROTATION_GAP_SWITCHES`] switch delays after the previous rotation
+//! — and every 60 s) and signs the roster.
 //!
 //! Each role is one state type (`Part`): `Listener` (audience keys),
 //! `Candidate` (waiting for a Welcome, still hearing as a listener),
@@ -103,6 +105,16 @@ pub const STALE_KEY_GRACE_MS: u64 = 15_000;
 /// A roster is expected at least every rotation period; after the period
 /// plus this much without one, the participant is told.
 pub const STALE_ROSTER_GRACE_MS: u64 = 30_000;
+/// Rotations for departures (leave, removal, ban, revoked device) are at
+/// least this many stage switch delays apart; departures in between share
+/// the next one. A speaker switches its send key a switch delay after a
+/// rotation notice, and a newer notice before that pushes the switch back:
+/// rotating faster than that would keep the speakers on the *old* key for
+/// as long as listeners keep leaving (the leavers never cut off), and the
+/// 2-bit KID tag would make listeners drop that key while it is still in
+/// use (every stable listener loses audio). Two switch delays leave one for
+/// the notice to reach the other speakers and the frames in flight to land.
+pub const MIN_ROTATION_GAP_SWITCHES: u64 = 2;
 
 /// Why an E2EE step failed. The state machine stays usable.
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +283,10 @@ struct DistributorState {
     admitted: HashMap<Fingerprint, (UserId, DeviceId)>,
     next_rotation_at: u64,
     roster_at: Option<u64>,
+    /// When this device last rotated.
+    rotated_at: Option<u64>,
+    /// A departure waits for this rotation (see [`MIN_ROTATION_GAP_SWITCHES`]).
+    departure_rotation_at: Option<u64>,
 }
 
 impl Part {
@@ -495,6 +511,10 @@ impl RoomCrypto {
         if let Some(d) = self.part.distributor() {
             t.push(d.next_rotation_at);
             t.extend(d.roster_at);
+            // Due once no commit is in flight (its epoch change rotates).
+            if self.part.member().is_some_and(|m| m.in_flight.is_none()) {
+                t.extend(d.departure_rotation_at);
+            }
         }
         if let Part::Listener(l) = &self.part
             && !self.left
@@ -1550,6 +1570,8 @@ impl RoomCrypto {
             admitted: HashMap::new(),
             next_rotation_at: now + self.config.rotation_period_ms,
             roster_at: None,
+            rotated_at: None,
+            departure_rotation_at: None,
         });
         let due = m.stage.rotation_due(now);
         if let Part::Member(m) = std::mem::replace(&mut self.part, Part::Waiting) {
@@ -1575,6 +1597,8 @@ impl RoomCrypto {
         let notice = m.stage.announce(now, &key)?;
         d.next_rotation_at = now + self.config.rotation_period_ms;
         d.roster_at = Some(now);
+        d.rotated_at = Some(now);
+        d.departure_rotation_at = None;
         let statement = encode_payload(&rotation.statement);
         let deliveries: Vec<SealedFor> = rotation
             .deliveries
@@ -1675,6 +1699,22 @@ impl RoomCrypto {
         Ok(())
     }
 
+    /// A listener departed: rotate at once, or as soon as the previous
+    /// rotation is [`MIN_ROTATION_GAP_SWITCHES`] switch delays old.
+    fn rotate_for_departure(&mut self, now: u64) -> Result<(), CryptoError> {
+        let gap = MIN_ROTATION_GAP_SWITCHES * self.config.switch_delay_ms;
+        let Part::Distributor(_, d) = &mut self.part else {
+            return Ok(());
+        };
+        match d.rotated_at.map(|t| t.saturating_add(gap)) {
+            Some(earliest) if earliest > now => {
+                d.departure_rotation_at.get_or_insert(earliest);
+                Ok(())
+            }
+            _ => self.rotate(now),
+        }
+    }
+
     /// As distributor: drop admitted listeners who left the room (rotate at
     /// once: a ban or removal must not keep the key) or went on stage.
     fn distributor_follow_view(&mut self, now: u64) -> Result<(), CryptoError> {
@@ -1700,7 +1740,7 @@ impl RoomCrypto {
             d.roster_at.get_or_insert(now);
         }
         if departed {
-            self.rotate(now)?;
+            self.rotate_for_departure(now)?;
         }
         Ok(())
     }
@@ -1791,7 +1831,7 @@ impl RoomCrypto {
             }
         }
         d.roster_at.get_or_insert(now);
-        self.rotate(now)
+        self.rotate_for_departure(now)
     }
 
     /// A moderator's signed ban: refuse the account's join requests from
@@ -1825,7 +1865,9 @@ impl RoomCrypto {
     fn flush(&mut self, now: u64) {
         self.last_now = now;
         let rotation_due = matches!(&self.part, Part::Distributor(m, d)
-            if m.in_flight.is_none() && (d.next_rotation_at <= now || m.stage.rotation_due(now)));
+            if m.in_flight.is_none() && (d.next_rotation_at <= now
+                || m.stage.rotation_due(now)
+                || d.departure_rotation_at.is_some_and(|t| t <= now)));
         if rotation_due && let Err(e) = self.rotate(now) {
             self.alert(Alert::ForeignGroup {
                 why: format!("rotation failed: {e}"),
