@@ -15,8 +15,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use sotto_audio::{FRAME_SAMPLES, JitterBuffer, OpusDecoder, OpusEncoder, Playout, rfc6464_level};
-use sotto_proto::RoomId;
 use sotto_proto::channel::{ClientMessage, ServerMessage};
+use sotto_proto::{ErrorCode, RoomId};
 
 use crate::media::{MediaConnection, OutgoingFrame};
 use crate::room_crypto::{InvitePolicy, RoomCrypto};
@@ -52,6 +52,9 @@ pub struct SessionConfig {
     /// How often the session asks which devices the server lists for its
     /// own account (at the start, then this often).
     pub own_devices_every: Duration,
+    /// How long the session keeps trying to reach a server that went away
+    /// (restart, network outage) before it gives up with an error.
+    pub reconnect_for: Duration,
 }
 
 impl SessionConfig {
@@ -66,6 +69,7 @@ impl SessionConfig {
             invite_policy: InvitePolicy::Explicit,
             invite: Vec::new(),
             own_devices_every: Duration::from_secs(30),
+            reconnect_for: Duration::from_secs(60),
         }
     }
 }
@@ -106,6 +110,15 @@ pub struct SessionStats {
     /// Milliseconds from the start of the session (before joining the room)
     /// to the first frame decrypted.
     pub first_audio_ms: Option<u64>,
+    /// Times the session channel and media were set up again after the
+    /// server went away or the connection was lost.
+    pub reconnects: u32,
+    /// Longest time between two decrypted frames, after the first one
+    /// (milliseconds; silences of the speakers count too).
+    pub longest_gap_ms: u64,
+    /// For each reconnect after audio had started: milliseconds from
+    /// noticing the lost connection to the next decrypted frame.
+    pub reconnect_gaps_ms: Vec<u64>,
 }
 
 /// What a session produced.
@@ -140,12 +153,8 @@ pub async fn run(
 ) -> Result<SessionOutcome, ClientError> {
     let session_start = Instant::now();
     let room = &config.room;
-    let view = client.join(room).await?;
     let me = client.me().await?;
-    let mut channel = Channel::connect(client).await?;
-    channel.subscribe(room).await?;
-    let (mut media, early) =
-        MediaConnection::connect(&mut channel, room, config.bind_ip, config.slots).await?;
+    let (view, mut channel, mut media, early) = connect_room(client, &config).await?;
 
     // The E2EE state works in Unix milliseconds: join requests and
     // invitations carry expiry times that other devices check.
@@ -205,8 +214,64 @@ pub async fn run(
     // every `own_devices_every`, beside the media loop.
     let (own_tx, mut own_rx) = tokio::sync::mpsc::channel(1);
     let mut own_check = tokio::time::interval(config.own_devices_every);
+    let mut last_decrypt: Option<Instant> = None;
+    // Set when the channel or the media connection is lost: how long to
+    // wait before connecting again.
+    let mut lost: Option<Duration> = None;
+    // When the last lost connection was noticed, until audio is back.
+    let mut lost_at: Option<Instant> = None;
 
     'session: loop {
+        if let Some(wait) = lost.take() {
+            // Connect again with jittered, growing waits until the server
+            // is back; the room's crypto state carries on.
+            outcome.stats.reconnects += 1;
+            if outcome.stats.decrypted > 0 {
+                lost_at.get_or_insert_with(Instant::now);
+            }
+            let give_up = Instant::now() + config.reconnect_for;
+            let mut wait = wait;
+            let (v, c, m, early) = loop {
+                tokio::time::sleep(jittered(wait)).await;
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    break 'session;
+                }
+                match connect_room(client, &config).await {
+                    Ok(connected) => break connected,
+                    Err(ClientError::Api { code, .. })
+                        if matches!(
+                            code,
+                            ErrorCode::RoomEnded
+                                | ErrorCode::BannedFromRoom
+                                | ErrorCode::RoomNotFound
+                        ) =>
+                    {
+                        outcome.ended_by = Some(code.as_str().replace('_', " "));
+                        break 'session;
+                    }
+                    Err(e) if Instant::now() >= give_up => return Err(e),
+                    Err(_) => wait = (wait * 2).clamp(RECONNECT_FIRST, RECONNECT_MAX),
+                }
+            };
+            let old = std::mem::replace(&mut channel, c);
+            old.close().await;
+            media = m;
+            view = v;
+            let now = now_ms(Instant::now());
+            let mut sent = Ok(());
+            for msg in crypto.reconnected(now) {
+                sent = sent.and(channel.send(msg).await);
+            }
+            for msg in early {
+                for out in handle_crypto(&mut crypto, now_ms(Instant::now()), &msg) {
+                    sent = sent.and(channel.send(out).await);
+                }
+            }
+            if sent.is_err() {
+                lost = Some(RECONNECT_FIRST);
+            }
+            continue 'session;
+        }
         outcome
             .stats
             .alerts
@@ -230,8 +295,17 @@ pub async fn run(
         tokio::select! {
             _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(far_future)).await }, if deadline.is_some() => break 'session,
             msg = channel.next(Duration::from_secs(3600)) => {
-                let msg = msg?;
+                let Ok(msg) = msg else {
+                    // The server went away without a word, or the network
+                    // dropped: connect again.
+                    lost = Some(RECONNECT_FIRST);
+                    continue 'session;
+                };
                 match &msg {
+                    ServerMessage::GoingAway { reconnect_after_ms } => {
+                        lost = Some(Duration::from_millis(u64::from(*reconnect_after_ms)));
+                        continue 'session;
+                    }
                     ServerMessage::RoomLeft { room_id, banned } if room_id == room => {
                         outcome.ended_by = Some(if *banned { "banned".into() } else { "removed".into() });
                         break 'session;
@@ -244,12 +318,16 @@ pub async fn run(
                     _ => {}
                 }
                 for out in handle_crypto(&mut crypto, now_ms(Instant::now()), &msg) {
-                    channel.send(out).await?;
+                    if channel.send(out).await.is_err() {
+                        lost = Some(RECONNECT_FIRST);
+                    }
                 }
             }
             _ = tokio::time::sleep_until(crypto_due) => {
                 for out in crypto.handle_timeout(now_ms(Instant::now())) {
-                    channel.send(out).await?;
+                    if channel.send(out).await.is_err() {
+                        lost = Some(RECONNECT_FIRST);
+                    }
                 }
             }
             packet = media.packets.recv() => {
@@ -258,6 +336,14 @@ pub async fn run(
                 match crypto.decrypt(now_ms(Instant::now()), &packet.payload) {
                     Ok(opus) => {
                         outcome.stats.decrypted += 1;
+                        let at = Instant::now();
+                        if let Some(since) = lost_at.take() {
+                            outcome.stats.reconnect_gaps_ms.push(at.duration_since(since).as_millis() as u64);
+                        }
+                        if let Some(last) = last_decrypt.replace(at) {
+                            let gap = at.duration_since(last).as_millis() as u64;
+                            outcome.stats.longest_gap_ms = outcome.stats.longest_gap_ms.max(gap);
+                        }
                         outcome
                             .stats
                             .first_audio_ms
@@ -328,7 +414,9 @@ pub async fn run(
             }
             notice = media.notices.recv() => match notice {
                 Some(crate::media::MediaNotice::Renegotiated) => outcome.stats.renegotiations += 1,
-                Some(crate::media::MediaNotice::Closed) | None => break 'session,
+                // The media connection failed (the server went away, or
+                // ICE gave up): set it up again with the channel.
+                Some(crate::media::MediaNotice::Closed) | None => lost = Some(RECONNECT_FIRST),
                 Some(crate::media::MediaNotice::Connected) => {}
             },
             Some(learnt) = chains_rx.recv() => match learnt {
@@ -386,6 +474,41 @@ pub async fn run(
         .extend(crypto.take_alerts().iter().map(ToString::to_string));
     outcome.crypto = Some(crypto);
     Ok(outcome)
+}
+
+/// First wait before connecting again after a lost connection, and the
+/// longest wait between attempts.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// `wait`, plus up to half of it again at random: clients that lost the
+/// same server do not all come back at the same instant.
+fn jittered(wait: Duration) -> Duration {
+    let spread = (wait.as_millis() as u64 / 2).max(1);
+    wait + Duration::from_millis(rand::random::<u64>() % spread)
+}
+
+/// Joins the room (again: joining keeps the role), opens the session
+/// channel, subscribes, and offers media. Returns the room, the channel, the
+/// media connection and the messages that arrived before the media answer.
+async fn connect_room(
+    client: &Client,
+    config: &SessionConfig,
+) -> Result<
+    (
+        sotto_proto::room::RoomView,
+        Channel,
+        MediaConnection,
+        Vec<ServerMessage>,
+    ),
+    ClientError,
+> {
+    let view = client.join(&config.room).await?;
+    let mut channel = Channel::connect(client).await?;
+    channel.subscribe(&config.room).await?;
+    let (media, early) =
+        MediaConnection::connect(&mut channel, &config.room, config.bind_ip, config.slots).await?;
+    Ok((view, channel, media, early))
 }
 
 /// Most room members whose device chains a session fetches to name the

@@ -114,6 +114,13 @@ pub enum ServerMessage {
         room_id: RoomId,
         e2ee: E2eeDown,
     },
+    /// The server is stopping (a restart or a deploy): the channel closes
+    /// next. Reconnect after about this long (plus some random jitter, so
+    /// that a room does not come back all at once); rooms and their stage
+    /// groups carry on.
+    GoingAway {
+        reconnect_after_ms: u32,
+    },
 }
 
 /// E2EE messages from a client. Every binary field is base64url without

@@ -386,6 +386,9 @@ pub struct RoomCrypto {
     /// Accounts a host or moderator banned (verified statements).
     bans: HashSet<UserId>,
     left: bool,
+    /// A new channel said hello: the next `info` resumes this device's part
+    /// rather than starting one.
+    resuming: bool,
     last_now: u64,
     out: Vec<ClientMessage>,
 }
@@ -449,6 +452,7 @@ impl RoomCrypto {
             roster_seen: RosterVersion::default(),
             bans: HashSet::new(),
             left: false,
+            resuming: false,
             last_now: now_ms,
             out: Vec::new(),
         };
@@ -472,6 +476,21 @@ impl RoomCrypto {
             out.extend(m.stage.audit_secrets());
         }
         out
+    }
+
+    /// The session channel was lost and a new one is open (the server
+    /// restarted, or the network dropped): say hello again. The server's
+    /// answer resumes what this device was doing, keeping its keys: a
+    /// listener asks for the audience key again (the old one keeps
+    /// decrypting meanwhile), a candidate uploads its KeyPackage again, a
+    /// stage member stays in its group if the server still has it (a host
+    /// whose server lost the group makes a new one), and the distributor
+    /// publishes its roster again.
+    pub fn reconnected(&mut self, now_ms: u64) -> Vec<ClientMessage> {
+        self.last_now = self.last_now.max(now_ms);
+        self.resuming = true;
+        self.up(E2eeUp::Hello {});
+        rc_take(self)
     }
 
     /// Choose when this device signs stage invitations (default
@@ -1067,7 +1086,11 @@ impl RoomCrypto {
                     Some(g) if *has_group => self.accept_binding(g).is_ok(),
                     _ => false,
                 };
-                self.start(now, bound)
+                if std::mem::take(&mut self.resuming) {
+                    self.resume(now, *has_group, bound)
+                } else {
+                    self.start(now, bound)
+                }
             }
             E2eeDown::GroupReset { group } => {
                 // Leave the group only for a newer one the host bound.
@@ -1252,6 +1275,48 @@ impl RoomCrypto {
             }
             Some(_) => self.join_as_listener(now),
             None => Ok(()),
+        }
+    }
+
+    /// After the `info` that answers a new channel's hello (see
+    /// [`Self::reconnected`]).
+    fn resume(&mut self, now: u64, has_group: bool, bound: bool) -> Result<(), CryptoError> {
+        if self.left {
+            return Ok(());
+        }
+        let role = self.my_role();
+        match &mut self.part {
+            Part::Waiting => self.start(now, bound),
+            Part::Listener(_) if role == Some(Role::Listener) => self.join_as_listener(now),
+            Part::Listener(_) => Ok(()),
+            // The server may have lost the KeyPackage: upload a new one.
+            Part::Candidate(_) if bound => self.become_candidate(),
+            Part::Candidate(_) => Ok(()),
+            Part::Member(m) | Part::Distributor(m, _) => {
+                let same = bound
+                    && self
+                        .binding
+                        .as_ref()
+                        .is_some_and(|b| b.group_id() == m.stage.group_id());
+                if same {
+                    if let Part::Distributor(_, d) = &mut self.part {
+                        // The server may have lost the roster: publish it again.
+                        d.roster_at = Some(now);
+                    }
+                    return Ok(());
+                }
+                if !has_group && role == Some(Role::Host) {
+                    // The server lost the group: make a new one (others join
+                    // it on the new binding, as after any group reset).
+                    self.part = Part::Waiting;
+                    return self.start(now, false);
+                }
+                if bound && role.is_some_and(Role::on_stage) {
+                    // A newer group the host bound: join it.
+                    return self.become_candidate();
+                }
+                Ok(())
+            }
         }
     }
 

@@ -21,8 +21,13 @@
 //!
 //! Sealed keys are forwarded, never stored. Nothing here decrypts media:
 //! the server never holds an MLS epoch secret, HPKE private key or audience
-//! secret. State is in memory (one node). Nothing a client sends panics;
-//! every refusal is a typed error for the sender.
+//! secret. State is in memory (one node), except what a restart must not
+//! lose: the external-sender key (a file readable only by the server, like
+//! the TLS key) and each live room's public group state (the latest
+//! GroupInfo and ratchet tree, the host's binding, the tree keys' owners;
+//! table `stage_groups`), so that a restarted server resumes the same stage
+//! groups. Nothing a client sends panics; every refusal is a typed error for
+//! the sender.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +46,7 @@ use sotto_proto::room::{Role, RoomView};
 use sotto_proto::{DeviceId, ErrorCode, RoomId, UserId};
 use tokio::sync::mpsc;
 
-use crate::store::Store;
+use crate::store::{StageGroupRow, Store};
 
 /// Messages a channel task sends to its client.
 pub type Outbox = mpsc::Sender<ServerMessage>;
@@ -136,11 +141,22 @@ struct RoomRelay {
     /// from the stage group, their channels dropped (until the key uploads
     /// a new KeyPackage from a new session).
     evicted: HashSet<[u8; 32]>,
+    /// The group state changed since it was last saved.
+    dirty: bool,
+}
+
+/// A write of the relay's saved state, queued in order.
+#[derive(Debug)]
+enum Persist {
+    Save(StageGroupRow),
+    Delete(RoomId),
 }
 
 /// What a test may inspect of a room's relay state: everything it holds.
 #[derive(Debug, Clone)]
 pub struct RelaySnapshot {
+    /// The stage group's id (random per group; empty without a group).
+    pub group_id: Vec<u8>,
     pub epoch: u64,
     pub stage_members: usize,
     pub distributor: Option<DeviceId>,
@@ -158,6 +174,8 @@ pub struct E2eeRelay {
     proposer: Arc<ServerProposer>,
     next_conn: Arc<AtomicU64>,
     public_key: [u8; 32],
+    /// Where saved state goes (none: a relay kept in memory only).
+    persist: Option<mpsc::UnboundedSender<Persist>>,
 }
 
 impl std::fmt::Debug for E2eeRelay {
@@ -182,7 +200,10 @@ enum Need {
 impl E2eeRelay {
     /// A relay with a fresh external-sender key (kept in memory only).
     pub fn new() -> Self {
-        let seed = crate::http::random_bytes::<32>();
+        Self::with_seed(crate::http::random_bytes::<32>(), None)
+    }
+
+    fn with_seed(seed: [u8; 32], persist: Option<mpsc::UnboundedSender<Persist>>) -> Self {
         let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
         let public_key = sk.verifying_key().to_bytes();
         E2eeRelay {
@@ -194,6 +215,60 @@ impl E2eeRelay {
             )),
             next_conn: Arc::new(AtomicU64::new(1)),
             public_key,
+            persist,
+        }
+    }
+
+    /// The relay of a server that keeps its state: the external-sender key
+    /// from `<data_dir>/relay/external-sender.key` (made on first start,
+    /// readable by the server's user only), and the stage groups of live
+    /// rooms from the database. Later group changes are saved in order by a
+    /// task of its own.
+    pub async fn open(store: &Store, data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        let seed = load_or_make_key(&data_dir.join("relay"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let relay = Self::with_seed(seed, Some(tx));
+        let rows = store
+            .live_stage_groups()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read saved stage groups: {}", e.message))?;
+        let mut restored = 0usize;
+        {
+            let mut rooms = relay.lock();
+            for row in rows {
+                match RoomRelay::restore(&row) {
+                    Ok(room) => {
+                        rooms.insert(row.room_id.clone(), room);
+                        restored += 1;
+                    }
+                    // Saved by an older server or damaged: the host makes a
+                    // new group when it reconnects, as before restarts kept state.
+                    Err(why) => {
+                        tracing::warn!(room = %row.room_id.short(), %why, "e2ee relay: saved stage group not resumed")
+                    }
+                }
+            }
+        }
+        if restored > 0 {
+            tracing::info!(rooms = restored, "e2ee relay: resumed saved stage groups");
+        }
+        tokio::spawn(save_task(store.clone(), rx));
+        Ok(relay)
+    }
+
+    /// Queues the room's group state for saving if it changed.
+    fn save_if_dirty(&self, room_id: &RoomId, room: &mut RoomRelay) {
+        if !std::mem::take(&mut room.dirty) {
+            return;
+        }
+        let Some(tx) = &self.persist else { return };
+        match room.saved_state(room_id) {
+            Some(row) => {
+                if tx.send(Persist::Save(row)).is_err() {
+                    tracing::warn!("e2ee relay: the save task has stopped; group state not saved");
+                }
+            }
+            None => tracing::warn!("e2ee relay: group state could not be encoded; not saved"),
         }
     }
 
@@ -304,7 +379,9 @@ impl E2eeRelay {
         let room = rooms
             .get_mut(room_id)
             .ok_or_else(|| err(ErrorCode::E2eeHelloRequired, "say e2ee hello first"))?;
-        room.apply(&self.proposer, room_id, conn, msg, grants)
+        let result = room.apply(&self.proposer, room_id, conn, msg, grants);
+        self.save_if_dirty(room_id, room);
+        result
     }
 
     /// A moderator's signed ban (checked by the caller to be signed by the
@@ -390,6 +467,13 @@ impl E2eeRelay {
         let mut rooms = self.lock();
         if view.ended {
             rooms.remove(&view.id);
+            if let Some(tx) = &self.persist
+                && tx.send(Persist::Delete(view.id.clone())).is_err()
+            {
+                tracing::warn!(
+                    "e2ee relay: the save task has stopped; ended room's group not deleted"
+                );
+            }
             return;
         }
         if let Some(room) = rooms.get_mut(&view.id) {
@@ -461,6 +545,10 @@ impl E2eeRelay {
         );
         held.extend(room.roster.as_ref().map(|(r, _)| r.clone()));
         Some(RelaySnapshot {
+            group_id: room
+                .delivery
+                .as_ref()
+                .map_or_else(Vec::new, |d| d.group_id().to_vec()),
             epoch: room.delivery.as_ref().map_or(0, RoomDelivery::epoch),
             stage_members: room.delivery.as_ref().map_or(0, |d| d.members().len()),
             distributor: room
@@ -515,6 +603,54 @@ fn rank(role: Role) -> u8 {
 }
 
 impl RoomRelay {
+    /// A room's relay state from what was saved: the group resumes at the
+    /// saved epoch; channels, candidates and join requests come again as
+    /// clients reconnect.
+    fn restore(row: &StageGroupRow) -> Result<RoomRelay, String> {
+        let delivery =
+            RoomDelivery::create(&row.group_info, &row.ratchet_tree).map_err(|e| e.to_string())?;
+        let binding: GroupBinding =
+            serde_json::from_str(&row.binding).map_err(|_| "binding is not JSON".to_string())?;
+        let owners: BTreeMap<String, String> = serde_json::from_str(&row.key_owners)
+            .map_err(|_| "key owners are not JSON".to_string())?;
+        let mut key_owner = HashMap::new();
+        for (key, user) in owners {
+            let key = decode_payload(&key)
+                .ok()
+                .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                .ok_or_else(|| "a key owner's key is not 32 bytes".to_string())?;
+            key_owner.insert(key, UserId(user));
+        }
+        Ok(RoomRelay {
+            delivery: Some(delivery),
+            binding: Some(binding),
+            key_owner,
+            ..RoomRelay::default()
+        })
+    }
+
+    /// What is saved of the room: its public group state, if it has a group.
+    fn saved_state(&self, room_id: &RoomId) -> Option<StageGroupRow> {
+        let d = self.delivery.as_ref()?;
+        let binding = serde_json::to_string(self.binding.as_ref()?).ok()?;
+        let owners: BTreeMap<String, String> = d
+            .members()
+            .into_iter()
+            .filter_map(|m| {
+                let key = <[u8; 32]>::try_from(m.signature_key.as_slice()).ok()?;
+                let user = self.key_owner.get(&key)?;
+                Some((encode_payload(&key), user.0.clone()))
+            })
+            .collect();
+        Some(StageGroupRow {
+            room_id: room_id.clone(),
+            group_info: d.group_info().to_vec(),
+            ratchet_tree: d.ratchet_tree().ok()?,
+            binding,
+            key_owners: serde_json::to_string(&owners).ok()?,
+        })
+    }
+
     fn role_of(&self, user: &UserId) -> Option<Role> {
         self.view
             .as_ref()?
@@ -751,6 +887,7 @@ impl RoomRelay {
                 }
                 self.delivery = Some(d);
                 self.binding = Some(binding.clone());
+                self.dirty = true;
                 self.key_owner
                     .insert(*conn.key.as_bytes(), conn.user.clone());
                 self.proposed.clear();
@@ -896,7 +1033,9 @@ impl RoomRelay {
                     .delivery
                     .as_mut()
                     .ok_or_else(|| err(ErrorCode::E2eeNoGroup, "no stage group"))?;
-                d.set_group_info(&gi).map_err(delivery_error)
+                d.set_group_info(&gi).map_err(delivery_error)?;
+                self.dirty = true;
+                Ok(())
             }
             E2eeUp::Welcome { welcome } => {
                 let w = decode(&welcome, max)?;
@@ -980,6 +1119,59 @@ impl RoomRelay {
                 self.roster = Some((r, conn.peer()));
                 Ok(())
             }
+        }
+    }
+}
+
+/// Makes (first start) or reads the external-sender signing key seed in
+/// `dir`: 32 random bytes, in a file only the server's user can read.
+fn load_or_make_key(dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    use anyhow::Context as _;
+    let path = dir.join("external-sender.key");
+    if let Ok(bytes) = std::fs::read(&path) {
+        return <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", path.display()));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let seed = crate::http::random_bytes::<32>();
+    let tmp = dir.join("external-sender.key.tmp");
+    {
+        use std::io::Write as _;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut f = options
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(&seed)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(seed)
+}
+
+/// Writes the relay's saved state in the order the relay queued it.
+async fn save_task(store: Store, mut rx: mpsc::UnboundedReceiver<Persist>) {
+    while let Some(op) = rx.recv().await {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let result = match &op {
+            Persist::Save(row) => store.save_stage_group(row, now).await,
+            Persist::Delete(room) => store.delete_stage_group(room).await,
+        };
+        if let Err(e) = result {
+            // A restart before the next change resumes an older state; the
+            // members then rebase or the host makes a new group.
+            tracing::warn!(
+                code = e.code.as_str(),
+                "e2ee relay: saving group state failed"
+            );
         }
     }
 }

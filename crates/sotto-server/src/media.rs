@@ -33,6 +33,8 @@ enum Command {
     Remove {
         peer: PeerId,
     },
+    /// Stop: the driver returns and closes the UDP socket.
+    Stop,
     #[cfg(feature = "tap")]
     TakeTap {
         room: RoomKey,
@@ -174,6 +176,18 @@ impl MediaPlane {
     }
 
     /// Ends a media session.
+    /// Stops the media plane: every peer ends, the UDP socket closes (a
+    /// restarted server can bind the same port). Returns once the driver
+    /// has stopped.
+    pub async fn stop(&self) {
+        if self.commands.send(Command::Stop).await.is_err() {
+            // The driver has stopped already.
+            return;
+        }
+        // The driver drops its end of the queue when it returns.
+        self.commands.closed().await;
+    }
+
     pub async fn leave(&self, peer: PeerId) {
         self.forget(peer);
         if self.commands.send(Command::Remove { peer }).await.is_err() {
@@ -295,7 +309,13 @@ async fn drive(
                 }
             }
             command = commands.recv() => match command {
-                None => return,
+                None | Some(Command::Stop) => {
+                    // The socket closes before the queue does: whoever waits
+                    // for the queue to close can bind the port again.
+                    drop(socket);
+                    drop(commands);
+                    return;
+                }
                 Some(command) => handle_command(&mut sfu, command),
             },
             () = &mut timer => sfu.handle_timeout(Instant::now()),
@@ -366,6 +386,8 @@ fn handle_command(sfu: &mut Sfu, command: Command) {
                 tracing::debug!(error = %e, "media peer already gone");
             }
         }
+        // Handled by the driver loop.
+        Command::Stop => {}
         #[cfg(feature = "tap")]
         Command::TakeTap { room, reply } => {
             if reply

@@ -16,6 +16,9 @@ use crate::http::{AppState, router};
 use crate::store::Store;
 use crate::tls;
 
+/// Longest a stopping server waits for its session channels to close.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A server that is accepting connections.
 pub struct RunningServer {
     pub local_addr: SocketAddr,
@@ -33,6 +36,8 @@ pub struct RunningServer {
     pub store: Store,
     /// The E2EE relay (public state only), for audits and tests.
     pub e2ee: crate::e2ee_relay::E2eeRelay,
+    draining: Arc<tokio::sync::watch::Sender<bool>>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     retention: JoinHandle<()>,
@@ -75,12 +80,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         ),
         None => None,
     };
+    let e2ee = crate::e2ee_relay::E2eeRelay::open(&store, &config.data_dir)
+        .await
+        .context("cannot resume the E2EE relay's state")?;
     let config = Arc::new(config);
     let state = AppState::new(
         store.clone(),
         config.clone(),
         base_url.clone(),
         media.clone(),
+        e2ee,
     );
     if let Some(media) = media {
         tokio::spawn(follow_rooms(state.bus.subscribe(), media));
@@ -143,6 +152,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         media: state_media,
         store,
         e2ee: state.e2ee.clone(),
+        draining: state.draining.clone(),
+        metrics: state.metrics.clone(),
         shutdown: Some(shutdown),
         task,
         retention,
@@ -213,16 +224,41 @@ async fn retention_task(state: AppState) {
 }
 
 impl RunningServer {
-    /// Stops accepting, lets requests in flight finish, closes the database.
+    /// Drains, stops accepting, lets requests in flight finish, closes the
+    /// database. Draining tells every open session channel that the server
+    /// is going away and when to come back, and waits (at most
+    /// [`DRAIN_TIMEOUT`]) for the channels to close: clients are told, not
+    /// dropped. Rooms and their stage groups carry on after a restart.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.drain().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let result = (&mut self.task).await;
+        if let Some(media) = &self.media {
+            media.stop().await;
+        }
         self.retention.abort();
         self.store.close().await;
         result??;
         Ok(())
+    }
+
+    /// Tells every open session channel to reconnect later and waits until
+    /// they have closed (or [`DRAIN_TIMEOUT`] passed). New channels opened
+    /// meanwhile are told the same at once.
+    pub async fn drain(&self) {
+        self.draining.send_replace(true);
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while self
+            .metrics
+            .channel_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Serves until the task ends (it ends only after [`RunningServer::shutdown`]

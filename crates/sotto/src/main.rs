@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use sotto_server::{DatabaseLocation, ServerConfig, TlsSetting};
 
@@ -164,7 +163,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (_, _, true) => TlsSetting::SelfSigned,
         _ => TlsSetting::Off,
     };
-    let mut server = sotto_server::start(config).await?;
+    let server = sotto_server::start(config).await?;
     say!("sotto is serving at {}", server.base_url);
     if let Some(media) = server.media_addr {
         say!("Media (UDP): {media}");
@@ -185,12 +184,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(url) = &server.bootstrap_invite {
         say!("No accounts yet. One-time admin invite (valid 7 days): {url}");
     }
-    let stop = server
-        .shutdown_handle()
-        .context("server already stopping")?;
     shutdown_signal().await;
-    tracing::info!("shutting down");
-    let _ = stop.send(());
+    tracing::info!("shutting down: telling clients to reconnect");
     server.shutdown().await
 }
 

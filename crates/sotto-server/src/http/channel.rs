@@ -17,6 +17,10 @@ use sotto_proto::{ErrorCode, RoomId, UserId};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
+
+/// How long a client waits, at least, before it reconnects to a server that
+/// said it is going away (a restart takes about this long).
+const RECONNECT_AFTER_MS: u32 = 300;
 use crate::bus::RoomEvent;
 use crate::e2ee_relay::{ConnInfo, OUTBOX_CAPACITY, Outbox};
 use crate::error::ApiError;
@@ -28,27 +32,47 @@ const SOCKET_READ_LIMIT: usize = 4 * MAX_MESSAGE_BYTES;
 
 /// Open the session channel (WebSocket). The first message must be `hello` with a session token.
 #[utoipa::path(get, path = "/api/ws", tag = "channel",
+    params(
+        ("Upgrade" = String, Header, pattern = r"^[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]$", description = "websocket"),
+        ("Connection" = String, Header, pattern = r"[Uu][Pp][Gg][Rr][Aa][Dd][Ee]", description = "a list that holds `upgrade`"),
+        ("Sec-WebSocket-Version" = String, Header, pattern = r"^13$", description = "13"),
+        ("Sec-WebSocket-Key" = String, Header, pattern = r"^[A-Za-z0-9+/]{22}==$", description = "16 random bytes, base64 (RFC 6455)")),
     responses((status = 101, description = "WebSocket; see sotto_proto::channel")))]
 pub async fn upgrade(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    match ws {
+    // RFC 6455: the key is 16 bytes in base64 (axum takes any value).
+    let key_ok = headers
+        .get(axum::http::header::SEC_WEBSOCKET_KEY)
+        .is_some_and(|k| is_websocket_key(k.as_bytes()));
+    match ws.ok().filter(|_| key_ok) {
         // The socket reads frames up to four times the protocol's limit,
         // so that a message over the limit is refused with
         // `payload_too_large` on an open channel (a read error would close
         // it: a distributor's oversized roster used to end its session and
         // the room's audio with it).
-        Ok(ws) => ws
+        Some(ws) => ws
             .max_message_size(SOCKET_READ_LIMIT)
             .max_frame_size(SOCKET_READ_LIMIT)
             .on_upgrade(move |socket| run(socket, state)),
-        Err(_) => ApiError::new(
+        None => ApiError::new(
             ErrorCode::MalformedRequest,
-            "open this route as a WebSocket (GET with Connection: upgrade, Upgrade: websocket)",
+            "open this route as a WebSocket (GET with Connection: upgrade, Upgrade: websocket, \
+             Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key)",
         )
         .into_response(),
     }
+}
+
+/// 22 base64 characters and `==`: 16 bytes, as the API document says.
+fn is_websocket_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
 }
 
 struct Channel {
@@ -157,8 +181,19 @@ impl Channel {
         let mut events = self.state.bus.subscribe();
         let mut revocations = self.state.revocations.subscribe();
         let mut presence = tokio::time::interval(self.state.config.presence_refresh);
+        let mut draining = self.state.draining.subscribe();
+        if *draining.borrow_and_update() {
+            self.going_away().await;
+            return;
+        }
         loop {
             tokio::select! {
+                changed = draining.changed() => {
+                    if changed.is_err() || *draining.borrow_and_update() {
+                        self.going_away().await;
+                        return;
+                    }
+                }
                 _ = presence.tick() => {
                     let rooms: Vec<RoomId> = self.rooms.iter().cloned().collect();
                     // A failed refresh is retried at the next tick.
@@ -199,6 +234,31 @@ impl Channel {
                     Err(RecvError::Closed) => return,
                 },
             }
+        }
+    }
+
+    /// The server is stopping: tell the client when to come back (spread
+    /// over a second so a room does not reconnect all at once), then close
+    /// with 1012 (service restart). Best effort: the channel ends either way.
+    async fn going_away(&mut self) {
+        let after = RECONNECT_AFTER_MS + u32::from(crate::http::random_bytes::<2>()[0]) * 4;
+        let told = self
+            .send(ServerMessage::GoingAway {
+                reconnect_after_ms: after,
+            })
+            .await;
+        let closed = self
+            .socket
+            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                code: 1012,
+                reason: "server restarting".into(),
+            })))
+            .await;
+        if told.is_err() || closed.is_err() {
+            self.state
+                .metrics
+                .channel_errors
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 

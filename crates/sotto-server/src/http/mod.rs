@@ -70,6 +70,9 @@ pub struct AppState {
     pub e2ee: crate::e2ee_relay::E2eeRelay,
     /// Revoked devices and ended sessions: their open channels close.
     pub revocations: tokio::sync::broadcast::Sender<Revocation>,
+    /// Set when the server stops: open session channels tell their clients
+    /// to come back, then close.
+    pub draining: Arc<tokio::sync::watch::Sender<bool>>,
     base_url: Arc<str>,
     openapi: Arc<str>,
 }
@@ -80,12 +83,14 @@ impl AppState {
         config: Arc<ServerConfig>,
         base_url: String,
         media: Option<crate::media::MediaPlane>,
+        e2ee: crate::e2ee_relay::E2eeRelay,
     ) -> Self {
         AppState {
             store,
             media,
-            e2ee: crate::e2ee_relay::E2eeRelay::new(),
+            e2ee,
             revocations: tokio::sync::broadcast::channel(64).0,
+            draining: Arc::new(tokio::sync::watch::channel(false).0),
             limiter: Arc::new(RateLimiter::new(config.auth_per_minute)),
             config,
             bus: Bus::default(),

@@ -13,11 +13,13 @@ mod follows;
 mod invites;
 mod privacy;
 mod rooms;
+mod stage_groups;
 
 pub use accounts::{AuthedSession, NewAccount};
 pub use invites::InviteRedemption;
 pub use privacy::Purged;
 pub use rooms::{MemberRow, RoomAccess};
+pub use stage_groups::StageGroupRow;
 
 use std::path::Path;
 use std::str::FromStr as _;
