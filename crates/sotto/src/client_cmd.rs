@@ -287,6 +287,7 @@ async fn session(
         None
     };
     let mut warned = 0;
+    let mut reconnects = 0;
     let outcome = sotto_client::session::run(&client, &profile, config, |s| {
         for alert in &s.alerts[warned.min(s.alerts.len())..] {
             match &bar {
@@ -295,6 +296,15 @@ async fn session(
             }
         }
         warned = s.alerts.len();
+        if s.reconnects > reconnects {
+            reconnects = s.reconnects;
+            let line =
+                "the server went away or the connection dropped; reconnected, the room goes on";
+            match &bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
         if let Some(bar) = &bar {
             bar.set_message(format!(
                 "speakers {} · sent {} · received {} · decrypted {} · lost {}",

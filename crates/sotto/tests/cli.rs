@@ -17,10 +17,15 @@ struct Serve {
 
 /// Starts `sotto serve` and reads its banner up to the line starting with `until`.
 fn serve(data: &Path, extra: &[&str], until: &str) -> Serve {
+    let any_port: &[&str] = if extra.contains(&"--http") {
+        &[]
+    } else {
+        &["--http", "127.0.0.1:0"]
+    };
     let mut child = Command::new(SOTTO)
         .args(["serve", "--data-dir"])
         .arg(data)
-        .args(["--http", "127.0.0.1:0"])
+        .args(any_port)
         // This test runs dozens of commands a second from one address.
         .args(["--auth-rate-limit", "0"])
         .args(extra)
@@ -470,5 +475,152 @@ fn self_signed_tls_prints_what_to_pin() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    stop(server);
+}
+
+/// A free loopback port (TCP and UDP both free now), so that a restarted
+/// server comes back where its clients look for it.
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+#[test]
+fn speak_and_listen_carry_on_through_a_server_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let (http, udp) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{port}"));
+    let fixed = ["--http", http.as_str(), "--media-udp", udp.as_str()];
+    let start = |until: &str| serve(&data, &fixed, until);
+    let server = start("No accounts yet.");
+    let invite = server
+        .lines
+        .last()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = server.url.clone();
+    let (alice, bob) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let (pa, pb) = (alice.to_str().unwrap(), bob.to_str().unwrap());
+    run(&[
+        "register",
+        "--server",
+        &url,
+        "--invite",
+        &invite,
+        "--username",
+        "alice",
+        "--profile",
+        pa,
+    ]);
+    let out = run(&["invite", "--server", &url, "--profile", pa, "--uses", "1"]);
+    let code = last_line(&out).to_string();
+    run(&[
+        "register",
+        "--server",
+        &url,
+        "--invite",
+        &code,
+        "--username",
+        "bob",
+        "--profile",
+        pb,
+    ]);
+    let out = run(&[
+        "room",
+        "create",
+        "--server",
+        &url,
+        "--profile",
+        pa,
+        "--title",
+        "Restart",
+        "--kind",
+        "open",
+    ]);
+    let room = last_line(&out).to_string();
+
+    let said = sotto_audio::speech_like(7, 6.0);
+    let input = tmp.path().join("said.wav");
+    sotto_audio::write_wav(&input, &said).unwrap();
+    let heard_wav = tmp.path().join("heard.wav");
+    let listen = Command::new(SOTTO)
+        .args([
+            "listen",
+            "--server",
+            &url,
+            "--profile",
+            pb,
+            "--room",
+            &room,
+            "--duration",
+            "16s",
+            "--output",
+        ])
+        .arg(&heard_wav)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let speak = Command::new(SOTTO)
+        .args([
+            "speak",
+            "--server",
+            &url,
+            "--profile",
+            pa,
+            "--room",
+            &room,
+            "--loop",
+            "--duration",
+            "16s",
+            "--input",
+        ])
+        .arg(&input)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // SIGTERM: the server drains (clients are told) and exits 0; then it
+    // starts again on the same data and ports.
+    std::thread::sleep(Duration::from_secs(5));
+    stop(server);
+    let server = start("sotto is serving at");
+    let restarted_at = Instant::now();
+
+    let listened = listen.wait_with_output().unwrap();
+    let spoke = speak.wait_with_output().unwrap();
+    let (lerr, serr) = (
+        String::from_utf8_lossy(&listened.stderr).to_string(),
+        String::from_utf8_lossy(&spoke.stderr).to_string(),
+    );
+    assert!(listened.status.success(), "listen failed:\n{lerr}");
+    assert!(spoke.status.success(), "speak failed:\n{serr}");
+    for (who, err) in [("listen", &lerr), ("speak", &serr)] {
+        assert!(
+            err.contains("reconnected, the room goes on"),
+            "{who} did not say it reconnected:\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{who}:\n{err}");
+    }
+    // After the restart the listener hears the speaker again: 2 s taken
+    // 3 s after it is found in what was said (said on a loop).
+    let heard = sotto_audio::read_wav(&heard_wav).unwrap();
+    let after = restarted_at.elapsed().as_secs_f64();
+    let end = heard.len();
+    let from = end.saturating_sub(((after - 3.0).max(2.0) * 48_000.0) as usize);
+    let piece = &heard[from..(from + 2 * 48_000).min(end)];
+    let mut twice = said.clone();
+    twice.extend_from_slice(&said);
+    let c = sotto_audio::aligned_correlation(piece, &twice, 12 * 48_000).1;
+    println!("after the restart the listener heard the speaker with correlation {c:.3}");
+    assert!(c >= 0.8, "heard after the restart: {c:.3}\n{lerr}");
     stop(server);
 }
