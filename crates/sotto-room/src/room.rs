@@ -1345,6 +1345,16 @@ impl RoomCrypto {
         {
             return Err(CryptoError::Unbound);
         }
+        if self
+            .binding
+            .as_ref()
+            .is_some_and(|old| old.group_id() != new.group_id())
+        {
+            // A new group counts its epochs, rotations and frames from the
+            // start again: the old group's windows would refuse them as
+            // replays. (Only the host makes a new group: a newer binding.)
+            self.replay = ReplayFilter::default();
+        }
         self.binding = Some(new);
         Ok(())
     }

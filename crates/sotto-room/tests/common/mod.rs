@@ -538,6 +538,28 @@ impl Net {
         }
     }
 
+    /// The server restarts: messages in flight and everything the relay
+    /// keeps in memory are lost (join requests, candidates, the roster, the
+    /// election); the public group state survives only if `kept` (it is
+    /// saved). Every device then reconnects and says hello again.
+    pub fn restart(&mut self, kept: bool) {
+        self.queue.clear();
+        self.join_requests.clear();
+        self.candidates.clear();
+        self.roster = None;
+        self.distributor = None;
+        if !kept {
+            self.delivery = None;
+            self.binding = None;
+        }
+        for i in 0..self.devs.len() {
+            let out = self.devs[i].crypto.reconnected(self.now);
+            for o in out {
+                self.relay(i, o);
+            }
+        }
+    }
+
     /// Delivers queued messages (through the hook) until the network is
     /// quiet, feeding each device's answers back to the relay.
     pub fn run(&mut self) {
