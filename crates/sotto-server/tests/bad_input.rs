@@ -588,3 +588,85 @@ async fn a_bio_has_no_control_characters() {
     }
     srv.stop().await;
 }
+
+/// schemathesis: `{"uses": 273, "expires_in_secs": 29058.0}` is valid by the
+/// document (JSON Schema counts 29058.0 as an integer) and was refused.
+#[tokio::test]
+async fn whole_numbers_written_with_a_fraction_are_integers() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (alice, _) = srv
+        .user_with_invite("alice", &srv.bootstrap_code.clone().unwrap())
+        .await;
+    let r = raw_http()
+        .post(format!("{}/api/invites", srv.url))
+        .bearer_auth(alice.token().unwrap())
+        .header("content-type", "application/json")
+        .body(r#"{"uses": 273, "expires_in_secs": 29058.0}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let invite: sotto_proto::api::InviteCreated = r.json().await.unwrap();
+    assert_eq!(invite.uses, 273);
+    srv.stop().await;
+}
+
+/// A 429 is what the document says: the `rate_limited` code and a
+/// `Retry-After` header of at least one second, which the document marks
+/// required.
+#[tokio::test]
+async fn rate_limited_answers_match_the_document() {
+    let srv = TestServer::start_with(Db::Sqlite, |cfg| cfg.auth_per_minute = 2).await;
+    let doc: serde_json::Value = serde_json::from_str(&sotto_server::http::openapi_json()).unwrap();
+    let documented = &doc["paths"]["/api/auth/challenge"]["post"]["responses"]["429"];
+    assert_eq!(documented["headers"]["Retry-After"]["required"], true);
+    let key = sotto_client::Profile::open_or_create(&srv.dir.path().join("k"))
+        .unwrap()
+        .public_key()
+        .to_base64();
+    let mut limited = None;
+    for _ in 0..20 {
+        let r = raw_http()
+            .post(format!("{}/api/auth/challenge", srv.url))
+            .json(&serde_json::json!({ "device_public_key": key }))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("no 429 after 20 challenges at 2 a minute");
+    let secs: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs >= 1);
+    expect_error(r, 429, ErrorCode::RateLimited).await;
+    srv.stop().await;
+}
+
+/// The channel's handshake needs a Sec-WebSocket-Key of 16 bytes in base64,
+/// as the document says (axum alone took any value).
+#[tokio::test]
+async fn the_channel_handshake_needs_a_well_formed_key() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    for key in ["x", "AAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAA!A=="] {
+        let r = raw_http()
+            .get(format!("{}/api/ws", srv.url))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", key)
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 400, ErrorCode::MalformedRequest).await;
+    }
+    // And a client's own handshake still opens it.
+    let (alice, _) = srv.user("alice").await;
+    Channel::connect(&alice).await.unwrap().close().await;
+    srv.stop().await;
+}

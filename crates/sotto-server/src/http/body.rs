@@ -71,7 +71,33 @@ pub fn parse_value<T: serde::de::DeserializeOwned>(
             "the body must be a JSON object",
         ));
     }
+    let mut value = value;
+    whole_numbers_as_integers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|e| refused(e.path(), e.inner()))
+}
+
+/// Writes `3.0` as `3`: JSON Schema, and so the API document, counts a
+/// number without a fraction as an integer, but serde takes only `3` for an
+/// integer field.
+fn whole_numbers_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Both bounds are exact in f64; `as` is exact within them.
+            if f.fract() == 0.0
+                && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f)
+            {
+                *value = serde_json::Value::from(f as i64);
+            } else if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                *value = serde_json::Value::from(f as u64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(whole_numbers_as_integers)
+        }
+        _ => {}
+    }
 }
 
 /// `application/json`, or a `+json` type, with or without parameters.
@@ -227,6 +253,10 @@ mod tests {
                 r#"{"title":"t","kind":"open","x":1}"#,
                 "field `x` is not part of this request; this request takes title, kind, uses, device_public_key",
             ),
+            (
+                r#"{"title":"t","kind":"open","uses":1e10}"#,
+                "`uses` must be a whole number from 0 to 4294967295",
+            ),
             ("[1]", "the body must be a JSON object"),
             ("{", "the body is not valid JSON: it ends too early"),
             ("{]", "the body is not valid JSON (line 1, column 2)"),
@@ -244,6 +274,15 @@ mod tests {
             text,
             "`device_public_key` is not a public key: wrong length: 3 bytes"
         );
+    }
+
+    /// JSON Schema's integers include `3.0`.
+    #[test]
+    fn whole_floats_are_integers() {
+        let room: Room = parse(br#"{"title":"t","kind":"open","uses":3.0}"#).unwrap();
+        assert_eq!(room.uses, Some(3));
+        let room: Room = parse(br#"{"title":"t","kind":"open","uses":4e9}"#).unwrap();
+        assert_eq!(room.uses, Some(4_000_000_000));
     }
 
     #[test]
