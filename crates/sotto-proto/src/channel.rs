@@ -370,9 +370,14 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
         v: u32,
     }
     let version: VersionOnly = serde_json::from_str(text).map_err(|e| {
+        let why = if e.is_syntax() || e.is_eof() {
+            "not JSON".to_string()
+        } else {
+            crate::plain::refused(".", &e.to_string()).1
+        };
         (
             ErrorCode::MalformedRequest,
-            format!("not an envelope: {}", e),
+            format!("not an envelope ({{\"v\": {PROTOCOL_VERSION}, \"msg\": {{…}}}}): {why}"),
         )
     })?;
     if version.v != PROTOCOL_VERSION {
@@ -384,9 +389,13 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, Str
             ),
         ));
     }
-    serde_json::from_str::<ClientEnvelope>(text)
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, ClientEnvelope>(&mut de)
         .map(|env| env.msg)
-        .map_err(|e| (ErrorCode::MalformedRequest, format!("bad message: {}", e)))
+        .map_err(|e| {
+            let (code, why) = crate::plain::refused(&e.path().to_string(), &e.inner().to_string());
+            (code, format!("bad message: {why}"))
+        })
 }
 
 /// Parses one text frame from the server. Never panics.
@@ -435,11 +444,34 @@ mod tests {
             r#"{"v":1,"msg":{"type":"ping","nonce":-1}}"#,
             r#"{"v":1,"msg":{"type":"ping","nonce":1,"extra":2}}"#,
         ] {
-            assert_eq!(
-                parse_client_message(bad).unwrap_err().0,
-                ErrorCode::MalformedRequest,
-                "{bad}"
-            );
+            let (code, message) = parse_client_message(bad).unwrap_err();
+            assert_eq!(code, ErrorCode::MalformedRequest, "{bad}");
+            for internal in [
+                "invalid type",
+                "invalid value",
+                ", expected",
+                "line 1",
+                "u32",
+            ] {
+                assert!(!message.contains(internal), "{bad}: {message}");
+            }
         }
+    }
+
+    #[test]
+    fn refusals_are_in_plain_words() {
+        let said = |text: &str| parse_client_message(text).unwrap_err().1;
+        assert_eq!(
+            said(r#"{"v":1,"msg":{"type":"ping"}}"#),
+            "bad message: field `nonce` is missing"
+        );
+        assert!(
+            said(r#"{"v":1,"msg":{"type":"ping","nonce":-1}}"#)
+                .contains("must be a whole number from 0 to 4294967295"),
+            "{}",
+            said(r#"{"v":1,"msg":{"type":"ping","nonce":-1}}"#)
+        );
+        assert!(said(r#"{"v":1,"msg":{"type":"nope"}}"#).contains("must be one of"));
+        assert!(said("{").contains("not JSON"));
     }
 }

@@ -23,6 +23,7 @@ pub mod channel;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod plain;
 pub mod room;
 
 pub use error::{ErrorBody, ErrorCode, ErrorResponse};

@@ -51,7 +51,10 @@ fn after_a_restart_that_kept_the_group_everyone_resumes_in_it() {
         );
     }
     assert_eq!(
-        sent_since(&net, l, sent[l], |m| matches!(m, E2eeUp::JoinRequest { .. })),
+        sent_since(&net, l, sent[l], |m| matches!(
+            m,
+            E2eeUp::JoinRequest { .. }
+        )),
         1
     );
     // The distributor publishes its roster again.
@@ -86,7 +89,10 @@ fn after_a_restart_that_lost_the_group_the_host_makes_a_new_one() {
     );
     net.advance(3_000, 100);
     assert_ne!(net.devs[h].crypto.room_code(), code, "a new group");
-    assert!(net.hears(h, l), "the listener hears the host in the new group");
+    assert!(
+        net.hears(h, l),
+        "the listener hears the host in the new group"
+    );
     // The speaker, invited again, is in the new group.
     assert!(net.hears(s, l) && net.hears(h, s));
 }

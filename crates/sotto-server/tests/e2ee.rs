@@ -304,7 +304,10 @@ async fn listeners_decrypt_second_speaker_joins_banned_listener_is_cut_off() {
         .live_stage_groups()
         .await
         .unwrap();
-    let saved = saved.iter().find(|g| g.room_id == room).expect("saved group");
+    let saved = saved
+        .iter()
+        .find(|g| g.room_id == room)
+        .expect("saved group");
     assert!(snap.held.contains(&saved.group_info));
     assert!(snap.held.contains(&saved.ratchet_tree));
     for blob in snap
