@@ -342,8 +342,15 @@ impl Testbed {
             (started.elapsed() - listener_up).as_secs_f64()
         );
         mid_speech();
-        let speaker = finished("speak", speaker.wait_with_output().unwrap());
-        let listener = finished("listen", listener.wait_with_output().unwrap());
+        let speaker = speaker.wait_with_output().unwrap();
+        let listener = listener.wait_with_output().unwrap();
+        for (who, out) in [("speaker", &speaker), ("listener", &listener)] {
+            for line in String::from_utf8_lossy(&out.stderr).lines() {
+                println!("{who} (stderr): {line}");
+            }
+        }
+        let speaker = finished("speak", speaker);
+        let listener = finished("listen", listener);
         let heard = sotto_audio::read_wav(&output).unwrap();
         println!("speaker: {}", speaker.trim());
         println!("listener: {}", listener.trim());
@@ -401,7 +408,11 @@ fn sounds_right(said: &[f32], heard: &[f32], min: f64, what: &str) {
         .enumerate()
         .map(|(i, piece)| {
             let m = local_match(piece, i * SECOND, heard, lag);
-            format!("{:.2}@{:+}", m.ncc(), m.shift)
+            if m.said_energy > 0.0 {
+                format!("{:.2}@{:+}", m.ncc(), m.shift)
+            } else {
+                "silence".into()
+            }
         })
         .collect();
     println!(
@@ -437,7 +448,7 @@ fn tracked_correlation(said: &[f32], heard: &[f32], lag: isize) -> f64 {
 const MAX_SHIFT: isize = 10;
 
 /// `heard` against a piece of the speech at one shift.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Match {
     shift: isize,
     dot: f64,
@@ -475,33 +486,60 @@ fn local_match(piece: &[f32], start: usize, heard: &[f32], lag: isize) -> Match 
                 heard_energy,
             }
         })
-        .fold(Match::default(), |best, m| {
-            if m.ncc() > best.ncc() { m } else { best }
-        })
+        .reduce(|best, m| if m.ncc() > best.ncc() { m } else { best })
+        .expect("at least one shift")
 }
 
 /// For each 20 ms frame of `said`: `None` where it is (nearly) silent, else
-/// whether the listener played it (`heard` matches it at about `lag`).
+/// whether the listener played it (`heard` matches it at about `lag`, and
+/// at no less than a quarter of its amplitude).
 fn played(said: &[f32], heard: &[f32], lag: isize) -> Vec<Option<bool>> {
     said.chunks_exact(FRAME)
         .enumerate()
         .map(|(k, s)| {
             let rms = (s.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / FRAME as f64).sqrt();
-            (rms >= 0.02).then(|| local_match(s, k * FRAME, heard, lag).ncc() >= 0.5)
+            (rms >= 0.02).then(|| {
+                let m = local_match(s, k * FRAME, heard, lag);
+                // At about the speech's level: concealment fading out after
+                // the last frame still correlates, at a fraction of it.
+                m.ncc() >= 0.5 && m.heard_energy >= m.said_energy / 16.0
+            })
         })
         .collect()
 }
 
-/// The longest stretch (first frame, frames) between two played frames.
-fn longest_gap(played: &[Option<bool>]) -> (usize, usize) {
+/// A stretch of the speech the listener did not play.
+#[derive(Clone, Copy, Debug, Default)]
+struct Gap {
+    /// First frame not played.
+    start: usize,
+    frames: usize,
+    /// Whether anything played after it (else it runs to the end).
+    resumed: bool,
+}
+
+/// The longest stretch after the first played frame without one, counting
+/// a stretch that runs to the end of the speech (audio never came back)
+/// when it holds unplayed speech.
+fn longest_gap(played: &[Option<bool>]) -> Gap {
     let heard: Vec<usize> = (0..played.len())
         .filter(|&k| played[k] == Some(true))
         .collect();
-    heard
-        .windows(2)
-        .map(|w| (w[0] + 1, w[1] - w[0] - 1))
-        .max_by_key(|&(_, len)| len)
-        .unwrap_or((0, 0))
+    let between = heard.windows(2).map(|w| Gap {
+        start: w[0] + 1,
+        frames: w[1] - w[0] - 1,
+        resumed: true,
+    });
+    let last = heard.last().map_or(0, |k| k + 1);
+    let trailing = played[last..].contains(&Some(false)).then(|| Gap {
+        start: last,
+        frames: played.len() - last,
+        resumed: false,
+    });
+    between
+        .chain(trailing)
+        .max_by_key(|g| g.frames)
+        .unwrap_or_default()
 }
 
 fn print_counters(link: &Link) {
@@ -526,9 +564,17 @@ fn ten_percent_loss_each_way_still_sounds_right() {
         reorder: 0.02,
         down_until: None,
     });
-    let said = speech_like(41, 10.0);
-    // 18 s: room for the speaker to take up to 7 s to connect.
-    let rec = bed.record(&server, &room, &said, Duration::from_secs(18), || {});
+    // The speaker's first words wait 2 s: the listener's key for a new
+    // speaker comes over the session channel (two lossy TCP hops), and the
+    // first 0.5–1.1 s of media would otherwise arrive before it. That is
+    // time to first audio, not what loss does to speech; it is reported
+    // ("failed to decrypt") but not scored.
+    let mut said = vec![0.0; 2 * SECOND];
+    said.extend(speech_like(41, 10.0));
+    // 22 s: over this link the speaker takes up to ~9 s from starting to
+    // its first frame reaching the listener (lost SYNs, TLS and DTLS
+    // flights wait for retransmission timers).
+    let rec = bed.record(&server, &room, &said, Duration::from_secs(22), || {});
     print_counters(&bed.link);
     rec.ran_to_the_end();
     sounds_right(&said, &rec.heard, 0.8, "10% loss each way");
@@ -556,48 +602,103 @@ fn delay_jitter_and_reordering_still_sound_right() {
 
 /// The link goes down for 2 s while the host speaks: the listener's audio
 /// stops and comes back by itself, and both sessions go on.
+///
+/// Measured: the gap in what the listener played is 1.9–2.1 s, as long as
+/// the outage itself (frames sent meanwhile are lost; the first ones sent
+/// after it play). Outages of 5, 8 and 10 s recovered the same way.
 #[test]
 fn audio_comes_back_after_a_two_second_outage() {
-    let Some(bed) = Testbed::new(30) else { return };
+    outage_and_recovery(Duration::from_secs(2), Duration::from_secs(1), 30);
+}
+
+/// As above with a 15 s outage, which today neither session survives.
+/// Some 14–16 s after the last STUN check it saw, the server's ICE-lite
+/// agent reports a peer's pair disconnected and the SFU drops the media
+/// peer ("media peer gone reason=Disconnected"): with a 15 s outage both
+/// the speaker's and the listener's, while the link is still down; with a
+/// 12 s outage the listener's alone, 2.4 s after the link came back and its
+/// audio had resumed. The clients ignore ICE disconnection (the media
+/// driver reports Closed only when str0m's Rtc dies) and the session
+/// channel never broke, so neither reconnects: the listener records
+/// silence to the end and the speaker sends into nothing, and neither
+/// reports an error. Outages of 5, 8 and 10 s recover.
+#[test]
+#[ignore = "after an outage of 12 s or more the SFU drops the listener's media peer (ICE-lite: disconnected) and the client, which ignores ICE disconnection, never reconnects"]
+fn audio_comes_back_after_a_fifteen_second_outage() {
+    // Room for a reconnect with backoff (up to 5 s between attempts).
+    outage_and_recovery(Duration::from_secs(15), Duration::from_secs(6), 31);
+}
+
+/// The host speaks; 3 s in, the link goes down for `outage`. The gap in
+/// what the listener played must be at most `outage + slack`, and after it
+/// nine speech frames in ten must play.
+fn outage_and_recovery(outage: Duration, slack: Duration, seed: u64) {
+    let Some(bed) = Testbed::new(seed) else {
+        return;
+    };
     let server = bed.serve();
     let room = bed.room(&server, Side::Client, Side::Client);
     bed.link.set(Conditions {
         delay: Duration::from_millis(20),
         ..Conditions::default()
     });
-    let outage = Duration::from_secs(2);
-    let said = speech_like(43, 12.0);
+    // 3 s before the outage, and after it the slack and 4 s to judge.
+    let speech = Duration::from_secs(3) + outage + slack + Duration::from_secs(4);
+    let said = speech_like(43, speech.as_secs_f32());
     let mut went_down = false;
-    let rec = bed.record(&server, &room, &said, Duration::from_secs(17), || {
-        std::thread::sleep(Duration::from_secs(3));
-        bed.link.outage(outage);
-        went_down = true;
-    });
+    let rec = bed.record(
+        &server,
+        &room,
+        &said,
+        speech + Duration::from_secs(5),
+        || {
+            std::thread::sleep(Duration::from_secs(3));
+            bed.link.outage(outage);
+            went_down = true;
+        },
+    );
     assert!(went_down);
     print_counters(&bed.link);
     let (lag, fixed) = correlation(&said, &rec.heard);
     let tracked = tracked_correlation(&said, &rec.heard, lag);
     let frames = played(&said, &rec.heard, lag);
-    let (gap_start, gap) = longest_gap(&frames);
-    let gap_ms = gap * 20;
-    let after = &frames[gap_start + gap..];
+    let g = longest_gap(&frames);
+    let gap = Duration::from_millis(g.frames as u64 * 20);
+    let after = &frames[g.start + g.frames..];
     let speech_after = after.iter().filter(|f| f.is_some()).count();
     let played_after = after.iter().filter(|f| **f == Some(true)).count();
     println!(
-        "2 s outage: longest gap in what the listener played {gap_ms} ms, from {:.2} s into the speech; \
-         after it {played_after} of {speech_after} speech frames played; speech correlation {tracked:.3} \
-         following the playout delay ({fixed:.3} at one lag)",
-        gap_start as f64 * 0.02
+        "{} s outage: longest gap in what the listener played {} ms{}, from {:.2} s into the speech; \
+         after it {played_after} of {speech_after} speech frames played; speech correlation \
+         {tracked:.3} following the playout delay ({fixed:.3} at one lag)",
+        outage.as_secs(),
+        gap.as_millis(),
+        if g.resumed {
+            ""
+        } else {
+            " (to the end: never resumed)"
+        },
+        g.start as f64 * 0.02
+    );
+    assert!(
+        g.resumed,
+        "the listener's audio stopped {:.2} s into the speech and never came back \
+         ({} s outage; the last {} ms of the speech were not played)",
+        g.start as f64 * 0.02,
+        outage.as_secs(),
+        gap.as_millis()
     );
     rec.ran_to_the_end();
     assert!(
-        gap_ms >= 1_800,
-        "the outage left no gap in the audio ({gap_ms} ms): did the link go down?"
+        gap >= outage * 3 / 4,
+        "the outage left no gap in the audio ({} ms): did the link go down?",
+        gap.as_millis()
     );
-    // Measured: 2.1 s (the speech's own pauses make this an upper bound).
     assert!(
-        gap_ms <= 3_000,
-        "audio came back {gap_ms} ms after it stopped (2 s outage)"
+        gap <= outage + slack,
+        "audio came back {} ms after it stopped ({} s outage)",
+        gap.as_millis(),
+        outage.as_secs()
     );
     assert!(
         played_after * 10 >= speech_after * 9,
