@@ -623,7 +623,7 @@ fn audio_comes_back_after_a_two_second_outage() {
 /// silence to the end and the speaker sends into nothing, and neither
 /// reports an error. Outages of 5, 8 and 10 s recover.
 #[test]
-#[ignore = "after an outage of 12 s or more the SFU drops the listener's media peer (ICE-lite: disconnected) and the client, which ignores ICE disconnection, never reconnects"]
+#[ignore = "after an outage of 12 s or more the SFU drops media peers whose ICE (lite) pair went disconnected, and the clients, which ignore ICE disconnection, never reconnect: the listener hears nothing more"]
 fn audio_comes_back_after_a_fifteen_second_outage() {
     // Room for a reconnect with backoff (up to 5 s between attempts).
     outage_and_recovery(Duration::from_secs(15), Duration::from_secs(6), 31);
