@@ -16,7 +16,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -214,6 +214,7 @@ impl MediaConnection {
             packets: packets_tx,
             notices: notices_tx,
             negotiated: false,
+            disconnected_since: None,
             drops: drops.clone(),
         };
         let task = tokio::spawn(driver.run(frames_rx));
@@ -257,7 +258,15 @@ struct Driver {
     notices: mpsc::Sender<MediaNotice>,
     negotiated: bool,
     drops: std::sync::Arc<MediaDrops>,
+    /// Since when ICE has said the path to the server is broken.
+    disconnected_since: Option<Instant>,
 }
+
+/// How long ICE may stay disconnected before the connection counts as
+/// closed (the session then sets media up again). The server drops a peer
+/// it has not heard from for longer than this, so waiting longer only
+/// prolongs the silence.
+const GIVE_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Driver {
     async fn run(mut self, mut frames: mpsc::Receiver<OutgoingFrame>) {
@@ -269,6 +278,18 @@ impl Driver {
                     self.notice(MediaNotice::Closed);
                     return;
                 }
+            };
+            if self
+                .disconnected_since
+                .is_some_and(|since| since.elapsed() >= GIVE_UP_AFTER)
+            {
+                self.notice(MediaNotice::Closed);
+                return;
+            }
+            // Wake up to give up in time, even without traffic.
+            let timeout = match self.disconnected_since {
+                Some(since) => timeout.min(since + GIVE_UP_AFTER),
+                None => timeout,
             };
             let deadline = tokio::time::Instant::from_std(timeout);
             tokio::select! {
@@ -354,6 +375,13 @@ impl Driver {
                     }
                     Event::MediaAdded(_) | Event::MediaChanged(_) if self.negotiated => {
                         self.notice(MediaNotice::Renegotiated);
+                    }
+                    Event::IceConnectionStateChange(state) => {
+                        if state == IceConnectionState::Disconnected {
+                            self.disconnected_since.get_or_insert_with(Instant::now);
+                        } else {
+                            self.disconnected_since = None;
+                        }
                     }
                     _ => {}
                 },

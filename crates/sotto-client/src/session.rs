@@ -302,6 +302,11 @@ pub async fn run(
                     continue 'session;
                 };
                 match &msg {
+                    ServerMessage::MediaGone { room_id } if room_id == room => {
+                        // The server dropped our media connection: set it up again.
+                        lost = Some(RECONNECT_FIRST);
+                        continue 'session;
+                    }
                     ServerMessage::GoingAway { reconnect_after_ms } => {
                         lost = Some(Duration::from_millis(u64::from(*reconnect_after_ms)));
                         continue 'session;

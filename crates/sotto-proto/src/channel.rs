@@ -114,6 +114,12 @@ pub enum ServerMessage {
         room_id: RoomId,
         e2ee: E2eeDown,
     },
+    /// The media plane dropped this channel's media connection in the room
+    /// (nothing came from it for too long, e.g. after a network outage):
+    /// offer media again.
+    MediaGone {
+        room_id: RoomId,
+    },
     /// The server is stopping (a restart or a deploy): the channel closes
     /// next. Reconnect after about this long (plus some random jitter, so
     /// that a room does not come back all at once); rooms and their stage

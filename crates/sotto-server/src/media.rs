@@ -79,6 +79,9 @@ pub struct MediaPlane {
     pub bound: SocketAddr,
     /// The address put in SDP answers (the bound one, or `--public-ip`).
     pub advertised: SocketAddr,
+    /// Peers the SFU dropped by itself (ICE went silent), for the session
+    /// channels that own them to tell their clients.
+    gone: tokio::sync::broadcast::Sender<PeerId>,
 }
 
 /// Knobs of the driver.
@@ -123,6 +126,7 @@ impl MediaPlane {
             sent_single: Arc::default(),
             bound,
             advertised,
+            gone: tokio::sync::broadcast::channel(256).0,
         };
         tokio::spawn(drive(sfu, socket, rx, plane.clone(), config.inject_loss));
         Ok(plane)
@@ -186,6 +190,11 @@ impl MediaPlane {
         }
         // The driver drops its end of the queue when it returns.
         self.commands.closed().await;
+    }
+
+    /// Peers the SFU dropped by itself from now on.
+    pub fn gone_peers(&self) -> tokio::sync::broadcast::Receiver<PeerId> {
+        self.gone.subscribe()
     }
 
     pub async fn leave(&self, peer: PeerId) {
@@ -334,6 +343,9 @@ async fn drive(
         while let Some(event) = sfu.poll_event() {
             if let SfuEvent::PeerGone { peer, .. } = event {
                 plane.forget(peer);
+                if plane.gone.send(peer).is_err() {
+                    // No session channel is open: nobody to tell.
+                }
             }
         }
         // Counters are copied out at most every STATS_EVERY, not per step:

@@ -5,4 +5,4 @@ import type { RoomId } from "./RoomId";
 import type { RoomView } from "./RoomView";
 import type { UserId } from "./UserId";
 
-export type ServerMessage = { "type": "welcome", user_id: UserId, } | { "type": "room_state", room: RoomView, } | { "type": "room_left", room_id: RoomId, banned: boolean, } | { "type": "room_ended", room_id: RoomId, } | { "type": "pong", nonce: number, } | { "type": "media_answer", room_id: RoomId, sdp: string, } | { "type": "error", error: ErrorBody, } | { "type": "e2ee", room_id: RoomId, e2ee: E2eeDown, } | { "type": "going_away", reconnect_after_ms: number, };
+export type ServerMessage = { "type": "welcome", user_id: UserId, } | { "type": "room_state", room: RoomView, } | { "type": "room_left", room_id: RoomId, banned: boolean, } | { "type": "room_ended", room_id: RoomId, } | { "type": "pong", nonce: number, } | { "type": "media_answer", room_id: RoomId, sdp: string, } | { "type": "error", error: ErrorBody, } | { "type": "e2ee", room_id: RoomId, e2ee: E2eeDown, } | { "type": "media_gone", room_id: RoomId, } | { "type": "going_away", reconnect_after_ms: number, };

@@ -182,12 +182,20 @@ impl Channel {
         let mut revocations = self.state.revocations.subscribe();
         let mut presence = tokio::time::interval(self.state.config.presence_refresh);
         let mut draining = self.state.draining.subscribe();
+        let mut gone = self.state.media.as_ref().map(|m| m.gone_peers());
         if *draining.borrow_and_update() {
             self.going_away().await;
             return;
         }
         loop {
             tokio::select! {
+                Some(peer) = async { gone.as_mut()?.recv().await.ok() }, if gone.is_some() => {
+                    let room = self.media.iter().find(|(_, p)| **p == peer).map(|(r, _)| r.clone());
+                    if let Some(room_id) = room {
+                        self.media.remove(&room_id);
+                        if self.send(ServerMessage::MediaGone { room_id }).await.is_err() { return; }
+                    }
+                }
                 changed = draining.changed() => {
                     if changed.is_err() || *draining.borrow_and_update() {
                         self.going_away().await;
