@@ -30,9 +30,9 @@ use super::probe::{self, Scrape};
 use super::raw::{self, RawReport};
 use super::speaker::{self, SpeakerControl};
 
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+pub(super) const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Receive slots each peer offers, as the real clients do.
-const SLOTS: usize = 3;
+pub(super) const SLOTS: usize = 3;
 
 #[derive(Args, Clone, Debug)]
 pub struct FanoutArgs {
@@ -216,9 +216,9 @@ impl FanoutReport {
 /// The header matching [`FanoutReport::markdown_row`].
 pub const MARKDOWN_HEADER: &str = "| server | N | S | connected | forwarded pkt/s | loss | server µs/pkt | raw µs/pkt | sotto ÷ raw (pkt per CPU-s) | SFU latency p50 / p99 µs | first audio p50 / p95 ms | server RSS KiB/listener |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
 
-struct Person {
-    client: Arc<Client>,
-    user_id: sotto_proto::UserId,
+pub(super) struct Person {
+    pub(super) client: Arc<Client>,
+    pub(super) user_id: sotto_proto::UserId,
 }
 
 /// The server drops room members whose presence was not refreshed for
@@ -253,7 +253,7 @@ async fn refresh_presence(room: &RoomId, clients: Vec<Arc<Client>>) -> anyhow::R
     Ok(())
 }
 
-async fn register(
+pub(super) async fn register(
     server: &str,
     dir: &Path,
     invite: &str,

@@ -5,13 +5,20 @@
 //!   running server (`listener`, `speaker`), with the server's CPU and
 //!   memory from `/proc` and its counters from `/metrics` (`probe`).
 //! - `raw`: the floor: receive, SRTP-seal per listener, `sendmmsg`.
+//! - `churn`: listeners joining and leaving at a steady rate (`churner`)
+//!   around a speaking host and stable listeners that check every frame
+//!   (`stable`, `room_keys`).
 
+mod churn;
+mod churner;
 mod fanout;
 mod janus;
 mod listener;
 mod probe;
 mod raw;
+mod room_keys;
 mod speaker;
+mod stable;
 
 use clap::Subcommand;
 
@@ -23,6 +30,9 @@ pub enum BenchCommand {
     Raw(raw::RawArgs),
     /// The same fan-out through Janus's VideoRoom (started here, loopback only).
     Janus(janus::JanusArgs),
+    /// Listeners join and leave at a steady rate while a host speaks and
+    /// stable listeners check every frame.
+    Churn(churn::ChurnArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -46,6 +56,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             let report = janus::run(args).await?;
             report.print();
             append_row(markdown.as_deref(), &report)
+        }
+        BenchCommand::Churn(args) => {
+            churn::run(args).await?.print();
+            Ok(())
         }
         BenchCommand::Raw(args) => {
             let r = raw::measure(args.listeners, args.speakers, args.seconds).await?;

@@ -34,13 +34,22 @@ fn cpu_from_stat(stat: &str) -> Option<f64> {
 
 /// Resident set size of a process, in KiB.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The largest resident set size a process had so far, in KiB.
+pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc status")
+        .with_context(|| format!("no {field} in /proc status"))
 }
 
 /// `RcvbufErrors` of `/proc/net/snmp`: UDP datagrams dropped because a
@@ -58,6 +67,10 @@ pub fn udp_rcvbuf_errors() -> Option<u64> {
 #[derive(Clone, Debug, Default)]
 pub struct Scrape {
     pub forwarded: f64,
+    /// HTTP responses of every status class.
+    pub http_responses: f64,
+    /// Messages received on session channels.
+    pub channel_messages: f64,
     /// (upper bound in seconds, cumulative count) per bucket, `+Inf` last.
     pub latency: Vec<(f64, f64)>,
 }
@@ -88,6 +101,10 @@ impl Scrape {
             };
             if name == "sotto_media_rtp_forwarded_total" {
                 scrape.forwarded = value;
+            } else if name.starts_with("sotto_http_responses_total{") {
+                scrape.http_responses += value;
+            } else if name == "sotto_channel_messages_total" {
+                scrape.channel_messages = value;
             } else if let Some(le) = name
                 .strip_prefix("sotto_media_forward_latency_seconds_bucket{le=\"")
                 .and_then(|r| r.strip_suffix("\"}"))
