@@ -115,6 +115,13 @@ pub const STALE_ROSTER_GRACE_MS: u64 = 30_000;
 /// use (every stable listener loses audio). Two switch delays leave one for
 /// the notice to reach the other speakers and the frames in flight to land.
 pub const MIN_ROTATION_GAP_SWITCHES: u64 = 2;
+/// A join request from an account the distributor's room state does not
+/// show yet is kept this long for the state to catch up (the server's room
+/// state and its E2EE relay are separate streams: under load a request can
+/// come first) ...
+const EARLY_JOIN_TTL_MS: u64 = 30_000;
+/// ... and at most this many are kept (the oldest goes).
+const MAX_EARLY_JOINS: usize = 256;
 
 /// Why an E2EE step failed. The state machine stays usable.
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +285,14 @@ impl MemberState {
     }
 }
 
+/// A join request that came before the room state showing its sender.
+struct EarlyJoin {
+    request: Vec<u8>,
+    from: E2eePeer,
+    grants: Vec<SignedAccess>,
+    at: u64,
+}
+
 struct DistributorState {
     dist: Distributor,
     admitted: HashMap<Fingerprint, (UserId, DeviceId)>,
@@ -287,6 +302,8 @@ struct DistributorState {
     rotated_at: Option<u64>,
     /// A departure waits for this rotation (see [`MIN_ROTATION_GAP_SWITCHES`]).
     departure_rotation_at: Option<u64>,
+    /// Join requests waiting for the room state to show their sender.
+    early: Vec<EarlyJoin>,
 }
 
 impl Part {
@@ -1065,6 +1082,7 @@ impl RoomCrypto {
             _ => {}
         }
         self.distributor_follow_view(now)?;
+        self.admit_early(now);
         // The distributor removes what no longer belongs on the stage
         // itself, whether or not the server proposes it.
         self.try_commit()
@@ -1647,6 +1665,7 @@ impl RoomCrypto {
             roster_at: None,
             rotated_at: None,
             departure_rotation_at: None,
+            early: Vec::new(),
         });
         let due = m.stage.rotation_due(now);
         if let Part::Member(m) = std::mem::replace(&mut self.part, Part::Waiting) {
@@ -1711,6 +1730,20 @@ impl RoomCrypto {
             return Ok(());
         }
         if self.view.members.iter().all(|m| m.user_id != from.user_id) {
+            // The room state that shows this account may still be on its
+            // way: try again when it comes (`admit_early`).
+            if let Part::Distributor(_, d) = &mut self.part {
+                d.early.retain(|e| e.from.device_id != from.device_id);
+                if d.early.len() >= MAX_EARLY_JOINS {
+                    d.early.remove(0);
+                }
+                d.early.push(EarlyJoin {
+                    request: request.to_vec(),
+                    from: from.clone(),
+                    grants: grants.to_vec(),
+                    at: now,
+                });
+            }
             return Ok(());
         }
         // The key the listener's own device chain holds, never the key the
@@ -1787,6 +1820,29 @@ impl RoomCrypto {
                 Ok(())
             }
             _ => self.rotate(now),
+        }
+    }
+
+    /// Join requests that came before the room state showing their sender:
+    /// admitted now that it does; dropped after [`EARLY_JOIN_TTL_MS`].
+    fn admit_early(&mut self, now: u64) {
+        let Part::Distributor(_, d) = &mut self.part else {
+            return;
+        };
+        if d.early.is_empty() {
+            return;
+        }
+        let members = &self.view.members;
+        let (ready, waiting): (Vec<EarlyJoin>, Vec<EarlyJoin>) = std::mem::take(&mut d.early)
+            .into_iter()
+            .filter(|e| e.at.saturating_add(EARLY_JOIN_TTL_MS) >= now)
+            .partition(|e| members.iter().any(|m| m.user_id == e.from.user_id));
+        d.early = waiting;
+        for e in ready {
+            if self.admit(now, &e.request, &e.from, &e.grants).is_err() {
+                // Refused as it would have been on arrival: with an alert
+                // where a person must know (access refused).
+            }
         }
     }
 
