@@ -107,6 +107,10 @@ pub struct ChurnReport {
     pub server_cpu: Option<f64>,
     /// CPU seconds of this process (host, stable listeners, churners).
     pub generator_cpu: Option<f64>,
+    /// How late a 10 ms timer fired at worst during the churn, on the
+    /// churners', the host's and the stable listeners' runtimes: time the
+    /// machine did not give that side (a gap that long is not the room's).
+    pub stalls: [Duration; 3],
     /// HTTP requests the server answered during the churn (all clients:
     /// the churners' joins and leaves, and what the host's session asks).
     pub http_requests: f64,
@@ -233,6 +237,12 @@ impl ChurnReport {
             ))
         );
         println!(
+            "runtime stalls        a 10 ms timer late by up to {} ms (churners), {} ms (host), {} ms (stable listeners)",
+            self.stalls[0].as_millis(),
+            self.stalls[1].as_millis(),
+            self.stalls[2].as_millis()
+        );
+        println!(
             "server load           {:.0} HTTP requests ({:.1} per churner join), {:.0} channel messages in",
             self.http_requests,
             self.http_requests / self.joins.max(1) as f64,
@@ -343,6 +353,16 @@ impl ChurnReport {
                 }),
             ),
             (
+                "generator: longest late 10 ms timer, churners / host / stable listeners"
+                    .to_owned(),
+                format!(
+                    "{} / {} / {} ms",
+                    self.stalls[0].as_millis(),
+                    self.stalls[1].as_millis(),
+                    self.stalls[2].as_millis()
+                ),
+            ),
+            (
                 "server: HTTP requests per churner join (all clients)".to_owned(),
                 format!("{:.1}", self.http_requests / self.joins.max(1) as f64),
             ),
@@ -361,6 +381,34 @@ impl ChurnReport {
             out.push_str(&format!("| {what} | {measured} |\n"));
         }
         out
+    }
+}
+
+/// A runtime with a thread of its own, as another device would have.
+fn runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .with_context(|| format!("starting the {name} runtime"))
+}
+
+/// The longest a 10 ms timer on the calling runtime fired late while the
+/// churn was measured; returns once it is over.
+async fn stall_probe(mut phase: watch::Receiver<Phase>) -> Duration {
+    let tick = Duration::from_millis(10);
+    let mut worst = Duration::ZERO;
+    loop {
+        let now = *phase.borrow_and_update();
+        if now == Phase::Done {
+            return worst;
+        }
+        let before = Instant::now();
+        tokio::time::sleep(tick).await;
+        if now == Phase::Measuring {
+            worst = worst.max(before.elapsed().saturating_sub(tick));
+        }
     }
 }
 
@@ -424,12 +472,24 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
         .collect();
     let reference = Arc::new(reference.await.context("encoding the reference")??);
 
+    // The host and the stable listeners are other devices: each side runs
+    // on a runtime (and thread) of its own, so that the churners' work in
+    // this process does not hold up their frames.
+    let host_rt = runtime("churn-host")?;
+    let stable_rt = runtime("churn-stable")?;
+    let (phase_tx, phase) = watch::channel(Phase::Setup);
+    let stalls = [
+        tokio::spawn(stall_probe(phase.clone())),
+        host_rt.spawn(stall_probe(phase.clone())),
+        stable_rt.spawn(stall_probe(phase.clone())),
+    ];
+
     // The host speaks (and distributes keys) until the room ends.
     let host_stats = Arc::new(Mutex::new(SessionStats::default()));
     let speak_for = Duration::from_secs(args.seconds + 600);
     let host_task = {
         let (client, room, stats) = (host.client.clone(), room.clone(), host_stats.clone());
-        tokio::spawn(async move {
+        host_rt.spawn(async move {
             let mut config = SessionConfig::new(
                 room,
                 Mode::Speak {
@@ -445,21 +505,19 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
         })
     };
 
-    let (phase_tx, phase) = watch::channel(Phase::Setup);
     let (stop_tx, stop) = watch::channel(false);
     let mut stables = Vec::new();
     for (i, (person, profile)) in stable_people.into_iter().enumerate() {
-        let s = Stable::start(
-            &person,
-            profile,
-            &room,
-            reference.clone(),
-            phase.clone(),
-            stop.clone(),
-            Duration::from_secs(30),
-        )
-        .await
-        .with_context(|| format!("stable listener {i}"))?;
+        let (room, reference) = (room.clone(), reference.clone());
+        let (phase, stop) = (phase.clone(), stop.clone());
+        let s = stable_rt
+            .spawn(async move {
+                let timeout = Duration::from_secs(30);
+                Stable::start(&person, profile, &room, reference, phase, stop, timeout).await
+            })
+            .await
+            .context("a stable listener's set-up panicked")?
+            .with_context(|| format!("stable listener {i}"))?;
         stables.push(s);
     }
     eprintln!(
@@ -524,6 +582,12 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
         ),
     };
     drop(pool);
+    let mut stall = [Duration::ZERO; 3];
+    for (s, probe) in stall.iter_mut().zip(stalls) {
+        *s = probe.await.context("a stall probe panicked")?;
+    }
+    host_rt.shutdown_background();
+    stable_rt.shutdown_background();
 
     let report = ChurnReport {
         rate: args.rate,
@@ -548,6 +612,7 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
         switch_delay,
         server_cpu: cpu0.zip(cpu1).map(|(a, b)| b - a),
         generator_cpu: own0.zip(own1).map(|(a, b)| b - a),
+        stalls: stall,
         http_requests: m1.http_responses - m0.http_responses,
         channel_messages: m1.channel_messages - m0.channel_messages,
         rss_start_kib: rss_start,
