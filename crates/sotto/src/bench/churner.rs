@@ -154,7 +154,6 @@ async fn one(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn keyed_stay(
     account: &Account,
     room: &RoomId,
