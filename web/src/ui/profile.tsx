@@ -1,0 +1,128 @@
+// /u/<username>: someone's profile, follow / unfollow, and the safety code
+// between their account and mine.
+
+import { useEffect, useState } from "preact/hooks";
+import { plainError } from "../net/api";
+import type { Profile } from "../wire/Profile";
+import { Alert, Avatar, useTitle } from "./components";
+import { useSession } from "./context";
+
+export function ProfilePage(props: { username: string }) {
+  const { api, engine, me } = useSession();
+  const [profile, setProfile] = useState<Profile | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [actionError, setActionError] = useState<string | null>(null);
+  const [code, setCode] = useState<string | null | undefined>(undefined);
+  const [busy, setBusy] = useState(false);
+  useTitle(profile?.display_name ?? props.username);
+
+  useEffect(() => {
+    let stop = false;
+    (async () => {
+      try {
+        const p = await api.profile(props.username);
+        if (stop) return;
+        setProfile(p);
+        if (p.id !== me.id) {
+          try {
+            const c = await engine.safetyCode(p.id, p.device_chain);
+            if (!stop) setCode(c);
+          } catch {
+            if (!stop) setCode(null);
+          }
+        }
+      } catch (e) {
+        if (!stop) setError(plainError(e));
+      }
+    })();
+    return () => {
+      stop = true;
+    };
+  }, [api, engine, props.username, me.id]);
+
+  async function toggleFollow() {
+    if (!profile || busy) return;
+    setBusy(true);
+    setActionError(null);
+    try {
+      if (profile.followed_by_you) {
+        await api.unfollow(profile.username);
+        setProfile({ ...profile, followed_by_you: false, followers: Math.max(0, profile.followers - 1) });
+      } else {
+        const statement = await engine.accessStatement("follow", "", profile.id);
+        await api.follow(profile.username, statement);
+        setProfile({ ...profile, followed_by_you: true, followers: profile.followers + 1 });
+      }
+    } catch (e) {
+      setActionError(plainError(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  if (error) {
+    return (
+      <section class="card narrow">
+        <h1>{props.username}</h1>
+        <Alert>{error}</Alert>
+      </section>
+    );
+  }
+  if (!profile) {
+    return (
+      <section class="centered">
+        <h1 class="visually-hidden">{props.username}</h1>
+        <p role="status">Loading profile…</p>
+      </section>
+    );
+  }
+  const isMe = profile.id === me.id;
+  return (
+    <section class="card profile">
+      <div class="profile-head">
+        <Avatar name={profile.display_name} seed={profile.id} size="big" />
+        <div>
+          <h1>{profile.display_name}</h1>
+          <p class="muted">@{profile.username}</p>
+        </div>
+      </div>
+      {profile.bio && <p class="bio">{profile.bio}</p>}
+      <p class="counts">
+        <span>
+          <strong>{profile.followers}</strong> {profile.followers === 1 ? "follower" : "followers"}
+        </span>{" "}
+        <span>
+          <strong>{profile.following}</strong> following
+        </span>
+      </p>
+      {!isMe && (
+        <button
+          type="button"
+          class={profile.followed_by_you ? "button" : "button primary"}
+          disabled={busy}
+          onClick={() => void toggleFollow()}
+        >
+          {profile.followed_by_you ? "Unfollow" : "Follow"}
+        </button>
+      )}
+      {actionError && <Alert>{actionError}</Alert>}
+      {!isMe && (
+        <dl class="facts">
+          <div>
+            <dt>Safety code</dt>
+            <dd class="code">
+              {code === undefined ? "Working it out…" : code === null ? "Not available yet" : code}
+            </dd>
+          </div>
+        </dl>
+      )}
+      {!isMe && (
+        <p class="muted small">
+          Compare this code with {profile.display_name} in person or on a call: if it matches on both sides, nobody
+          can pose as either of you to hear your rooms.
+        </p>
+      )}
+      {isMe && <p class="muted">This is you.</p>}
+    </section>
+  );
+}
