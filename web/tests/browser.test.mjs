@@ -1,0 +1,627 @@
+// sotto's browser client end to end, in real Chromium against the real
+// server (`target/debug/sotto serve`, which embeds web/dist), with real audio:
+// each browser's microphone is a WAV file of two steady tones and a glide
+// (lib/audio.mjs), and what a page hears is measured with a Web Audio
+// analyser on its <audio data-slot> elements.
+//
+// One story, in order: A registers from the admin invite link and starts a
+// room; B registers and joins from the hallway; a native `sotto` client
+// listens and speaks; the room-info panel; the stage; the ban; an
+// accessibility scan; the request log and what the browsers stored.
+// Each test states its own preconditions through `world` steps that run
+// once (a failed step fails every test that needs it, with its error).
+//
+// Artifacts (screenshots, console logs, server log, WAVs): web/tests/artifacts
+// or $SOTTO_BROWSER_ARTIFACTS.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, existsSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import AxeBuilder from "@axe-core/playwright";
+
+import { ROOT, SOTTO, Server, NativeUser, operatorDevice, killAll, sotto } from "./lib/server.mjs";
+import { CHROMIUM, launchPerson, hear, describeHearing, dominant } from "./lib/browser.mjs";
+import { VOICES, voiceSignal, writeWav, readWav, bestAlignment, rmsDb, RATE } from "./lib/audio.mjs";
+
+const ART = process.env.SOTTO_BROWSER_ARTIFACTS || join(ROOT, "web/tests/artifacts");
+const TMP = mkdtempSync(join(tmpdir(), "sotto-browser-test-"));
+const ROOM_TITLE = "Tones";
+const NATIVE_ROOM_TITLE = "Native tones";
+const A = VOICES.A.tones;
+const B = VOICES.B.tones;
+const N = VOICES.N.tones;
+
+// ---------------------------------------------------------------- setup
+
+const missing = [];
+if (!existsSync(SOTTO)) missing.push(`${SOTTO} (cargo build -p sotto)`);
+if (!existsSync(CHROMIUM)) missing.push(`${CHROMIUM} (apt-get install chromium)`);
+if (!existsSync(join(ROOT, "web/dist/index.html"))) missing.push("web/dist (npm run build in web/)");
+const SKIP_ALL = missing.length ? `missing: ${missing.join(", ")}` : false;
+
+const world = {
+  server: null,
+  people: {}, // name -> person (lib/browser.mjs)
+  wav: {},
+  roomId: null,
+  nativeRoomId: null,
+  carol: null,
+  steps: new Map(),
+  /** Runs `fn` once; later callers get the same result (or the same error). */
+  once(name, fn) {
+    if (!this.steps.has(name)) this.steps.set(name, fn());
+    return this.steps.get(name);
+  },
+};
+
+let serverServesUi = true;
+
+before(async () => {
+  if (SKIP_ALL) return;
+  rmSync(ART, { recursive: true, force: true });
+  mkdirSync(ART, { recursive: true });
+  for (const v of ["A", "B", "N"]) {
+    world.wav[v] = join(ART, `voice-${v}.wav`);
+    writeWav(world.wav[v], voiceSignal(v, 4));
+  }
+  world.server = await Server.start(join(TMP, "data"), join(ART, "server.log"));
+  const index = await fetch(world.server.url + "/");
+  const html = await index.text();
+  serverServesUi = index.ok && /<script[^>]+src=/.test(html);
+  if (!serverServesUi) return;
+  const [a, b] = await Promise.all([
+    launchPerson("A", { wav: world.wav.A, artifacts: ART }),
+    launchPerson("B", { wav: world.wav.B, artifacts: ART }),
+  ]);
+  world.people.A = a;
+  world.people.B = b;
+});
+
+after(async () => {
+  for (const p of Object.values(world.people)) await p.close();
+  await world.server?.stop();
+  killAll();
+  rmSync(TMP, { recursive: true, force: true });
+});
+
+function skipReason() {
+  if (SKIP_ALL) return SKIP_ALL;
+  if (!serverServesUi) return "sotto serve does not serve the web UI at / (web/dist not embedded)";
+  return false;
+}
+
+/** A test of the story: skipped (with the reason) when a part is missing. */
+function story(name, fn, timeout = 120_000) {
+  test(name, { timeout }, async (t) => {
+    const reason = skipReason();
+    if (reason) {
+      t.skip(reason);
+      return;
+    }
+    await fn(t);
+  });
+}
+
+// ---------------------------------------------------------------- helpers
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` (async, returns { ok, detail }) until ok or `ms` passed. */
+async function until(ms, check, every = 500) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    last = await check();
+    if (last.ok || Date.now() > end) return last;
+    await sleep(every);
+  }
+}
+
+async function visible(locator, ms = 0) {
+  try {
+    await locator.first().waitFor({ state: "visible", timeout: ms || 1 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Registers from an invite link; ends on the hallway. */
+async function register(person, inviteUrl, username, displayName) {
+  const page = person.page;
+  await page.goto(inviteUrl);
+  await page.getByRole("heading", { name: "Join sotto" }).waitFor({ timeout: 20_000 });
+  await page.getByRole("textbox", { name: "Username" }).fill(username);
+  await page.getByRole("textbox", { name: "Display name" }).fill(displayName);
+  await page.getByRole("button", { name: "Create account" }).click();
+  const hallway = page.getByRole("heading", { name: "Hallway" });
+  const alert = page.getByRole("alert");
+  await hallway.or(alert).first().waitFor({ timeout: 30_000 });
+  if (!(await visible(hallway))) {
+    throw new Error(`registering ${username} failed: the page says ${JSON.stringify(await alert.allTextContents())}`);
+  }
+  person.displayName = displayName;
+  person.username = username;
+}
+
+/** From the hallway, opens the room titled `title` (reloading the hallway
+ * once if the room is not listed yet). */
+async function enterFromHallway(person, title) {
+  const page = person.page;
+  const link = page.getByRole("link", { name: title, exact: true });
+  if (!(await visible(link, 8_000))) {
+    await page.reload();
+    await link.waitFor({ timeout: 15_000 });
+  }
+  await link.click();
+  await page.getByRole("heading", { name: title, exact: true }).waitFor({ timeout: 20_000 });
+}
+
+/** On stage: makes sure the microphone is on ("Mute" is offered). */
+async function ensureUnmuted(page) {
+  const mute = page.getByRole("button", { name: "Mute", exact: true });
+  const unmute = page.getByRole("button", { name: "Unmute", exact: true });
+  await mute.or(unmute).first().waitFor({ timeout: 20_000 });
+  if (await visible(unmute)) {
+    await unmute.click();
+    await mute.waitFor({ timeout: 10_000 });
+  }
+}
+
+/** Hears `page` until `tones` dominate (others 20 dB below) or `ms` pass. */
+async function waitToHear(page, tones, others, ms = 30_000) {
+  let last;
+  const r = await until(
+    ms,
+    async () => {
+      last = await hear(page, 2.5);
+      return { ok: dominant(last, tones, others), detail: last };
+    },
+    100,
+  );
+  return { ok: r.ok, hearing: last };
+}
+
+function roomInfo(page) {
+  return page
+    .getByRole("dialog", { name: "Room info" })
+    .or(page.getByRole("region", { name: "Room info" }))
+    .first();
+}
+
+async function openRoomInfo(page) {
+  const panel = roomInfo(page);
+  if (!(await visible(panel))) {
+    await page.getByRole("button", { name: "Room info", exact: true }).click();
+    await panel.waitFor({ timeout: 10_000 });
+  }
+  return panel;
+}
+
+async function closeRoomInfo(page) {
+  const panel = roomInfo(page);
+  if (await visible(panel)) {
+    await page.keyboard.press("Escape");
+    if (await visible(panel, 1_000)) {
+      const close = panel.getByRole("button", { name: /close/i });
+      if (await visible(close)) await close.first().click();
+      else await page.getByRole("button", { name: "Room info", exact: true }).click();
+    }
+    await panel.waitFor({ state: "hidden", timeout: 5_000 });
+  }
+}
+
+/** Display names of everyone shown on the room screen (Stage + Audience). */
+async function peopleShown(page) {
+  const names = [];
+  for (const region of ["Stage", "Audience"]) {
+    const items = page.getByRole("region", { name: region, exact: true }).getByRole("listitem");
+    names.push(...(await items.allInnerTexts()).map((t) => t.trim()));
+  }
+  return names;
+}
+
+/** Maps texts to the known display name each contains (exactly one), else the text. */
+function whoIs(texts, known) {
+  return texts.map((t) => {
+    const hits = known.filter((k) => new RegExp(`\\b${k}\\b`).test(t));
+    return hits.length === 1 ? hits[0] : `?${t.replace(/\s+/g, " ")}`;
+  });
+}
+
+async function rosterTexts(panel) {
+  const list = panel.getByRole("list", { name: "Who can decrypt" });
+  return (await list.getByRole("listitem").allInnerTexts()).map((t) => t.replace(/\s+/g, " ").trim());
+}
+
+async function framesDecrypted(panel) {
+  const m = /Frames decrypted\D*?([\d][\d,\u202f ]*)/.exec(await panel.innerText());
+  return m ? Number(m[1].replace(/[^\d]/g, "")) : null;
+}
+
+/** Screenshots at desktop and phone width. */
+async function screenshots(page, name) {
+  for (const [tag, size] of [
+    ["desktop", { width: 1280, height: 800 }],
+    ["phone", { width: 360, height: 780 }],
+  ]) {
+    await page.setViewportSize(size);
+    await sleep(400);
+    await page.screenshot({ path: join(ART, `${name}-${tag}.png`), fullPage: true });
+  }
+  await page.setViewportSize({ width: 1280, height: 800 });
+}
+
+async function openActions(pageOf, displayName) {
+  const page = pageOf;
+  await page.getByRole("button", { name: `Actions for ${displayName}`, exact: true }).click();
+  const menu = page.getByRole("menu");
+  await menu.waitFor({ timeout: 5_000 });
+  return menu;
+}
+
+// ---------------------------------------------------------------- steps
+
+/** A registers from the admin invite link, B from an invite made by the operator. */
+function registered() {
+  return world.once("registered", async () => {
+    const { A: a, B: b } = world.people;
+    await register(a, world.server.adminInvite, "alice", "Alice");
+    const code = await world.server.invite(1);
+    await register(b, world.server.inviteUrl(code), "bob", "Bob");
+  });
+}
+
+/** A starts the room "Tones" (open) and speaks; B joins it from the hallway. */
+function roomWithAandB() {
+  return world.once("room", async () => {
+    await registered();
+    const { A: a, B: b } = world.people;
+    const page = a.page;
+    await page.getByRole("button", { name: "Start a room" }).click();
+    await page.getByRole("textbox", { name: "Title" }).fill(ROOM_TITLE);
+    await page.getByRole("combobox", { name: "Kind" }).selectOption("open");
+    await page.getByRole("button", { name: "Start room" }).click();
+    await page.getByRole("heading", { name: ROOM_TITLE, exact: true }).waitFor({ timeout: 20_000 });
+    const m = /\/room\/([^/?#]+)/.exec(page.url());
+    assert.ok(m, `the room screen's URL has no room id: ${page.url()}`);
+    world.roomId = decodeURIComponent(m[1]);
+    await ensureUnmuted(page);
+    await enterFromHallway(b, ROOM_TITLE);
+  });
+}
+
+function carol() {
+  return world.once("carol", async () => {
+    const code = await world.server.invite(1);
+    world.carol = await NativeUser.register(world.server, join(TMP, "carol"), "carol", code);
+    return world.carol;
+  });
+}
+
+// ---------------------------------------------------------------- tests
+
+story("A registers from the admin invite, starts a room and speaks; B registers, joins from the hallway and hears A", async () => {
+  await roomWithAandB();
+  const { ok, hearing } = await waitToHear(world.people.B.page, A, B, 40_000);
+  assert.ok(ok, `B should hear A's tones ${A} dominant and its own ${B} absent; heard: ${describeHearing(hearing, [...A, ...B])}`);
+});
+
+story("B's page rings A as speaking (data-speaking on A's stage listitem)", async () => {
+  await roomWithAandB();
+  const page = world.people.B.page;
+  const item = page.getByRole("region", { name: "Stage", exact: true }).getByRole("listitem").filter({ hasText: "Alice" });
+  const r = await until(15_000, async () => {
+    const v = (await item.count()) ? await item.first().getAttribute("data-speaking") : "(no Alice listitem on stage)";
+    return { ok: v === "true", detail: v };
+  });
+  assert.ok(r.ok, `Alice's stage listitem on B's page: data-speaking=${r.detail}`);
+});
+
+story("browser -> native: `sotto listen` in A's room records what A says (correlation >= 0.8)", async () => {
+  await roomWithAandB();
+  const c = await carol();
+  const out = join(ART, "native-heard-A.wav");
+  const { done } = c.listen(world.roomId, out, "10s", join(ART, "native-listen.log"));
+  const res = await done;
+  // Leave, so that the room holds only A and B again.
+  await c.run(["room", "leave", "--room", world.roomId]).catch((e) => console.error(`carol leave: ${e.message}`));
+  assert.equal(res.code, 0, `sotto listen failed:\n${res.stderr}`);
+  const heard = readWav(out);
+  assert.equal(heard.rate, RATE, "listen writes 48 kHz");
+  const s = heard.samples;
+  assert.ok(s.length >= 6 * RATE, `only ${(s.length / RATE).toFixed(1)} s recorded`);
+  // The last 3 s (before the final 0.5 s) against two loops of the source.
+  const piece = s.slice(s.length - 3.5 * RATE, s.length - 0.5 * RATE);
+  const reference = voiceSignal("A", 8);
+  const { offset, ncc } = bestAlignment(reference, piece);
+  console.log(`browser -> native: correlation ${ncc.toFixed(3)} at ${(offset / RATE).toFixed(3)} s, piece ${rmsDb(piece).toFixed(1)} dBFS`);
+  assert.ok(ncc >= 0.8, `the native listener's recording correlates ${ncc.toFixed(3)} (< 0.8) with A's voice; piece level ${rmsDb(piece).toFixed(1)} dBFS; listen said:\n${res.stderr.slice(-2000)}`);
+});
+
+story("native -> browser: `sotto speak` in a room of its own is heard by B (from the hallway)", async () => {
+  await roomWithAandB();
+  const c = await carol();
+  const b = world.people.B;
+  world.nativeRoomId = await c.createRoom(NATIVE_ROOM_TITLE, "open");
+  const speaker = c.speak(world.nativeRoomId, world.wav.N, "90s", join(ART, "native-speak.log"));
+  try {
+    await b.page.getByRole("button", { name: "Leave quietly", exact: true }).click();
+    await b.page.getByRole("heading", { name: "Hallway" }).waitFor({ timeout: 15_000 });
+    await enterFromHallway(b, NATIVE_ROOM_TITLE);
+    const { ok, hearing } = await waitToHear(b.page, N, [...A, ...B], 40_000);
+    assert.ok(ok, `B should hear the native speaker's tones ${N} dominant (and not A's ${A}); heard: ${describeHearing(hearing, [...N, ...A])}\nspeak said: ${speaker.child.exitCode === null ? "(running)" : (await speaker.done).stderr.slice(-1500)}`);
+  } finally {
+    speaker.child.kill("SIGINT");
+    await Promise.race([speaker.done, sleep(5_000)]);
+    // Back to A's room (the hallway lists both rooms now: screenshot it).
+    if (await visible(b.page.getByRole("button", { name: "Leave quietly", exact: true }))) {
+      await b.page.getByRole("button", { name: "Leave quietly", exact: true }).click();
+    }
+    await b.page.getByRole("heading", { name: "Hallway" }).waitFor({ timeout: 15_000 });
+    await screenshots(b.page, "hallway").catch((e) => console.error(`screenshot: ${e.message}`));
+    await enterFromHallway(b, ROOM_TITLE);
+  }
+});
+
+story("the Room info panel lists exactly the people in the room; an operator-inserted device for B is a warning, not B", async () => {
+  await roomWithAandB();
+  const { A: a, B: b } = world.people;
+  const known = ["Alice", "Bob", "carol"];
+  const panel = await openRoomInfo(a.page);
+  await panel.getByText("End-to-end encrypted").first().waitFor({ timeout: 20_000 });
+  // Who can decrypt = who is in the room (A on stage, B in the audience).
+  const r = await until(30_000, async () => {
+    const shown = whoIs(await peopleShown(a.page), known).sort();
+    const roster = await rosterTexts(panel);
+    const names = whoIs(roster, known).sort();
+    const trustOk = roster.every((t) => /\b(verified|unverified|changed)\b/i.test(t));
+    return {
+      ok: JSON.stringify(names) === JSON.stringify(["Alice", "Bob"]) && JSON.stringify(shown) === JSON.stringify(["Alice", "Bob"]) && trustOk,
+      detail: { shown, roster },
+    };
+  });
+  assert.ok(r.ok, `A's Room info: "Who can decrypt" should be exactly Alice and Bob (each with verified/unverified/changed), as on the room screen; got ${JSON.stringify(r.detail)}`);
+  const text = await panel.innerText();
+  for (const words of ["Safety code", "Exposure window", "Frames decrypted"]) {
+    assert.ok(text.includes(words), `the Room info panel shows no "${words}": ${text}`);
+  }
+  const alertsBefore = await panel.getByRole("alert").allInnerTexts();
+  assert.deepEqual(alertsBefore, [], "an honest room shows no warning");
+
+  // B's panel agrees, and B decrypts A's frames.
+  const bPanel = await openRoomInfo(b.page);
+  const bRoster = await until(20_000, async () => {
+    const names = whoIs(await rosterTexts(bPanel), known).sort();
+    return { ok: JSON.stringify(names) === JSON.stringify(["Alice", "Bob"]), detail: names };
+  });
+  assert.ok(bRoster.ok, `B's "Who can decrypt": ${JSON.stringify(bRoster.detail)}`);
+  const f1 = await framesDecrypted(bPanel);
+  await sleep(1500);
+  const f2 = await framesDecrypted(bPanel);
+  assert.ok(f1 !== null && f2 > f1 && f1 > 0, `B's "Frames decrypted" should grow while A speaks: ${f1} then ${f2}`);
+
+  // The operator's device row for bob, signed in and listening.
+  const op = await operatorDevice(world.server, join(TMP, "operator"), "bob");
+  const opWav = join(ART, "operator-heard.wav");
+  const opListen = op.user.listen(world.roomId, opWav, "12s", join(ART, "operator-listen.log"));
+  const warned = await until(40_000, async () => {
+    const alerts = await panel.getByRole("alert").allInnerTexts();
+    const roster = await rosterTexts(panel);
+    return { ok: alerts.length > 0, detail: { alerts, roster } };
+  });
+  const rosterAfter = whoIs(await rosterTexts(panel), known).sort();
+  const bAlerts = await bPanel.getByRole("alert").allInnerTexts();
+  console.log(`operator device: A's alerts ${JSON.stringify(warned.detail.alerts)}; B's alerts ${JSON.stringify(bAlerts)}`);
+  const opRes = await opListen.done;
+  assert.ok(warned.ok, `A's Room info shows no warning (role=alert) for the operator's device: ${JSON.stringify(warned.detail)}\noperator's listen: ${opRes.stderr.slice(-1500)}`);
+  assert.deepEqual(rosterAfter, ["Alice", "Bob"], `the operator's device must not appear as a key holder (as Bob or anyone)`);
+  // And it heard nothing.
+  if (existsSync(opWav)) {
+    const lvl = rmsDb(readWav(opWav).samples);
+    assert.ok(lvl < -60, `the operator's device recorded audio at ${lvl.toFixed(1)} dBFS`);
+  }
+  await closeRoomInfo(a.page);
+  await closeRoomInfo(b.page);
+});
+
+story("B raises a hand, A invites B to the stage, B joins and speaks, A hears B; A bans B: B's page says so and stops decrypting", async () => {
+  await roomWithAandB();
+  const { A: a, B: b } = world.people;
+  await b.page.getByRole("button", { name: "Raise hand", exact: true }).click();
+  await b.page.getByRole("button", { name: "Lower hand", exact: true }).waitFor({ timeout: 10_000 });
+
+  const menu = await openActions(a.page, "Bob");
+  await menu.getByRole("menuitem", { name: "Invite to stage" }).click();
+  const dialog = b.page.getByRole("dialog", { name: "You're invited to the stage" });
+  await dialog.waitFor({ timeout: 15_000 });
+  await dialog.getByRole("button", { name: "Join the stage" }).click();
+  await b.page
+    .getByRole("region", { name: "Stage", exact: true })
+    .getByRole("listitem")
+    .filter({ hasText: "Bob" })
+    .waitFor({ timeout: 15_000 });
+  await ensureUnmuted(b.page);
+  const { ok, hearing } = await waitToHear(a.page, B, A, 40_000);
+  assert.ok(ok, `A should hear B's tones ${B} (and not its own ${A}); heard: ${describeHearing(hearing, [...B, ...A])}`);
+  // B on stage hears A still.
+  const back = await waitToHear(b.page, A, B, 15_000);
+  assert.ok(back.ok, `B on stage should hear A: ${describeHearing(back.hearing, [...A, ...B])}`);
+
+  // Two speakers and a listener (a native one) for the screenshots.
+  const c = await carol();
+  const listener = c.listen(world.roomId, join(ART, "native-listener.wav"), "12s", join(ART, "native-listener.log"));
+  await a.page
+    .getByRole("region", { name: "Audience", exact: true })
+    .getByRole("listitem")
+    .filter({ hasText: "carol" })
+    .waitFor({ timeout: 10_000 })
+    .catch(() => console.error("carol did not show in the audience for the screenshot"));
+  await screenshots(a.page, "room-host");
+  await screenshots(b.page, "room-speaker");
+  await listener.done;
+  await c.run(["room", "leave", "--room", world.roomId]).catch(() => {});
+
+  // The ban.
+  const bPanel = await openRoomInfo(b.page);
+  const before = await framesDecrypted(bPanel);
+  await closeRoomInfo(b.page);
+  const menu2 = await openActions(a.page, "Bob");
+  await menu2.getByRole("menuitem", { name: "Ban" }).click();
+  const banned = b.page.getByRole("alert").filter({ hasText: "You were banned from this room." });
+  await banned.waitFor({ timeout: 15_000 });
+  const aShows = await until(10_000, async () => {
+    const shown = whoIs(await peopleShown(a.page), ["Alice", "Bob"]);
+    return { ok: !shown.includes("Bob"), detail: shown };
+  });
+  assert.ok(aShows.ok, `A's room screen still shows Bob after the ban: ${JSON.stringify(aShows.detail)}`);
+  // B stops decrypting: A still speaks, B hears nothing of it.
+  await sleep(1500);
+  const h = await hear(b.page, 2.5);
+  const sorted = Array.from(h.mix).filter((v) => v > 0).sort((x, y) => x - y);
+  const median = sorted.length ? 10 * Math.log10(sorted[Math.floor(sorted.length / 2)]) : -Infinity;
+  const loudest = Math.max(...A.map((f) => h.level(f)));
+  assert.ok(
+    h.audibleSlots === 0 || loudest < Math.max(-90, median + 15),
+    `B still hears A after the ban: ${describeHearing(h, A)} (frames decrypted before the ban: ${before})`,
+  );
+  const info = b.page.getByRole("button", { name: "Room info", exact: true });
+  if (await visible(info)) {
+    const p = await openRoomInfo(b.page);
+    const f1 = await framesDecrypted(p);
+    await sleep(2000);
+    const f2 = await framesDecrypted(p);
+    assert.equal(f2, f1, `B's "Frames decrypted" still grows after the ban (${f1} -> ${f2})`);
+    await closeRoomInfo(b.page);
+  }
+});
+
+story("accessibility: the invite page, hallway and room screens have no serious or critical axe violations", async () => {
+  await roomWithAandB();
+  const d = await launchPerson("D", { wav: world.wav.N, artifacts: ART });
+  world.people.D = d;
+  const results = [];
+  const scan = async (page, where) => {
+    const r = await new AxeBuilder({ page }).analyze();
+    const bad = r.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+    results.push({ where, all: r.violations.length, bad });
+    return bad;
+  };
+  const code = await world.server.invite(1);
+  await d.page.goto(world.server.inviteUrl(code));
+  await d.page.getByRole("heading", { name: "Join sotto" }).waitFor({ timeout: 20_000 });
+  await scan(d.page, "invite page");
+  await register(d, world.server.inviteUrl(code), "dana", "Dana");
+  await scan(d.page, "hallway");
+  await d.page.getByRole("button", { name: "Start a room" }).click();
+  await d.page.getByRole("textbox", { name: "Title" }).waitFor();
+  await scan(d.page, "hallway, start-a-room form");
+  await d.page.goto(world.server.url + "/");
+  await d.page.getByRole("heading", { name: "Hallway" }).waitFor({ timeout: 20_000 });
+  await enterFromHallway(d, ROOM_TITLE);
+  await scan(d.page, "room screen (listener)");
+  await openRoomInfo(d.page);
+  await scan(d.page, "room screen with Room info open (listener)");
+  await closeRoomInfo(d.page);
+  await scan(world.people.A.page, "room screen (host)");
+  await d.page.getByRole("button", { name: "Leave quietly", exact: true }).click();
+  const fmt = results
+    .map((r) => `${r.where}: ${r.bad.length} serious/critical of ${r.all}` + r.bad.map((v) => `\n  [${v.impact}] ${v.id}: ${v.help} — ${v.nodes.map((n) => n.target.join(" ")).slice(0, 5).join(", ")}`).join(""))
+    .join("\n");
+  console.log(fmt);
+  assert.ok(results.every((r) => r.bad.length === 0), `axe found serious or critical violations:\n${fmt}`);
+});
+
+story("the server sends a Content-Security-Policy of default-src 'self', and no page reported a CSP violation", async () => {
+  await roomWithAandB();
+  const res = await fetch(world.server.url + "/");
+  const csp = res.headers.get("content-security-policy") || "";
+  assert.match(csp, /default-src 'self'/, `CSP on /: ${JSON.stringify(csp)}`);
+  const { readFileSync } = await import("node:fs");
+  for (const p of Object.values(world.people)) {
+    const log = existsSync(p.logFile) ? readFileSync(p.logFile, "utf8") : "";
+    const lines = log.split("\n").filter((l) => /Content Security Policy|Refused to (load|connect|execute|apply|compile)/i.test(l));
+    assert.deepEqual(lines, [], `${p.name}'s console reported CSP violations`);
+  }
+});
+
+story("every request of every page went to the server's origin; after the session the browsers store nothing but the device key store", async () => {
+  await roomWithAandB();
+  const origin = world.server.origin;
+  const host = new URL(origin).host;
+  const foreign = [];
+  for (const p of Object.values(world.people)) {
+    assert.ok(p.requests.length > 0, `no request recorded for ${p.name}`);
+    for (const r of p.requests) {
+      const u = new URL(r.url);
+      const o = u.protocol === "blob:" ? new URL(u.pathname).origin : u.protocol === "data:" ? origin : u.origin;
+      if (o !== origin) foreign.push(`${p.name}: ${r.method} ${r.url} (${r.type})`);
+    }
+    for (const ws of p.websockets) {
+      if (new URL(ws).host !== host) foreign.push(`${p.name}: websocket ${ws}`);
+    }
+  }
+  assert.deepEqual(foreign, [], `requests to other origins than ${origin}`);
+
+  // End the session: A ends the room (B was banned; D left).
+  const a = world.people.A;
+  const end = a.page.getByRole("button", { name: "End room", exact: true });
+  if (await visible(end)) {
+    await end.click();
+    const confirm = a.page.getByRole("dialog").getByRole("button", { name: /end room/i });
+    if (await visible(confirm, 1_500)) await confirm.click();
+  }
+  await sleep(1000);
+
+  for (const p of Object.values(world.people)) {
+    // Reloading the hallway signs in again from the stored device alone.
+    await p.page.goto(origin + "/");
+    await p.page.getByRole("heading", { name: "Hallway" }).waitFor({ timeout: 20_000 });
+    const stored = await p.page.evaluate(async () => {
+      const out = {
+        indexedDB: [],
+        localStorage: localStorage.length,
+        sessionStorage: sessionStorage.length,
+        caches: await caches.keys(),
+        cookie: document.cookie,
+        serviceWorkers: (await navigator.serviceWorker?.getRegistrations?.())?.length ?? 0,
+        opfs: [],
+      };
+      for (const info of await indexedDB.databases()) {
+        const db = await new Promise((res, rej) => {
+          const r = indexedDB.open(info.name);
+          r.onsuccess = () => res(r.result);
+          r.onerror = () => rej(r.error);
+        });
+        const stores = [...db.objectStoreNames];
+        db.close();
+        out.indexedDB.push({ name: info.name, stores });
+      }
+      try {
+        const root = await navigator.storage.getDirectory();
+        for await (const k of root.keys()) out.opfs.push(k);
+      } catch (e) {
+        out.opfs = [`(error: ${e})`];
+      }
+      return out;
+    });
+    const cookies = await p.context.cookies();
+    const got = { ...stored, cookies: cookies.map((c) => c.name) };
+    assert.deepEqual(
+      got,
+      {
+        indexedDB: [{ name: "sotto", stores: ["device"] }],
+        localStorage: 0,
+        sessionStorage: 0,
+        caches: [],
+        cookie: "",
+        serviceWorkers: 0,
+        opfs: [],
+        cookies: [],
+      },
+      `${p.name}'s browser stores more than the device key store`,
+    );
+  }
+});
