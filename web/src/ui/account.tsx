@@ -90,7 +90,7 @@ export function Account() {
       </section>
 
       <section class="card danger-zone" aria-labelledby="delete-heading">
-        <h2 id="delete-heading">Delete your account</h2>
+        <h2 id="delete-heading">Leave sotto</h2>
         <p>
           This deletes your account, your follows and your rooms' records from the server, and the device key from
           this browser. It cannot be undone.
@@ -101,7 +101,7 @@ export function Account() {
       </section>
       {error && <Alert>{error}</Alert>}
 
-      <Dialog open={confirm} title="Delete your account?" onClose={() => !deleting && setConfirm(false)}>
+      <Dialog open={confirm} title="Leave sotto for good?" onClose={() => !deleting && setConfirm(false)}>
         <p>
           Your account @{me.username} will be deleted for good, and this browser will forget its device key. You will
           need a new invite to come back.

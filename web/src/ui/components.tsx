@@ -87,7 +87,8 @@ export function Dialog(props: {
     if (open && !dlg.open) {
       returnTo.current = document.activeElement;
       dlg.showModal();
-      const first = dlg.querySelector<HTMLElement>("[autofocus], button, [href], input, select, textarea");
+      // The marked control if any, else the title: the dialog is read from the top.
+      const first = dlg.querySelector<HTMLElement>("[autofocus]") ?? dlg.querySelector<HTMLElement>(".dialog-title");
       first?.focus();
     } else if (!open && dlg.open) {
       dlg.close();
@@ -123,7 +124,7 @@ export function Dialog(props: {
         if (open) onCloseRef.current();
       }}
     >
-      <h2 id={titleId} class="dialog-title">
+      <h2 id={titleId} class="dialog-title" tabIndex={-1}>
         {props.title}
       </h2>
       {props.children}

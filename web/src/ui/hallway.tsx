@@ -170,9 +170,9 @@ function StartRoom(props: { onCancel: () => void }) {
       <Field label="Kind" hint={kindWords[kind]}>
         {(a) => (
           <select {...a} name="kind" value={kind} onChange={(e) => setKind((e.target as HTMLSelectElement).value as RoomKind)}>
-            <option value="open">open</option>
-            <option value="social">social</option>
-            <option value="closed">closed</option>
+            <option value="open">Open</option>
+            <option value="social">Social</option>
+            <option value="closed">Closed</option>
           </select>
         )}
       </Field>

@@ -392,6 +392,7 @@ export function RoomPage(props: { roomId: string }) {
       </section>
 
       <section class="controls" aria-label="Your controls">
+        <div class="button-row">
         {meOnStage ? (
           mine?.muted ? (
             <button type="button" class="button primary" disabled={busy} onClick={() => void run(() => api.memberAction(roomId, me.id, "unmute"))}>
@@ -430,6 +431,7 @@ export function RoomPage(props: { roomId: string }) {
         {moderating && (
           <EndRoom onEnd={() => void self("end")} busy={busy} />
         )}
+        </div>
         <Field label="Microphone">
           {(a) => (
             <select {...a} class="mic-select" value={micId ?? ""} onChange={(e) => void chooseMic((e.target as HTMLSelectElement).value)}>
@@ -506,7 +508,6 @@ function Person(props: { member: MemberView; isMe: boolean; speaking: boolean; i
         {m.display_name}
       </span>
       <span class="person-state" id={`${id}-state`}>
-        {m.hand_raised && <span aria-hidden="true">✋ </span>}
         {states.join(", ")}
       </span>
       {props.items.length > 0 && <MenuButton label={`Actions for ${m.display_name}`} items={props.items} />}
