@@ -58,6 +58,12 @@ function statusWords(status: number): string {
 
 export class Api {
   private token: string | null = null;
+  private refresh: (() => Promise<unknown>) | null = null;
+
+  /** Signs in again when the server says the session ended (used once per request). */
+  setRefresher(fn: (() => Promise<unknown>) | null): void {
+    this.refresh = fn;
+  }
 
   setToken(token: string | null): void {
     this.token = token;
@@ -73,6 +79,39 @@ export class Api {
   }
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    try {
+      return await this.requestOnce<T>(method, path, body);
+    } catch (e) {
+      const expired =
+        e instanceof ApiError &&
+        e.status === 401 &&
+        (e.code === "session_expired" || e.code === "unauthenticated") &&
+        this.token !== null &&
+        this.refresh !== null &&
+        !path.startsWith("/api/auth/") &&
+        path !== "/api/register";
+      if (!expired) throw e;
+      await this.refresh!();
+      return this.requestOnce<T>(method, path, body);
+    }
+  }
+
+  /** Leaves a room as the page goes away (the request outlives the page). */
+  leaveOnUnload(roomId: string): void {
+    if (!this.token) return;
+    try {
+      void fetch(`/api/rooms/${seg(roomId)}/leave`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${this.token}` },
+        keepalive: true,
+        credentials: "same-origin",
+      }).catch(() => {});
+    } catch {
+      // nothing to do
+    }
+  }
+
+  private async requestOnce<T>(method: string, path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (this.token) headers["Authorization"] = `Bearer ${this.token}`;

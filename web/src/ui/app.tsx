@@ -92,6 +92,7 @@ export function App() {
       setEngine(eng);
       const auth = new Auth(api, eng);
       authRef.current = auth;
+      api.setRefresher(() => auth.token(true));
       let device;
       try {
         device = await eng.device();

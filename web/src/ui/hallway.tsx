@@ -61,7 +61,7 @@ export function Hallway() {
           type="button"
           class="button primary"
           aria-expanded={creating}
-          aria-controls="start-room"
+          aria-controls={creating ? "start-room" : undefined}
           onClick={() => setCreating(!creating)}
         >
           Start a room
