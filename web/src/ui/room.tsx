@@ -18,7 +18,6 @@ import { RoomInfo } from "./roominfo";
 import { navigate, paths } from "./router";
 
 const SPEAKING_LEVEL = 0.05;
-const MIC_KEY = "sotto.microphone";
 
 type Gone =
   | { kind: "banned" }
@@ -45,12 +44,12 @@ export function onStage(role: Role): boolean {
   return role !== "listener";
 }
 
+// The chosen microphone, for the rest of this page's life (the page stores
+// nothing but the device key).
+let chosenMicrophone: string | undefined;
+
 function savedMicrophone(): string | undefined {
-  try {
-    return localStorage.getItem(MIC_KEY) ?? undefined;
-  } catch {
-    return undefined;
-  }
+  return chosenMicrophone;
 }
 
 export function RoomPage(props: { roomId: string }) {
@@ -329,12 +328,7 @@ export function RoomPage(props: { roomId: string }) {
   async function chooseMic(id: string) {
     const next = id === "" ? undefined : id;
     setMicId(next);
-    try {
-      if (next) localStorage.setItem(MIC_KEY, next);
-      else localStorage.removeItem(MIC_KEY);
-    } catch {
-      // not kept; fine
-    }
+    chosenMicrophone = next;
     // The engine takes the microphone when the audio starts: start it again.
     if (sessionRef.current) setAudioEpoch((n) => n + 1);
   }

@@ -12,7 +12,7 @@ const trustWords: Record<TrustLevel, string> = {
 const trustHelp: Record<TrustLevel, string> = {
   verified: "you compared safety codes",
   unverified: "not compared with you yet",
-  changed: "their devices changed since you verified them",
+  changed: "their devices changed since you compared codes",
 };
 
 function plural(n: number, one: string, many: string): string {
