@@ -88,6 +88,8 @@ interface OpenRoom {
   /** Frames dropped because the room had no send key yet, or the mic was off. */
   noKey: number;
   micOff: number;
+  /** The pins as this room last saved (or was given) them. */
+  trust: string;
 }
 
 const rooms = new Map<number, OpenRoom>();
@@ -146,11 +148,17 @@ function report(key: number): void {
   saveTrust(r);
 }
 
+/**
+ * Saves the room's pins when they moved since the room last saved them
+ * (not merely when they differ from the record: another room, or a later
+ * change to the record, may have moved the record on).
+ */
 function saveTrust(r: OpenRoom): void {
   if (!record) return;
   try {
     const t = r.room.trust();
-    if (t !== record.trust) {
+    if (t !== r.trust) {
+      r.trust = t;
       record.trust = t;
       saveRecord();
     }
@@ -304,6 +312,7 @@ const methods: { [M in keyof CoreMethods]: (...args: Parameters<CoreMethods[M]>)
       senders: new Array(SLOTS).fill(null),
       noKey: 0,
       micOff: 0,
+      trust: rec.trust,
     };
     rooms.set(key, r);
     emit(key, room.takeOutgoing());
