@@ -211,7 +211,13 @@ export function RoomPage(props: { roomId: string }) {
       bufferRef.current = [];
       for (const msg of queued) session.handle(msg);
       if (viewRef.current) session.update(viewRef.current);
+      // Labels appear once the microphone is allowed (the engine asks in the background).
       void listMicrophones();
+      for (const ms of [1500, 5000]) {
+        window.setTimeout(() => {
+          if (!cancelled) void listMicrophones();
+        }, ms);
+      }
     })();
     return () => {
       cancelled = true;
@@ -329,8 +335,13 @@ export function RoomPage(props: { roomId: string }) {
     const next = id === "" ? undefined : id;
     setMicId(next);
     chosenMicrophone = next;
-    // The engine takes the microphone when the audio starts: start it again.
-    if (sessionRef.current) setAudioEpoch((n) => n + 1);
+    const s = sessionRef.current;
+    if (!s) return;
+    // The engine can switch the sending track in place (not in api.ts yet);
+    // otherwise the audio starts again with the new microphone.
+    const switcher = s as RoomSession & { setMicrophone?: (deviceId: string) => void };
+    if (typeof switcher.setMicrophone === "function" && next) switcher.setMicrophone(next);
+    else setAudioEpoch((n) => n + 1);
   }
 
   if (gone) return <RoomGone gone={gone} title={view?.title ?? null} />;
