@@ -967,6 +967,29 @@ impl RoomCrypto {
         self.roster.as_ref()
     }
 
+    /// How long a listener who is removed or banned can still decrypt, at
+    /// most (milliseconds): the audience key's rotation period.
+    pub fn exposure_window_ms(&self) -> u64 {
+        self.config.rotation_period_ms
+    }
+
+    /// The account of the stage member who sent `frame` (an SFrame frame,
+    /// still encrypted), as the stage group's own credentials name it; None
+    /// when this device is not in the stage group (a listener knows keys,
+    /// not who holds which leaf) or the frame is malformed. For showing who
+    /// speaks; it says nothing about whether the frame decrypts.
+    pub fn frame_sender(&self, frame: &[u8]) -> Option<UserId> {
+        let (kid, _, _) = parse_header(frame).ok()?;
+        let (leaf, _) = sotto_e2ee::keys::split_kid(kid);
+        let m = self.part.member()?;
+        m.stage
+            .member_accounts()
+            .into_iter()
+            .find(|(index, _, _)| u64::from(*index) == leaf)
+            .and_then(|(_, _, account)| String::from_utf8(account?).ok())
+            .map(UserId)
+    }
+
     /// Whether the server made this device the room's key distributor.
     pub fn is_distributor(&self) -> bool {
         matches!(self.part, Part::Distributor(..))

@@ -7,6 +7,7 @@ pub mod doc;
 pub mod extract;
 pub mod ops;
 pub mod rooms;
+pub mod ui;
 pub mod users;
 
 use std::sync::Arc;
@@ -212,7 +213,7 @@ pub fn router(state: AppState) -> Router {
     let (api, _) = api_routes().split_for_parts();
     api.route("/api/openapi.json", get(ops::openapi_json))
         .route("/invite/{code}", get(ops::invite_page))
-        .fallback(not_found)
+        .fallback(not_found_or_client)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -240,8 +241,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such route")
+/// The web client's files and pages (GET outside `/api/`), else 404.
+async fn not_found_or_client(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    match ui::serve(&method, &uri) {
+        Some(page) => page,
+        None => ApiError::new(ErrorCode::NotFound, "no such route").into_response(),
+    }
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -74,6 +74,15 @@ pub async fn invite_page(
             Err(e) => Err(e.code),
         }
     };
+    // With the web client built in, the link opens it (it signs up in the
+    // browser); the status still says whether the invite can be used.
+    let client_status = match &status {
+        Ok(()) => StatusCode::OK,
+        Err(code) => StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::NOT_FOUND),
+    };
+    if let Some(page) = super::ui::page(client_status) {
+        return page;
+    }
     let server = state.base_url();
     let (http_status, body) = match status {
         Ok(()) => (
