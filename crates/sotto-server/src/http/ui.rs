@@ -48,7 +48,7 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-fn respond(status: StatusCode, path: &str, bytes: &'static [u8], head: bool) -> Response {
+fn respond(status: StatusCode, path: &str, bytes: &'static [u8]) -> Response {
     // Vite names what it builds under assets/ by content hash: those never
     // change; the page itself is checked every time.
     let cache = if path.starts_with("assets/") {
@@ -56,12 +56,8 @@ fn respond(status: StatusCode, path: &str, bytes: &'static [u8], head: bool) -> 
     } else {
         "no-cache"
     };
-    let body = if head {
-        Body::empty()
-    } else {
-        Body::from(bytes)
-    };
-    let mut response = (status, body).into_response();
+    // (For HEAD, the server sends the headers only.)
+    let mut response = (status, Body::from(bytes)).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -86,14 +82,13 @@ fn respond(status: StatusCode, path: &str, bytes: &'static [u8], head: bool) -> 
 /// The client's page with `status` (an invite link that cannot be used is
 /// still the page, with its status), if the client is embedded.
 pub fn page(status: StatusCode) -> Option<Response> {
-    asset("index.html").map(|bytes| respond(status, "index.html", bytes, false))
+    asset("index.html").map(|bytes| respond(status, "index.html", bytes))
 }
 
 /// What a GET outside `/api/` finds: a file of the client, or its page for
 /// a path the client routes (no dot in the last segment). None: not ours.
 pub fn serve(method: &Method, uri: &Uri) -> Option<Response> {
-    let head = method == Method::HEAD;
-    if !(head || method == Method::GET) {
+    if !(method == Method::HEAD || method == Method::GET) {
         return None;
     }
     let path = uri.path().trim_start_matches('/');
@@ -101,14 +96,14 @@ pub fn serve(method: &Method, uri: &Uri) -> Option<Response> {
         return None;
     }
     if let Some(bytes) = asset(path).filter(|_| !path.is_empty()) {
-        return Some(respond(StatusCode::OK, path, bytes, head));
+        return Some(respond(StatusCode::OK, path, bytes));
     }
     let last = path.rsplit('/').next().unwrap_or("");
     if last.contains('.') {
         return None;
     }
     match asset("index.html") {
-        Some(bytes) => Some(respond(StatusCode::OK, "index.html", bytes, head)),
+        Some(bytes) => Some(respond(StatusCode::OK, "index.html", bytes)),
         None if path.is_empty() => Some(not_built()),
         None => None,
     }
