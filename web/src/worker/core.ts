@@ -430,6 +430,10 @@ function recvFrame(key: number, slot: number, frame: Frame, out: TransformStream
   const r = rooms.get(key);
   if (!r) return;
   const data = new Uint8Array(frame.data);
+  // Empty payloads (padding-only RTP packets, seen here every few seconds
+  // with the previous packet's timestamp) carry no audio: dropped, not
+  // counted as decrypt failures.
+  if (data.length === 0) return;
   let opus: Uint8Array | undefined;
   try {
     const who = r.room.sender(data);
