@@ -22,6 +22,8 @@ const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 5000;
 /** Longest wait for ICE candidates before the offer goes out anyway (no trickle on the channel). */
 const GATHER_MS = 3000;
+/** An offer with no answer after this long is made again. */
+const ANSWER_MS = 10000;
 
 const MIC_CONSTRAINTS = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
 
@@ -47,6 +49,9 @@ export class Media {
   private generation = 0;
   /** Offers sent on the current channel not answered yet. */
   private unanswered = 0;
+  /** From the start of a new connection until its answer is applied. */
+  private awaitingAnswer = false;
+  private answerTimer: ReturnType<typeof setTimeout> | undefined;
   private micStream: MediaStream | null = null;
   private micTrack: MediaStreamTrack | null = null;
   private micWanted = false;
@@ -96,6 +101,8 @@ export class Media {
     const pc = this.pc;
     if (!pc || pc.signalingState !== "have-local-offer") return;
     const gen = this.generation;
+    this.awaitingAnswer = false;
+    clearTimeout(this.answerTimer);
     pc.setRemoteDescription({ type: "answer", sdp }).catch((e) => {
       if (gen !== this.generation) return;
       console.warn("sotto: the media answer was refused", e);
@@ -105,6 +112,10 @@ export class Media {
 
   /** The server dropped our media peer: offer again now. */
   gone(): void {
+    // While a new connection is being offered, the server's word is about
+    // the one this device just closed (it notices the close before it sees
+    // the new offer): nothing to do.
+    if (this.awaitingAnswer) return;
     this.retryMs = RETRY_FIRST_MS;
     this.retry();
   }
@@ -114,6 +125,7 @@ export class Media {
     this.channelDown = true;
     this.unanswered = 0;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.answerTimer);
   }
 
   /** The channel is back: offers on it afresh. */
@@ -147,6 +159,7 @@ export class Media {
     this.generation++;
     clearTimeout(this.retryTimer);
     clearTimeout(this.disconnectedTimer);
+    clearTimeout(this.answerTimer);
     if (this.pc) {
       try {
         this.hooks.send(clientMessage({ type: "media_leave", room_id: this.roomId }));
@@ -227,8 +240,10 @@ export class Media {
     if (this.closed || this.channelDown || !this.path) return;
     const path = this.path;
     const gen = ++this.generation;
+    this.awaitingAnswer = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.disconnectedTimer);
+    clearTimeout(this.answerTimer);
     this.pc?.close();
     const pc = new RTCPeerConnection(peerConfig(path));
     this.pc = pc;
@@ -257,6 +272,10 @@ export class Media {
       if (!sdp) throw new Error("no local description");
       this.unanswered++;
       this.hooks.send(clientMessage({ type: "media_offer", room_id: this.roomId, sdp }));
+      // No answer (a refused offer, a lost message): offer again.
+      this.answerTimer = setTimeout(() => {
+        if (gen === this.generation && this.awaitingAnswer) this.retry();
+      }, ANSWER_MS);
     } catch (e) {
       if (gen !== this.generation) return;
       console.warn("sotto: setting up media failed", e);

@@ -158,6 +158,11 @@ export class Session implements RoomSession {
   private shutdown(): void {
     this.closed = true;
     clearInterval(this.levelTimer);
+    try {
+      this.opts.onLevels({}); // Nobody speaks here any more.
+    } catch {
+      // the UI's problem
+    }
     clearTimeout(this.refetchTimer);
     this.levels.close();
     this.core.removeRoom(this.key);
