@@ -149,8 +149,7 @@ export class Session implements RoomSession {
 
   close(): void {
     if (this.closed) return;
-    this.closed = true;
-    this.media.close();
+    this.media.close(); // sends media_leave: before `closed` stops sending
     this.shutdown();
     this.core.call("closeRoom", this.key).catch((e) => console.warn("sotto: closing the room failed", e));
   }
