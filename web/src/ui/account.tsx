@@ -110,7 +110,7 @@ export function Account() {
           <button type="button" class="button danger" disabled={deleting} onClick={() => void deleteAccount()}>
             {deleting ? "Deleting…" : "Delete my account"}
           </button>
-          <button type="button" class="button" autofocus disabled={deleting} onClick={() => setConfirm(false)}>
+          <button type="button" class="button" data-autofocus disabled={deleting} onClick={() => setConfirm(false)}>
             Cancel
           </button>
         </div>

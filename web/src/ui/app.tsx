@@ -76,6 +76,16 @@ export function App() {
   const channelRef = useRef<Channel | null>(null);
   const [channelState, setChannelState] = useState<ChannelState>("down");
   const [attempt, setAttempt] = useState(0);
+  // "Reconnecting" shows only when the channel stays down a moment.
+  const [showDown, setShowDown] = useState(false);
+  useEffect(() => {
+    if (channelState !== "down") {
+      setShowDown(false);
+      return;
+    }
+    const t = window.setTimeout(() => setShowDown(true), 1000);
+    return () => window.clearTimeout(t);
+  }, [channelState]);
 
   // Start: find the device, sign in with it.
   useEffect(() => {
@@ -246,7 +256,7 @@ export function App() {
           )}
         </div>
       </header>
-      {session && channelState === "down" && (
+      {session && showDown && (
         <p class="connection-banner" role="status">
           Connection lost. Reconnecting…
         </p>

@@ -88,7 +88,7 @@ export function Dialog(props: {
       returnTo.current = document.activeElement;
       dlg.showModal();
       // The marked control if any, else the title: the dialog is read from the top.
-      const first = dlg.querySelector<HTMLElement>("[autofocus]") ?? dlg.querySelector<HTMLElement>(".dialog-title");
+      const first = dlg.querySelector<HTMLElement>("[data-autofocus]") ?? dlg.querySelector<HTMLElement>(".dialog-title");
       first?.focus();
     } else if (!open && dlg.open) {
       dlg.close();

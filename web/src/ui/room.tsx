@@ -246,6 +246,13 @@ export function RoomPage(props: { roomId: string }) {
     return () => md.removeEventListener("devicechange", fn);
   }, []);
 
+  // Confirmations fade after a while.
+  useEffect(() => {
+    if (!notice) return;
+    const t = window.setTimeout(() => setNotice(null), 6000);
+    return () => window.clearTimeout(t);
+  }, [notice]);
+
   // Closing the tab leaves the room too.
   useEffect(() => {
     const onHide = (e: PageTransitionEvent) => {
@@ -496,7 +503,7 @@ export function RoomPage(props: { roomId: string }) {
         onDecline={() => void self("decline-stage")}
       />
 
-      <RoomInfo open={infoOpen} onClose={() => setInfoOpen(false)} status={status} alerts={alerts} names={names} audioReady={audioReady} />
+      <RoomInfo open={infoOpen} onClose={() => setInfoOpen(false)} status={status} alerts={alerts} names={names} meId={me.id} audioReady={audioReady} />
     </div>
   );
 }
@@ -550,7 +557,7 @@ function EndRoom(props: { onEnd: () => void; busy: boolean }) {
           >
             End the room
           </button>
-          <button type="button" class="button" autofocus onClick={() => setConfirming(false)}>
+          <button type="button" class="button" data-autofocus onClick={() => setConfirming(false)}>
             Keep it going
           </button>
         </div>

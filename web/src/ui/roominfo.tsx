@@ -25,6 +25,7 @@ export function RoomInfo(props: {
   status: E2eeStatus | null;
   alerts: string[];
   names: Map<string, string>;
+  meId: string;
   audioReady: boolean;
 }) {
   const s = props.status;
@@ -63,7 +64,8 @@ export function RoomInfo(props: {
               const name = r.userId !== null ? props.names.get(r.userId) : undefined;
               return (
                 <li key={`${r.userId ?? "unknown"}-${i}`} class="roster-entry">
-                  <span class="roster-name">{name ?? "Unknown device"}</span>{" "}
+                  <span class="roster-name">{name ?? "Unknown device"}</span>
+                  {r.userId !== null && r.userId === props.meId && <span class="muted"> (you)</span>}{" "}
                   <span class={`trust trust-${r.trust ?? "none"}`}>
                     {r.trust ? trustWords[r.trust] : "not verifiable"}
                   </span>
