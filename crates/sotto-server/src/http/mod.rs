@@ -242,8 +242,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The web client's files and pages (GET outside `/api/`), else 404.
-async fn not_found_or_client(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    match ui::serve(&method, &uri) {
+async fn not_found_or_client(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match ui::serve(&method, &uri, &headers) {
         Some(page) => page,
         None => ApiError::new(ErrorCode::NotFound, "no such route").into_response(),
     }

@@ -60,6 +60,7 @@ pub async fn openapi_json(State(state): State<AppState>) -> Response {
 /// Everything is inline: the page loads nothing from anywhere.
 pub async fn invite_page(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     ApiPath(code): ApiPath<String>,
 ) -> Response {
     let status = if code.len() > 128 {
@@ -80,7 +81,7 @@ pub async fn invite_page(
         Ok(()) => StatusCode::OK,
         Err(code) => StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::NOT_FOUND),
     };
-    if let Some(page) = super::ui::page(client_status) {
+    if let Some(page) = super::ui::page(client_status, &headers) {
         return page;
     }
     let server = state.base_url();

@@ -6,7 +6,7 @@
 //! (the client routes by path); `/api/` never does.
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 mod assets {
@@ -48,7 +48,12 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-fn respond(status: StatusCode, path: &str, bytes: &'static [u8]) -> Response {
+fn respond(
+    status: StatusCode,
+    path: &str,
+    bytes: &'static [u8],
+    gzip: Option<&'static [u8]>,
+) -> Response {
     // Vite names what it builds under assets/ by content hash: those never
     // change; the page itself is checked every time.
     let cache = if path.starts_with("assets/") {
@@ -57,8 +62,12 @@ fn respond(status: StatusCode, path: &str, bytes: &'static [u8]) -> Response {
         "no-cache"
     };
     // (For HEAD, the server sends the headers only.)
-    let mut response = (status, Body::from(bytes)).into_response();
+    let mut response = (status, Body::from(gzip.unwrap_or(bytes))).into_response();
     let headers = response.headers_mut();
+    if gzip.is_some() {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(path)),
@@ -79,15 +88,34 @@ fn respond(status: StatusCode, path: &str, bytes: &'static [u8]) -> Response {
     response
 }
 
+/// The gzipped copy of `path` (made by `scripts/web-build`), if the
+/// browser takes gzip.
+fn gzipped(path: &str, headers: &HeaderMap) -> Option<&'static [u8]> {
+    let accepts = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            parts.next() == Some("gzip") && parts.all(|p| p != "q=0" && p != "q=0.0")
+        });
+    if !accepts {
+        return None;
+    }
+    asset(&format!("{path}.gz"))
+}
+
 /// The client's page with `status` (an invite link that cannot be used is
 /// still the page, with its status), if the client is embedded.
-pub fn page(status: StatusCode) -> Option<Response> {
-    asset("index.html").map(|bytes| respond(status, "index.html", bytes))
+pub fn page(status: StatusCode, headers: &HeaderMap) -> Option<Response> {
+    asset("index.html")
+        .map(|bytes| respond(status, "index.html", bytes, gzipped("index.html", headers)))
 }
 
 /// What a GET outside `/api/` finds: a file of the client, or its page for
 /// a path the client routes (no dot in the last segment). None: not ours.
-pub fn serve(method: &Method, uri: &Uri) -> Option<Response> {
+pub fn serve(method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
     if !(method == Method::HEAD || method == Method::GET) {
         return None;
     }
@@ -95,15 +123,20 @@ pub fn serve(method: &Method, uri: &Uri) -> Option<Response> {
     if path == "api" || path.starts_with("api/") {
         return None;
     }
-    if let Some(bytes) = asset(path).filter(|_| !path.is_empty()) {
-        return Some(respond(StatusCode::OK, path, bytes));
+    if let Some(bytes) = asset(path).filter(|_| !path.is_empty() && !path.ends_with(".gz")) {
+        return Some(respond(StatusCode::OK, path, bytes, gzipped(path, headers)));
     }
     let last = path.rsplit('/').next().unwrap_or("");
     if last.contains('.') {
         return None;
     }
     match asset("index.html") {
-        Some(bytes) => Some(respond(StatusCode::OK, "index.html", bytes)),
+        Some(bytes) => Some(respond(
+            StatusCode::OK,
+            "index.html",
+            bytes,
+            gzipped("index.html", headers),
+        )),
         None if path.is_empty() => Some(not_built()),
         None => None,
     }
@@ -131,18 +164,18 @@ mod tests {
     fn api_paths_are_never_the_page() {
         for path in ["/api", "/api/", "/api/nothing", "/api/rooms/x"] {
             let uri: Uri = path.parse().unwrap();
-            assert!(serve(&Method::GET, &uri).is_none(), "{path}");
+            assert!(serve(&Method::GET, &uri, &HeaderMap::new()).is_none(), "{path}");
         }
         let uri: Uri = "/room/abc".parse().unwrap();
-        assert!(serve(&Method::POST, &uri).is_none());
+        assert!(serve(&Method::POST, &uri, &HeaderMap::new()).is_none());
         let uri: Uri = "/missing.js".parse().unwrap();
-        assert!(serve(&Method::GET, &uri).is_none());
+        assert!(serve(&Method::GET, &uri, &HeaderMap::new()).is_none());
     }
 
     #[test]
     fn client_routes_get_the_page_with_the_policy() {
         let uri: Uri = "/room/abc".parse().unwrap();
-        match serve(&Method::GET, &uri) {
+        match serve(&Method::GET, &uri, &HeaderMap::new()) {
             Some(r) if embedded() => {
                 assert_eq!(r.status(), StatusCode::OK);
                 assert_eq!(
