@@ -88,6 +88,14 @@ export interface JoinOptions {
   microphoneId?: string;
   /** Asked for each member whose chain the engine needs (profile.device_chain). */
   fetchChain: (userId: string, username: string) => Promise<string | null>;
+  /**
+   * The device keys the server lists for this account (`GET /api/me/devices`,
+   * each `public_key`), or null if it did not answer. When given, the engine
+   * checks them against the account's own chain (at the start, then every
+   * 30 s, as the native client does): a device none of the account's devices
+   * added (e.g. the operator signing in as this user) is an alert.
+   */
+  ownDevices?: () => Promise<string[] | null>;
   /** Status changes (E2EE status, alerts). */
   onStatus: (s: E2eeStatus) => void;
   /** Audio levels 0..1 by user id (about 10 times a second), own included. */
