@@ -52,7 +52,7 @@ export function createEngine(): Engine {
       const core = c();
       const info = await core.call("device");
       if (!info?.userId) throw new Error("This device is not signed in to an account.");
-      const session = new Session(core, core.newKey(), info.userId, opts);
+      const session = new Session(core, core.newKey(), info.userId, info.username, opts);
       await session.open();
       return session;
     },

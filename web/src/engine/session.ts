@@ -15,6 +15,8 @@ const LEVELS_EVERY_MS = 100;
 const MAX_CHAIN_FETCHES = 200;
 /** Shortest time between two fetches of every member's chain (when the roster names unknown key holders). */
 const REFETCH_ALL_MS = 5000;
+/** How often the devices the server lists for this account are checked. */
+const OWN_DEVICES_EVERY_MS = 30_000;
 /** Alerts kept for the room-info panel. */
 const MAX_ALERTS = 50;
 
@@ -42,6 +44,7 @@ export class Session implements RoomSession {
   private readonly levels = new Levels();
   private readonly media: Media;
   private levelTimer: ReturnType<typeof setInterval> | undefined;
+  private ownTimer: ReturnType<typeof setInterval> | undefined;
   private closed = false;
   private micOn = false;
 
@@ -60,6 +63,7 @@ export class Session implements RoomSession {
     private readonly core: Core,
     private readonly key: number,
     private readonly me: string,
+    private readonly myUsername: string | undefined,
     private readonly opts: JoinOptions,
   ) {
     this.view = opts.room;
@@ -80,6 +84,10 @@ export class Session implements RoomSession {
     }
     this.levelTimer = setInterval(() => this.reportLevels(), LEVELS_EVERY_MS);
     void this.fetchChains();
+    if (this.opts.ownDevices) {
+      void this.checkOwnDevices();
+      this.ownTimer = setInterval(() => void this.checkOwnDevices(), OWN_DEVICES_EVERY_MS);
+    }
     void this.media.start();
   }
 
@@ -157,6 +165,7 @@ export class Session implements RoomSession {
   private shutdown(): void {
     this.closed = true;
     clearInterval(this.levelTimer);
+    clearInterval(this.ownTimer);
     try {
       this.opts.onLevels({}); // Nobody speaks here any more.
     } catch {
@@ -280,6 +289,20 @@ export class Session implements RoomSession {
       }
     } finally {
       this.fetching = false;
+    }
+  }
+
+  /** Has the core check the devices the server lists for this account against its own chain. */
+  private async checkOwnDevices(): Promise<void> {
+    const ask = this.opts.ownDevices;
+    if (!ask || !this.myUsername || this.closed) return;
+    try {
+      const [listed, chain] = await Promise.all([ask(), this.opts.fetchChain(this.me, this.myUsername)]);
+      // The server did not answer: tried again later.
+      if (!listed || !chain || this.closed) return;
+      await this.core.call("checkOwnDevices", this.key, chain, listed);
+    } catch (e) {
+      console.warn("sotto: own devices not checked", e);
     }
   }
 

@@ -374,6 +374,18 @@ const methods: { [M in keyof CoreMethods]: (...args: Parameters<CoreMethods[M]>)
     report(key);
   },
 
+  async checkOwnDevices(key, chain, listed) {
+    const r = rooms.get(key);
+    if (!r) return;
+    try {
+      r.room.checkOwnDevices(chain, listed);
+    } catch (e) {
+      // A chain that does not verify, or that lacks this device, is an alert of the core's own.
+      console.warn("sotto: own devices not checked:", errorText(e));
+    }
+    report(key);
+  },
+
   async setMicEnabled(key, on) {
     needRoom(key).micOn = on;
   },

@@ -34,6 +34,8 @@ export interface CoreMethods {
   learnChain(key: number, userId: string, chain: string): string | null;
   /** Once the members' chains are learnt: names the roster's key holders, counts (and alerts on) hidden ones. */
   checkRoster(key: number): void;
+  /** The account's own chain and the device keys the server lists for it: unknown ones are an alert. */
+  checkOwnDevices(key: number, chain: string, listed: string[]): void;
   /** Whether outgoing frames may be encrypted (and so sent) at all. */
   setMicEnabled(key: number, on: boolean): void;
   /** Frees the room's state (saving the trust pins first). */
