@@ -14,6 +14,7 @@ import type { RoomSummary } from "../wire/RoomSummary";
 import type { RoomView } from "../wire/RoomView";
 import type { SessionResponse } from "../wire/SessionResponse";
 import type { UserSummary } from "../wire/UserSummary";
+import { errorWords } from "./errors";
 
 export class ApiError extends Error {
   /** The server's stable error code, or `network` / `bad_response`. */
@@ -139,8 +140,8 @@ export class Api {
       try {
         const parsed = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
         if (parsed && parsed.error && typeof parsed.error.message === "string") {
-          message = parsed.error.message;
           if (typeof parsed.error.code === "string") code = parsed.error.code;
+          message = errorWords(code, parsed.error.message);
         }
       } catch {
         // not JSON: keep the plain words for the status
