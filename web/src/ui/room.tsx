@@ -648,7 +648,7 @@ function RoomGone(props: { gone: Gone; title: string | null }) {
           : props.gone.message;
   return (
     <section class="card narrow">
-      <h1>{props.title ?? "Room"}</h1>
+      <h1>{props.title ?? (props.gone.kind === "refused" ? "Could not join the room" : "Room")}</h1>
       <Alert kind={props.gone.kind === "ended" ? "info" : "error"}>{text}</Alert>
       <p>
         <Link href={paths.hallway()}>Back to the hallway</Link>
