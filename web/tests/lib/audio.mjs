@@ -202,6 +202,23 @@ export function bestAlignment(reference, received) {
   return best;
 }
 
+/** How well `received` carries `reference` when the path may slip (a
+ * stalled capture or a jitter buffer shifts the timing by tens of ms now and
+ * then): each `windowS` window of `received` is aligned on its own within
+ * `reference` (which must hold at least one full loop more than a window).
+ * Returns { median, windows: [{ at, ncc, offset }] }. */
+export function windowedCorrelation(reference, received, windowS = 1, rate = RATE) {
+  const w = Math.round(windowS * rate);
+  const windows = [];
+  for (let start = 0; start + w <= received.length; start += w) {
+    const { offset, ncc } = bestAlignment(reference, received.subarray(start, start + w));
+    windows.push({ at: start / rate, ncc, offset: offset / rate });
+  }
+  const sorted = windows.map((x) => x.ncc).sort((a, b) => a - b);
+  const median = sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : 0;
+  return { median, windows };
+}
+
 export function rmsDb(samples) {
   let s = 0;
   for (const v of samples) s += v * v;

@@ -52,7 +52,10 @@ export async function launchPerson(name, { wav, artifacts, viewport = { width: 1
   const log = (line) => appendFileSync(logFile, `${new Date().toISOString()} ${line}\n`);
   context.on("request", (r) => person.requests.push({ url: r.url(), method: r.method(), type: r.resourceType() }));
   const watch = (page) => {
-    page.on("console", (m) => log(`[${m.type()}] ${m.text()}`));
+    page.on("console", (m) => {
+      const where = m.location()?.url ? ` (${m.location().url})` : "";
+      log(`[${m.type()}] ${m.text()}${where}`);
+    });
     page.on("pageerror", (e) => log(`[pageerror] ${e.stack || e}`));
     page.on("websocket", (ws) => {
       person.websockets.push(ws.url());
