@@ -145,12 +145,12 @@ export class Media {
 
   /** Another microphone: replaces the sending track (no renegotiation). */
   async setMicrophone(deviceId: string | undefined): Promise<void> {
+    if (deviceId === this.microphoneId && this.micTrack) return;
     this.microphoneId = deviceId;
-    const old = this.micStream;
-    this.micStream = null;
-    this.micTrack = null;
-    await this.acquireMic();
-    old?.getTracks().forEach((t) => t.stop());
+    await this.micPending?.catch(() => {});
+    if (!this.path || this.closed) return;
+    // On failure the current microphone stays (and the alert says why).
+    await this.getMic();
   }
 
   close(): void {
@@ -221,10 +221,12 @@ export class Media {
     }
     const track = stream.getAudioTracks()[0] ?? null;
     if (track) track.enabled = this.micWanted;
+    const old = this.micStream;
     this.micStream = stream;
     this.micTrack = track;
     this.levels.set("mic", track);
     if (this.sender) await this.sender.replaceTrack(track).catch((e) => console.warn("sotto: replacing the microphone failed", e));
+    old?.getTracks().forEach((t) => t.stop());
   }
 
   private retry(): void {
