@@ -136,6 +136,13 @@ export class Media {
     void this.offer();
   }
 
+  /** Starts playback the browser held back (autoplay policy): call on a user gesture. */
+  resumePlayback(): void {
+    for (const el of this.elements) {
+      if (el.paused && el.srcObject) el.play().catch(() => {});
+    }
+  }
+
   /** Turns the microphone's track on or off (the worker refuses to encrypt when off anyway). */
   setMic(on: boolean): void {
     this.micWanted = on;

@@ -47,6 +47,11 @@ export class Session implements RoomSession {
   private ownTimer: ReturnType<typeof setInterval> | undefined;
   private closed = false;
   private micOn = false;
+  /** A user gesture lets held-back audio start (autoplay policy). */
+  private readonly unblock = (): void => {
+    this.levels.resume();
+    this.media.resumePlayback();
+  };
 
   // Device chains: learnt (verified by the core), asked (fetched once this round).
   private learned = new Set<string>();
@@ -83,6 +88,8 @@ export class Session implements RoomSession {
       throw e;
     }
     this.levelTimer = setInterval(() => this.reportLevels(), LEVELS_EVERY_MS);
+    document.addEventListener("pointerdown", this.unblock, true);
+    document.addEventListener("keydown", this.unblock, true);
     void this.fetchChains();
     if (this.opts.ownDevices) {
       void this.checkOwnDevices();
@@ -166,6 +173,8 @@ export class Session implements RoomSession {
     this.closed = true;
     clearInterval(this.levelTimer);
     clearInterval(this.ownTimer);
+    document.removeEventListener("pointerdown", this.unblock, true);
+    document.removeEventListener("keydown", this.unblock, true);
     try {
       this.opts.onLevels({}); // Nobody speaks here any more.
     } catch {
