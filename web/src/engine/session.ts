@@ -170,6 +170,7 @@ export class Session implements RoomSession {
   }
 
   private shutdown(): void {
+    this.media.close(); // (a no-op when close() did it first)
     this.closed = true;
     clearInterval(this.levelTimer);
     clearInterval(this.ownTimer);
