@@ -35,7 +35,7 @@ const words: Partial<Record<ErrorCode, string>> = {
   cannot_follow_self: "You cannot follow yourself.",
   room_not_found: "There is no such room.",
   room_ended: "This room has ended.",
-  room_access_denied: "This room is closed: a moderator has to let you in first.",
+  room_access_denied: "This room is not open to you: a moderator has to let you in (a social room is for people its hosts follow).",
   banned_from_room: "You were banned from this room.",
   not_in_room: "Join the room first.",
   target_not_in_room: "That person is no longer in the room.",

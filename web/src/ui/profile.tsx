@@ -1,26 +1,42 @@
 // /u/<username>: someone's profile, follow / unfollow, and the safety code
-// between their account and mine.
+// between their account and mine. The same card opens as a dialog from a
+// room (so following someone does not mean leaving the room).
 
 import { useEffect, useState } from "preact/hooks";
 import { plainError } from "../net/api";
 import type { Profile } from "../wire/Profile";
-import { Alert, Avatar, useTitle } from "./components";
+import { Alert, Avatar, Dialog, Link, useTitle } from "./components";
 import { useSession } from "./context";
+import { paths } from "./router";
 
-export function ProfilePage(props: { username: string }) {
+interface ProfileState {
+  profile: Profile | null;
+  error: string | null;
+  actionError: string | null;
+  /** undefined: still working it out; null: not available. */
+  code: string | null | undefined;
+  busy: boolean;
+  toggleFollow: () => Promise<void>;
+}
+
+function useProfile(username: string | null): ProfileState {
   const { api, engine, me } = useSession();
   const [profile, setProfile] = useState<Profile | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [actionError, setActionError] = useState<string | null>(null);
   const [code, setCode] = useState<string | null | undefined>(undefined);
   const [busy, setBusy] = useState(false);
-  useTitle(profile?.display_name ?? props.username);
 
   useEffect(() => {
+    setProfile(null);
+    setError(null);
+    setActionError(null);
+    setCode(undefined);
+    if (username === null) return;
     let stop = false;
     (async () => {
       try {
-        const p = await api.profile(props.username);
+        const p = await api.profile(username);
         if (stop) return;
         setProfile(p);
         if (p.id !== me.id) {
@@ -38,7 +54,7 @@ export function ProfilePage(props: { username: string }) {
     return () => {
       stop = true;
     };
-  }, [api, engine, props.username, me.id]);
+  }, [api, engine, username, me.id]);
 
   async function toggleFollow() {
     if (!profile || busy) return;
@@ -60,32 +76,17 @@ export function ProfilePage(props: { username: string }) {
     }
   }
 
-  if (error) {
-    return (
-      <section class="card narrow">
-        <h1>{props.username}</h1>
-        <Alert>{error}</Alert>
-      </section>
-    );
-  }
-  if (!profile) {
-    return (
-      <section class="centered">
-        <h1 class="visually-hidden">{props.username}</h1>
-        <p role="status">Loading profile…</p>
-      </section>
-    );
-  }
+  return { profile, error, actionError, code, busy, toggleFollow };
+}
+
+/** Everything below the name: bio, counts, follow, safety code. */
+function ProfileDetails(props: { state: ProfileState }) {
+  const { me } = useSession();
+  const { profile, actionError, code, busy, toggleFollow } = props.state;
+  if (!profile) return null;
   const isMe = profile.id === me.id;
   return (
-    <section class="card profile">
-      <div class="profile-head">
-        <Avatar name={profile.display_name} seed={profile.id} size="big" />
-        <div>
-          <h1>{profile.display_name}</h1>
-          <p class="muted">@{profile.username}</p>
-        </div>
-      </div>
+    <>
       {profile.bio && <p class="bio">{profile.bio}</p>}
       <p class="counts">
         <span>
@@ -110,9 +111,7 @@ export function ProfilePage(props: { username: string }) {
         <dl class="facts">
           <div>
             <dt>Safety code</dt>
-            <dd class="code">
-              {code === undefined ? "Working it out…" : code === null ? "Not available yet" : code}
-            </dd>
+            <dd class="code">{code === undefined ? "Working it out…" : code === null ? "Not available yet" : code}</dd>
           </div>
         </dl>
       )}
@@ -123,6 +122,65 @@ export function ProfilePage(props: { username: string }) {
         </p>
       )}
       {isMe && <p class="muted">This is you.</p>}
+    </>
+  );
+}
+
+export function ProfilePage(props: { username: string }) {
+  const state = useProfile(props.username);
+  const { profile, error } = state;
+  useTitle(profile?.display_name ?? props.username);
+
+  if (error) {
+    return (
+      <section class="card narrow">
+        <h1>{props.username}</h1>
+        <Alert>{error}</Alert>
+      </section>
+    );
+  }
+  if (!profile) {
+    return (
+      <section class="centered">
+        <h1 class="visually-hidden">{props.username}</h1>
+        <p role="status">Loading profile…</p>
+      </section>
+    );
+  }
+  return (
+    <section class="card profile">
+      <div class="profile-head">
+        <Avatar name={profile.display_name} seed={profile.id} size="big" />
+        <div>
+          <h1>{profile.display_name}</h1>
+          <p class="muted">@{profile.username}</p>
+        </div>
+      </div>
+      <ProfileDetails state={state} />
     </section>
+  );
+}
+
+/** A person's profile over the room screen. */
+export function ProfileDialog(props: { person: { username: string; display_name: string } | null; onClose: () => void }) {
+  const state = useProfile(props.person?.username ?? null);
+  const p = props.person;
+  return (
+    <Dialog open={p !== null} title={p?.display_name ?? ""} onClose={props.onClose} class="profile-dialog">
+      {p && <p class="muted">@{p.username}</p>}
+      {state.error && <Alert>{state.error}</Alert>}
+      {!state.profile && !state.error && <p role="status">Loading profile…</p>}
+      <ProfileDetails state={state} />
+      <div class="button-row">
+        <button type="button" class="button" onClick={props.onClose}>
+          Close
+        </button>
+      </div>
+      {p && (
+        <p class="small">
+          <Link href={paths.profile(p.username)}>Open the profile page</Link> (leaves the room)
+        </p>
+      )}
+    </Dialog>
   );
 }

@@ -14,6 +14,7 @@ import type { RoomView } from "../wire/RoomView";
 import type { ServerMessage } from "../wire/ServerMessage";
 import { Alert, Avatar, Dialog, Field, Link, MenuButton, useTitle, type MenuItem } from "./components";
 import { useSession } from "./context";
+import { ProfileDialog } from "./profile";
 import { RoomInfo } from "./roominfo";
 import { navigate, paths } from "./router";
 
@@ -64,6 +65,7 @@ export function RoomPage(props: { roomId: string }) {
   const [actionError, setActionError] = useState<string | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
   const [infoOpen, setInfoOpen] = useState(false);
+  const [profileOf, setProfileOf] = useState<MemberView | null>(null);
   const [mics, setMics] = useState<MediaDeviceInfo[]>([]);
   const [micId, setMicId] = useState<string | undefined>(savedMicrophone);
   const [audioReady, setAudioReady] = useState(false);
@@ -407,6 +409,7 @@ export function RoomPage(props: { roomId: string }) {
               isMe={m.user_id === me.id}
               speaking={(levels[m.user_id] ?? 0) > SPEAKING_LEVEL}
               items={menuFor(m)}
+              onOpen={setProfileOf}
               big
             />
           ))}
@@ -488,6 +491,7 @@ export function RoomPage(props: { roomId: string }) {
                 isMe={m.user_id === me.id}
                 speaking={(levels[m.user_id] ?? 0) > SPEAKING_LEVEL}
                 items={menuFor(m)}
+                onOpen={setProfileOf}
               />
             ))}
           </ul>
@@ -503,12 +507,21 @@ export function RoomPage(props: { roomId: string }) {
         onDecline={() => void self("decline-stage")}
       />
 
+      <ProfileDialog person={profileOf} onClose={() => setProfileOf(null)} />
+
       <RoomInfo open={infoOpen} onClose={() => setInfoOpen(false)} status={status} alerts={alerts} names={names} meId={me.id} audioReady={audioReady} />
     </div>
   );
 }
 
-function Person(props: { member: MemberView; isMe: boolean; speaking: boolean; items: MenuItem[]; big?: boolean }) {
+function Person(props: {
+  member: MemberView;
+  isMe: boolean;
+  speaking: boolean;
+  items: MenuItem[];
+  big?: boolean;
+  onOpen: (m: MemberView) => void;
+}) {
   const m = props.member;
   const id = `person-${m.user_id}`;
   const role = roleWords[m.role];
@@ -525,10 +538,12 @@ function Person(props: { member: MemberView; isMe: boolean; speaking: boolean; i
       data-speaking={props.speaking ? "true" : "false"}
       aria-labelledby={`${id}-name ${id}-state`}
     >
-      <Avatar name={m.display_name} seed={m.user_id} speaking={props.speaking} size={props.big ? "big" : "small"} />
-      <span class="person-name" id={`${id}-name`}>
-        {m.display_name}
-      </span>
+      <button type="button" class="person-button" aria-haspopup="dialog" onClick={() => props.onOpen(m)}>
+        <Avatar name={m.display_name} seed={m.user_id} speaking={props.speaking} size={props.big ? "big" : "small"} />
+        <span class="person-name" id={`${id}-name`}>
+          {m.display_name}
+        </span>
+      </button>
       <span class="person-state" id={`${id}-state`}>
         {states.join(", ")}
       </span>
