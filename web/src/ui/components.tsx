@@ -154,6 +154,16 @@ export function MenuButton(props: { label: string; items: MenuItem[]; buttonText
 
   useEffect(() => {
     if (!open) return;
+    // Keep the menu inside the window (people at the edges of a narrow screen).
+    const menu = menuRef.current;
+    if (menu) {
+      const r = menu.getBoundingClientRect();
+      const margin = 8;
+      let dx = 0;
+      if (r.right > window.innerWidth - margin) dx = window.innerWidth - margin - r.right;
+      if (r.left + dx < margin) dx = margin - r.left;
+      if (dx !== 0) menu.style.transform = `translateX(calc(-50% + ${Math.round(dx)}px))`;
+    }
     items()[0]?.focus();
     const onDown = (e: PointerEvent) => {
       const t = e.target as Node;
