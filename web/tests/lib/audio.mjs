@@ -154,49 +154,60 @@ export function fft(re, im, inverse = false) {
   }
 }
 
+/** A reference signal prepared for repeated alignment searches of pieces
+ * up to `maxPiece` samples long (its FFT is computed once). */
+export function prepareReference(reference, maxPiece) {
+  let n = 1;
+  while (n < reference.length + maxPiece) n <<= 1;
+  const re = new Float64Array(n);
+  const im = new Float64Array(n);
+  re.set(reference);
+  fft(re, im);
+  // Prefix sums of reference² for the window energies.
+  const sq = new Float64Array(reference.length + 1);
+  for (let i = 0; i < reference.length; i++) sq[i + 1] = sq[i] + reference[i] * reference[i];
+  return { reference, n, re, im, sq, maxPiece };
+}
+
 /** Where `received` best matches inside `reference`, and how well:
  * the offset k maximizing the normalized cross-correlation
  * Σ ref[n+k]·rec[n] / √(Σ ref[n+k]² · Σ rec[n]²) over k in
- * [0, reference.length − received.length]. Returns { offset, ncc }. */
+ * [0, reference.length − received.length]. `reference` may be a
+ * prepareReference() result. Returns { offset, ncc }. */
 export function bestAlignment(reference, received) {
+  const prep = reference.re ? reference : prepareReference(reference, received.length);
+  const ref = prep.reference;
   const m = received.length;
-  const span = reference.length - m;
-  if (m === 0 || span < 0) throw new Error("received must be shorter than reference");
-  let n = 1;
-  while (n < reference.length + m) n <<= 1;
-  const rr = new Float64Array(n);
-  const ri = new Float64Array(n);
+  const span = ref.length - m;
+  if (m === 0 || span < 0 || m > prep.maxPiece) throw new Error("received must be shorter than reference");
+  const n = prep.n;
   const xr = new Float64Array(n);
   const xi = new Float64Array(n);
-  rr.set(reference);
   xr.set(received);
-  fft(rr, ri);
   fft(xr, xi);
   // R · conj(X): its inverse is c[k] = Σ_n ref[n+k]·rec[n].
   for (let i = 0; i < n; i++) {
-    const a = rr[i] * xr[i] + ri[i] * xi[i];
-    const b = ri[i] * xr[i] - rr[i] * xi[i];
-    rr[i] = a;
-    ri[i] = b;
+    const a = prep.re[i] * xr[i] + prep.im[i] * xi[i];
+    const b = prep.im[i] * xr[i] - prep.re[i] * xi[i];
+    xr[i] = a;
+    xi[i] = b;
   }
-  fft(rr, ri, true);
+  fft(xr, xi, true);
   let ex = 0;
   for (let i = 0; i < m; i++) ex += received[i] * received[i];
-  let win = 0;
-  for (let i = 0; i < m; i++) win += reference[i] * reference[i];
   let best = { offset: 0, ncc: 0 };
   for (let k = 0; k <= span; k++) {
-    if (k > 0) win += reference[k + m - 1] ** 2 - reference[k - 1] ** 2;
+    const win = prep.sq[k + m] - prep.sq[k];
     const den = Math.sqrt(Math.max(win, 0) * ex);
-    const ncc = den > 0 ? rr[k] / den : 0;
+    const ncc = den > 0 ? xr[k] / den : 0;
     if (ncc > best.ncc) best = { offset: k, ncc };
   }
-  // Exact value at the best offset (the running window sum drifts a little).
+  // Exact value at the best offset.
   let num = 0;
   let e = 0;
   for (let i = 0; i < m; i++) {
-    num += reference[best.offset + i] * received[i];
-    e += reference[best.offset + i] ** 2;
+    num += ref[best.offset + i] * received[i];
+    e += ref[best.offset + i] ** 2;
   }
   best.ncc = e > 0 && ex > 0 ? num / Math.sqrt(e * ex) : 0;
   return best;
@@ -210,8 +221,9 @@ export function bestAlignment(reference, received) {
 export function windowedCorrelation(reference, received, windowS = 1, rate = RATE) {
   const w = Math.round(windowS * rate);
   const windows = [];
+  const prep = prepareReference(reference, w);
   for (let start = 0; start + w <= received.length; start += w) {
-    const { offset, ncc } = bestAlignment(reference, received.subarray(start, start + w));
+    const { offset, ncc } = bestAlignment(prep, received.subarray(start, start + w));
     windows.push({ at: start / rate, ncc, offset: offset / rate });
   }
   const sorted = windows.map((x) => x.ncc).sort((a, b) => a - b);
