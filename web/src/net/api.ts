@@ -97,21 +97,6 @@ export class Api {
     }
   }
 
-  /** Leaves a room as the page goes away (the request outlives the page). */
-  leaveOnUnload(roomId: string): void {
-    if (!this.token) return;
-    try {
-      void fetch(`/api/rooms/${seg(roomId)}/leave`, {
-        method: "POST",
-        headers: { Authorization: `Bearer ${this.token}` },
-        keepalive: true,
-        credentials: "same-origin",
-      }).catch(() => {});
-    } catch {
-      // nothing to do
-    }
-  }
-
   private async requestOnce<T>(method: string, path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";

@@ -255,16 +255,6 @@ export function RoomPage(props: { roomId: string }) {
     return () => window.clearTimeout(t);
   }, [notice]);
 
-  // Closing the tab leaves the room too.
-  useEffect(() => {
-    const onHide = (e: PageTransitionEvent) => {
-      if (e.persisted || !joinedRef.current || goneRef.current) return;
-      api.leaveOnUnload(roomId);
-    };
-    window.addEventListener("pagehide", onHide);
-    return () => window.removeEventListener("pagehide", onHide);
-  }, [api, roomId]);
-
   const mine = view?.members.find((m) => m.user_id === me.id) ?? null;
   const myRole: Role = mine?.role ?? "listener";
   const meOnStage = onStage(myRole);
