@@ -5,6 +5,7 @@
 import type { AccountExport } from "../wire/AccountExport";
 import type { ChallengeResponse } from "../wire/ChallengeResponse";
 import type { CreateRoomRequest } from "../wire/CreateRoomRequest";
+import type { DeviceView } from "../wire/DeviceView";
 import type { InviteCreated } from "../wire/InviteCreated";
 import type { LoginRequest } from "../wire/LoginRequest";
 import type { Me } from "../wire/Me";
@@ -156,6 +157,9 @@ export class Api {
   }
   me(): Promise<Me> {
     return this.request("GET", "/api/me");
+  }
+  devices(): Promise<DeviceView[]> {
+    return this.request("GET", "/api/me/devices");
   }
   exportAccount(): Promise<AccountExport> {
     return this.request("GET", "/api/me/export");

@@ -182,6 +182,13 @@ export function RoomPage(props: { roomId: string }) {
               return null;
             }
           },
+          ownDevices: async () => {
+            try {
+              return (await api.devices()).map((d) => d.public_key);
+            } catch {
+              return null;
+            }
+          },
           onStatus: (s) => {
             if (cancelled) return;
             setStatus(s);
