@@ -383,6 +383,23 @@ story("B's page rings A as speaking (data-speaking on A's stage listitem)", asyn
   assert.equal(await bob.first().getAttribute("data-speaking"), "false", "Bob (listening, not sending) is shown speaking");
 });
 
+story("the microphone is captured raw: echo cancellation, noise suppression and auto gain off (the track's settings)", async () => {
+  await roomWithAandB();
+  for (const p of [world.people.A, world.people.B]) {
+    const calls = await p.page.evaluate(() => window.__testGetUserMediaCalls ?? []);
+    assert.ok(calls.length > 0, `${p.name}'s page never called getUserMedia`);
+    for (const c of calls) {
+      for (const s of c.settings) {
+        assert.deepEqual(
+          { echoCancellation: s.echoCancellation, noiseSuppression: s.noiseSuppression, autoGainControl: s.autoGainControl },
+          { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+          `${p.name}'s microphone track: ${JSON.stringify(c)}`,
+        );
+      }
+    }
+  }
+});
+
 story("browser -> native: `sotto listen` in A's room records what A says (correlation >= 0.8)", async () => {
   await roomWithAandB();
   const c = await carol();
@@ -636,6 +653,14 @@ story("every request of every page went to the server's origin; after the sessio
     }
   }
   assert.deepEqual(foreign, [], `requests to other origins than ${origin}`);
+  // The log is complete enough to mean something: it holds the core
+  // worker's script and the wasm it loads, and the session channel.
+  for (const p of Object.values(world.people)) {
+    const paths = [...new Set(p.requests.map((r) => `${r.type} ${new URL(r.url).pathname.replace(/\/[0-9a-f]{16,}/g, "/ID")}`))];
+    console.log(`${p.name}: ${p.requests.length} requests, ${p.websockets.length} websockets: ${paths.join(", ")}`);
+    assert.ok(p.requests.some((r) => /\.wasm(\?|$)/.test(r.url)), `${p.name}: no .wasm request in the log: ${paths.join(", ")}`);
+    assert.ok(p.websockets.length > 0, `${p.name}: no websocket in the log`);
+  }
 
   // End the session: A ends the room (B was banned; D left).
   const a = world.people.A;

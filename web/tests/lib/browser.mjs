@@ -49,6 +49,23 @@ export async function launchPerson(name, { wav, artifacts, viewport = { width: 1
       rmSync(userDataDir, { recursive: true, force: true });
     },
   };
+  // Test-side instrumentation (the page has no test hooks): remember what
+  // each getUserMedia call asked for and the settings of the track it got.
+  await context.addInitScript(() => {
+    const md = navigator.mediaDevices;
+    if (!md?.getUserMedia) return;
+    const original = md.getUserMedia.bind(md);
+    const calls = [];
+    Object.defineProperty(window, "__testGetUserMediaCalls", { value: calls });
+    md.getUserMedia = async (constraints) => {
+      const stream = await original(constraints);
+      calls.push({
+        constraints: JSON.parse(JSON.stringify(constraints ?? null)),
+        settings: stream.getAudioTracks().map((t) => t.getSettings()),
+      });
+      return stream;
+    };
+  });
   const log = (line) => appendFileSync(logFile, `${new Date().toISOString()} ${line}\n`);
   context.on("request", (r) => person.requests.push({ url: r.url(), method: r.method(), type: r.resourceType() }));
   const watch = (page) => {
