@@ -1,6 +1,12 @@
 //! Opus at 48 kHz mono in 20 ms frames: an encoder with in-band FEC and DTX,
 //! and a decoder that turns every tick into exactly one frame (decoded,
 //! rebuilt from the next packet's FEC, or concealed).
+//!
+//! The codec is `ropus`, a Rust port of libopus's fixed-point build (its
+//! authors test it bit-exact against the C reference). It needs no C
+//! toolchain or cmake and keeps libopus's in-band FEC, DTX and concealment.
+//! Its packets are standard Opus: C libopus decodes them as well as its own
+//! packets, and it decodes C libopus's, so a browser's Opus interoperates.
 
 use crate::FRAME_SAMPLES;
 use crate::SAMPLE_RATE;
@@ -19,21 +25,22 @@ pub enum CodecError {
     /// A setting is out of range (API misuse).
     #[error("invalid encoder setting: {0}")]
     InvalidConfig(&'static str),
-    /// libopus refused to create the encoder or decoder.
+    /// The codec refused to create the encoder or decoder
+    /// ([`ropus::EncoderBuildError`] or [`ropus::DecoderInitError`]).
     #[error("creating the Opus codec failed: {0}")]
-    Init(#[source] opus::Error),
-    /// libopus refused a setting it should accept (a bug here or in libopus).
+    Init(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The codec refused a setting it should accept (a bug here or in it).
     #[error("setting {setting} on the Opus encoder failed: {source}")]
     Setting {
         /// Which setting.
         setting: &'static str,
-        /// What libopus said.
+        /// What the codec said.
         #[source]
-        source: opus::Error,
+        source: ropus::EncodeError,
     },
-    /// libopus failed to encode a frame (a bug: a frame is always 960 samples).
+    /// Encoding a frame failed (a bug: a frame is always 960 samples).
     #[error("Opus encoding failed: {0}")]
-    Encode(#[source] opus::Error),
+    Encode(#[source] ropus::EncodeError),
 }
 
 /// Settings for [`OpusEncoder`]; [`Default`] is the sotto voice profile.
@@ -93,7 +100,7 @@ impl std::ops::Deref for EncodedPacket {
 
 /// Opus encoder: 48 kHz, mono, 20 ms frames, VOIP application.
 pub struct OpusEncoder {
-    inner: opus::Encoder,
+    inner: ropus::Encoder,
     config: EncoderConfig,
     out: Box<[u8; MAX_PACKET_BYTES]>,
 }
@@ -118,21 +125,28 @@ impl OpusEncoder {
             return Err(CodecError::InvalidConfig("expected_loss_percent above 100"));
         }
         let mut inner =
-            opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)
-                .map_err(CodecError::Init)?;
+            ropus::Encoder::builder(SAMPLE_RATE, ropus::Channels::Mono, ropus::Application::Voip)
+                .build()
+                .map_err(|e| CodecError::Init(Box::new(e)))?;
         let set = |setting: &'static str| move |source| CodecError::Setting { setting, source };
+        // Checked above: 6,000..=510,000 fits a u32.
+        let bitrate = config.bitrate_bps.unsigned_abs();
         inner
-            .set_bitrate(opus::Bitrate::Bits(config.bitrate_bps))
+            .set_bitrate(ropus::Bitrate::Bits(bitrate))
             .map_err(set("bitrate"))?;
         inner
-            .set_inband_fec(config.inband_fec)
+            .set_inband_fec(if config.inband_fec {
+                ropus::InbandFec::Enabled
+            } else {
+                ropus::InbandFec::Disabled
+            })
             .map_err(set("inband_fec"))?;
         inner
-            .set_packet_loss_perc(i32::from(config.expected_loss_percent))
+            .set_packet_loss_perc(config.expected_loss_percent)
             .map_err(set("packet_loss_perc"))?;
         inner.set_dtx(config.dtx).map_err(set("dtx"))?;
         inner
-            .set_signal(opus::Signal::Voice)
+            .set_signal(ropus::Signal::Voice)
             .map_err(set("signal"))?;
         Ok(OpusEncoder {
             inner,
@@ -174,8 +188,8 @@ pub struct DecoderStats {
     pub decoded: u64,
     /// Lost frames concealed (PLC), including those after invalid packets.
     pub concealed: u64,
-    /// Lost frames rebuilt from the next packet's in-band FEC. libopus falls
-    /// back to concealment when that packet carries no FEC data.
+    /// Lost frames rebuilt from the next packet's in-band FEC. The decoder
+    /// falls back to concealment when that packet carries no FEC data.
     pub fec: u64,
     /// Packets that were not one valid 20 ms Opus frame (garbage, ciphertext,
     /// another frame size); each was concealed instead.
@@ -184,7 +198,7 @@ pub struct DecoderStats {
 
 /// Opus decoder: 48 kHz mono, one 960-sample frame per call, never fails.
 pub struct OpusDecoder {
-    inner: opus::Decoder,
+    inner: ropus::Decoder,
     scratch: Vec<f32>,
     stats: DecoderStats,
 }
@@ -200,8 +214,8 @@ impl std::fmt::Debug for OpusDecoder {
 impl OpusDecoder {
     /// Creates a decoder.
     pub fn new() -> Result<Self, CodecError> {
-        let inner =
-            opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono).map_err(CodecError::Init)?;
+        let inner = ropus::Decoder::new(SAMPLE_RATE, ropus::Channels::Mono)
+            .map_err(|e| CodecError::Init(Box::new(e)))?;
         Ok(OpusDecoder {
             inner,
             scratch: vec![0.0; MAX_PACKET_SAMPLES],
@@ -223,7 +237,10 @@ impl OpusDecoder {
             Some(p) if !p.is_empty() => p,
             _ => return self.conceal(),
         };
-        match self.inner.decode_float(packet, &mut self.scratch, false) {
+        match self
+            .inner
+            .decode_float(packet, &mut self.scratch, ropus::DecodeMode::Normal)
+        {
             Ok(FRAME_SAMPLES) => {
                 self.stats.decoded += 1;
                 self.take_frame()
@@ -243,10 +260,11 @@ impl OpusDecoder {
         if next_packet.is_empty() {
             return self.conceal();
         }
-        match self
-            .inner
-            .decode_float(next_packet, &mut self.scratch[..FRAME_SAMPLES], true)
-        {
+        match self.inner.decode_float(
+            next_packet,
+            &mut self.scratch[..FRAME_SAMPLES],
+            ropus::DecodeMode::Fec,
+        ) {
             Ok(FRAME_SAMPLES) => {
                 self.stats.fec += 1;
                 self.take_frame()
@@ -273,10 +291,11 @@ impl OpusDecoder {
 
     fn conceal(&mut self) -> [f32; FRAME_SAMPLES] {
         self.stats.concealed += 1;
-        match self
-            .inner
-            .decode_float(&[], &mut self.scratch[..FRAME_SAMPLES], false)
-        {
+        match self.inner.decode_float(
+            &[],
+            &mut self.scratch[..FRAME_SAMPLES],
+            ropus::DecodeMode::Normal,
+        ) {
             Ok(FRAME_SAMPLES) => self.take_frame(),
             _ => [0.0; FRAME_SAMPLES],
         }
