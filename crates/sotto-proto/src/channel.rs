@@ -43,7 +43,9 @@ pub struct ServerEnvelope {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-#[ts(export)]
+// (ts-rs skips a serde attribute that holds `deny_unknown_fields`: the shape
+// is said again for the generated TypeScript.)
+#[ts(export, tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Authenticate the channel with a session token. Must come first.
     Hello {
@@ -136,7 +138,7 @@ pub enum ServerMessage {
 /// device to be a member of the room's stage group.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-#[ts(export)]
+#[ts(export, tag = "kind", rename_all = "snake_case")]
 pub enum E2eeUp {
     /// Take part in the room's E2EE with this session's device. The server
     /// answers `info` (and the latest roster, if any).

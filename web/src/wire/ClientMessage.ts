@@ -2,4 +2,4 @@
 import type { E2eeUp } from "./E2eeUp";
 import type { RoomId } from "./RoomId";
 
-export type ClientMessage = { "Hello": { token: string, } } | { "Subscribe": { room_id: RoomId, } } | { "Unsubscribe": { room_id: RoomId, } } | { "Ping": { nonce: number, } } | { "MediaOffer": { room_id: RoomId, sdp: string, } } | { "MediaLeave": { room_id: RoomId, } } | { "E2ee": { room_id: RoomId, e2ee: E2eeUp, } };
+export type ClientMessage = { "type": "hello", token: string, } | { "type": "subscribe", room_id: RoomId, } | { "type": "unsubscribe", room_id: RoomId, } | { "type": "ping", nonce: number, } | { "type": "media_offer", room_id: RoomId, sdp: string, } | { "type": "media_leave", room_id: RoomId, } | { "type": "e2ee", room_id: RoomId, e2ee: E2eeUp, };
