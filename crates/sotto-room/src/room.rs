@@ -1144,6 +1144,15 @@ impl RoomCrypto {
                     // A new group: distributing in it is the server's new
                     // election, not the old one.
                     self.become_candidate()?;
+                } else if matches!(self.part, Part::Listener(_))
+                    && self.my_role() == Some(Role::Listener)
+                    && !self.left
+                {
+                    // The new group's distributor has no request of ours
+                    // (e.g. the host's page reloaded and made a new group):
+                    // ask it for the audience key; the old keys go on
+                    // decrypting frames still in flight.
+                    self.join_as_listener(now)?;
                 }
                 Ok(())
             }

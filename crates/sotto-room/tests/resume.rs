@@ -96,3 +96,24 @@ fn after_a_restart_that_lost_the_group_the_host_makes_a_new_one() {
     // The speaker, invited again, is in the new group.
     assert!(net.hears(s, l) && net.hears(h, s));
 }
+
+#[test]
+fn a_host_that_starts_over_makes_a_new_group_and_listeners_are_keyed_again() {
+    // The host's page reloads: same device key, no group state. It makes a
+    // new group; the listener, told of the new binding, asks for the key
+    // again and hears the host within a moment.
+    let (mut net, h, _s, l) = room();
+    let code = net.devs[h].crypto.room_code();
+    let sent = net.devs[l].sent.len();
+    net.reload(h);
+    net.run();
+    net.advance(3_000, 100);
+    assert_ne!(net.devs[h].crypto.room_code(), code, "a new group");
+    assert_eq!(
+        sent_since(&net, l, sent, |m| matches!(m, E2eeUp::JoinRequest { .. })),
+        1,
+        "the listener asks the new group's distributor once"
+    );
+    net.hears_why(h, l)
+        .expect("the listener hears the host in its new group");
+}

@@ -200,6 +200,28 @@ impl Net {
         i
     }
 
+    /// Device `i` starts over with the same key and nothing else (a web
+    /// page reloaded, a CLI restarted): a new core says hello on its
+    /// connection; the server keeps the room.
+    pub fn reload(&mut self, i: usize) {
+        let view = self.view.clone();
+        let d = &self.devs[i];
+        let (crypto, out) = RoomCrypto::new(
+            d.seed,
+            &d.user,
+            &d.device,
+            &view,
+            TrustStore::default(),
+            self.now,
+            &mut self.rng,
+        )
+        .unwrap();
+        self.devs[i].crypto = crypto;
+        for m in out {
+            self.relay(i, m);
+        }
+    }
+
     pub fn set_role(&mut self, i: usize, role: Role) {
         let user = self.devs[i].user.clone();
         for m in self.view.members.iter_mut().filter(|m| m.user_id == user) {
