@@ -27,7 +27,8 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io
 }
 
 fn main() -> std::io::Result<()> {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(std::io::Error::other)?);
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(std::io::Error::other)?);
     let dist = manifest.join("../../web/dist");
     println!("cargo:rerun-if-changed=build.rs");
     let mut files = Vec::new();
@@ -37,13 +38,22 @@ fn main() -> std::io::Result<()> {
     } else {
         // No bundle yet: watch `web/` as a whole, so that building it later
         // is noticed (a missing path would make every build run this again).
-        println!("cargo:rerun-if-changed={}", manifest.join("../../web").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            manifest.join("../../web").display()
+        );
     }
-    let mut code = String::from("/// The built web client: (path under `/`, bytes).\npub static ASSETS: &[(&str, &[u8])] = &[\n");
+    let mut code = String::from(
+        "/// The built web client: (path under `/`, bytes).\npub static ASSETS: &[(&str, &[u8])] = &[\n",
+    );
     for (rel, path) in &files {
         let abs = path.canonicalize()?;
-        writeln!(code, "    ({rel:?}, include_bytes!({:?})),", abs.display().to_string())
-            .map_err(std::io::Error::other)?;
+        writeln!(
+            code,
+            "    ({rel:?}, include_bytes!({:?})),",
+            abs.display().to_string()
+        )
+        .map_err(std::io::Error::other)?;
     }
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").map_err(std::io::Error::other)?);

@@ -164,7 +164,10 @@ mod tests {
     fn api_paths_are_never_the_page() {
         for path in ["/api", "/api/", "/api/nothing", "/api/rooms/x"] {
             let uri: Uri = path.parse().unwrap();
-            assert!(serve(&Method::GET, &uri, &HeaderMap::new()).is_none(), "{path}");
+            assert!(
+                serve(&Method::GET, &uri, &HeaderMap::new()).is_none(),
+                "{path}"
+            );
         }
         let uri: Uri = "/room/abc".parse().unwrap();
         assert!(serve(&Method::POST, &uri, &HeaderMap::new()).is_none());
@@ -179,7 +182,9 @@ mod tests {
             Some(r) if embedded() => {
                 assert_eq!(r.status(), StatusCode::OK);
                 assert_eq!(
-                    r.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap(),
+                    r.headers()[header::CONTENT_SECURITY_POLICY]
+                        .to_str()
+                        .unwrap(),
                     PAGE_CSP
                 );
             }
