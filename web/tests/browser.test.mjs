@@ -478,6 +478,22 @@ story("the Room info panel lists exactly the people in the room; an operator-ins
   const alertsBefore = await panel.getByRole("alert").allInnerTexts();
   assert.deepEqual(alertsBefore, [], "an honest room shows no warning");
 
+  // A compares safety codes with B (B's card, opened from the room) and
+  // marks B verified: A's roster then says so.
+  await closeRoomInfo(a.page);
+  await a.page.getByRole("region", { name: "Audience" }).getByRole("button", { name: "Bob", exact: true }).click();
+  const card = a.page.getByRole("dialog", { name: "Bob" });
+  await card.getByText("Safety code").waitFor({ timeout: 10_000 });
+  await card.getByRole("button", { name: "The codes match: mark as verified" }).click({ timeout: 15_000 });
+  await card.getByText("You marked Bob as verified on this device.").waitFor({ timeout: 10_000 });
+  await card.getByRole("button", { name: "Close", exact: true }).first().click();
+  await openRoomInfo(a.page);
+  const marked = await until(15_000, async () => {
+    const bob = (await rosterTexts(panel)).filter((t) => /\bBob\b/.test(t));
+    return { ok: bob.length === 1 && /\bverified\b/i.test(bob[0]) && !/unverified/i.test(bob[0]), detail: bob };
+  });
+  assert.ok(marked.ok, `after A marked Bob verified, A's "Who can decrypt" should show Bob verified: ${JSON.stringify(marked.detail)}`);
+
   // B's panel agrees, and B decrypts A's frames.
   const bPanel = await openRoomInfo(b.page);
   const bRoster = await until(20_000, async () => {

@@ -694,6 +694,12 @@ impl RoomCrypto {
         &self.trust
     }
 
+    /// The user compared safety codes with `user`: mark the account
+    /// verified in this room's trust (as [`TrustStore::mark_verified`]).
+    pub fn mark_verified(&mut self, user: &UserId) -> bool {
+        self.trust.mark_verified(user)
+    }
+
     /// Check and remember `user`'s device chain (fetched by the driver,
     /// e.g. from the user's profile), for naming roster entries.
     pub fn learn_chain(&mut self, user: &UserId, chain: &[u8]) -> Result<(), CryptoError> {

@@ -203,12 +203,26 @@ pub fn safety_code(
     Ok(store.safety_code(&me, &them))
 }
 
-/// `trust` with `user` marked verified (the people compared safety codes),
-/// or None if the account was never seen or its key changed.
+/// The people compared safety codes: `trust` with `them` marked verified
+/// (after both chains are checked against it, as for [`safety_code`]), or
+/// None if a chain does not verify or their key changed.
 #[wasm_bindgen(js_name = markVerified)]
-pub fn mark_verified(trust: Option<String>, user: &str) -> Result<Option<String>, JsError> {
+pub fn mark_verified(
+    trust: Option<String>,
+    me: &str,
+    my_chain: &str,
+    them: &str,
+    their_chain: &str,
+) -> Result<Option<String>, JsError> {
     let mut store = trust_of(trust)?;
-    if !store.mark_verified(&UserId(user.to_owned())) {
+    let (me, them) = (UserId(me.to_owned()), UserId(them.to_owned()));
+    for (user, chain) in [(&me, my_chain), (&them, their_chain)] {
+        let bytes = decode_payload(chain).map_err(|_| err("a device chain is base64url"))?;
+        if store.check(user, &bytes).is_err() {
+            return Ok(None);
+        }
+    }
+    if !store.mark_verified(&them) {
         return Ok(None);
     }
     serde_json::to_string(&store).map(Some).map_err(err)
@@ -385,6 +399,13 @@ impl Room {
         self.core
             .learn_chain(&UserId(user_id.to_owned()), &bytes)
             .map_err(err)
+    }
+
+    /// The user compared safety codes with `user_id` (see [`mark_verified`]):
+    /// this room's trust says so too, so the roster shows them verified.
+    #[wasm_bindgen(js_name = markVerified)]
+    pub fn mark_verified(&mut self, user_id: &str) -> bool {
+        self.core.mark_verified(&UserId(user_id.to_owned()))
     }
 
     /// Once the chains of the room's members are learnt: names the roster's

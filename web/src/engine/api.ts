@@ -75,6 +75,12 @@ export interface Engine {
   deleteSignature(): Promise<string>;
   /** The safety code between this device's account and another's chain. */
   safetyCode(theirUserId: string, theirChain: string): Promise<string | null>;
+  /**
+   * The user compared the safety code with this person (out loud, in
+   * person): this device trusts their account as verified from now on, and
+   * rosters show them so. False if their chain does not verify (or changed).
+   */
+  markVerified(theirUserId: string, theirChain: string): Promise<boolean>;
 
   /** Enters a room's audio and E2EE. */
   joinRoom(opts: JoinOptions): Promise<RoomSession>;

@@ -47,6 +47,7 @@ export function createEngine(): Engine {
     accessStatement: (verb, roomId, targetUserId) => c().call("accessStatement", verb, roomId, targetUserId),
     deleteSignature: () => c().call("deleteSignature"),
     safetyCode: (theirUserId, theirChain) => c().call("safetyCode", theirUserId, theirChain),
+    markVerified: (theirUserId, theirChain) => c().call("markVerified", theirUserId, theirChain),
 
     async joinRoom(opts: JoinOptions): Promise<RoomSession> {
       const core = c();

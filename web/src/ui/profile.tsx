@@ -16,7 +16,10 @@ interface ProfileState {
   /** undefined: still working it out; null: not available. */
   code: string | null | undefined;
   busy: boolean;
+  /** The user marked this person verified in this view. */
+  verified: boolean;
   toggleFollow: () => Promise<void>;
+  verify: () => Promise<void>;
 }
 
 function useProfile(username: string | null): ProfileState {
@@ -26,12 +29,14 @@ function useProfile(username: string | null): ProfileState {
   const [actionError, setActionError] = useState<string | null>(null);
   const [code, setCode] = useState<string | null | undefined>(undefined);
   const [busy, setBusy] = useState(false);
+  const [verified, setVerified] = useState(false);
 
   useEffect(() => {
     setProfile(null);
     setError(null);
     setActionError(null);
     setCode(undefined);
+    setVerified(false);
     if (username === null) return;
     let stop = false;
     (async () => {
@@ -76,13 +81,30 @@ function useProfile(username: string | null): ProfileState {
     }
   }
 
-  return { profile, error, actionError, code, busy, toggleFollow };
+  async function verify() {
+    if (!profile || busy) return;
+    setBusy(true);
+    setActionError(null);
+    try {
+      if (await engine.markVerified(profile.id, profile.device_chain)) {
+        setVerified(true);
+      } else {
+        setActionError(`${profile.display_name}'s keys could not be checked, so they cannot be marked verified.`);
+      }
+    } catch (e) {
+      setActionError(plainError(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return { profile, error, actionError, code, busy, verified, toggleFollow, verify };
 }
 
 /** Everything below the name: bio, counts, follow, safety code. */
 function ProfileDetails(props: { state: ProfileState }) {
   const { me } = useSession();
-  const { profile, actionError, code, busy, toggleFollow } = props.state;
+  const { profile, actionError, code, busy, verified, toggleFollow, verify } = props.state;
   if (!profile) return null;
   const isMe = profile.id === me.id;
   return (
@@ -120,6 +142,14 @@ function ProfileDetails(props: { state: ProfileState }) {
           Compare this code with {profile.display_name} in person or on a call: if it matches on both sides, nobody
           can pose as either of you to hear your rooms.
         </p>
+      )}
+      {!isMe && typeof code === "string" && !verified && (
+        <button type="button" class="button" disabled={busy} onClick={() => void verify()}>
+          The codes match: mark as verified
+        </button>
+      )}
+      {!isMe && verified && (
+        <p role="status">You marked {profile.display_name} as verified on this device.</p>
       )}
       {isMe && <p class="muted">This is you.</p>}
     </>

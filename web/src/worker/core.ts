@@ -18,7 +18,7 @@
 //    `streams` message.
 // src/engine/media.ts chooses by feature detection.
 
-import init, { Device, Room, generateSeed, safetyCode } from "../wasm/sotto_wasm.js";
+import init, { Device, Room, generateSeed, markVerified, safetyCode } from "../wasm/sotto_wasm.js";
 import type { ClientMessage } from "../wire/ClientMessage";
 import type { ServerMessage } from "../wire/ServerMessage";
 import type { RoomView } from "../wire/RoomView";
@@ -298,6 +298,24 @@ const methods: { [M in keyof CoreMethods]: (...args: Parameters<CoreMethods[M]>)
     if (!rec.chain) return null;
     const code = safetyCode(rec.trust || undefined, userId, rec.chain, theirUserId, theirChain);
     return code ?? null;
+  },
+
+  async markVerified(theirUserId, theirChain) {
+    const { rec, userId } = await needRegistered();
+    if (!rec.chain) return false;
+    const saved = markVerified(rec.trust || undefined, userId, rec.chain, theirUserId, theirChain);
+    if (saved === undefined) return false;
+    rec.trust = saved;
+    // Open rooms keep trust of their own (and save it when it moves): they
+    // learn the mark too, so their next save keeps it.
+    for (const r of rooms.values()) {
+      if (r.room.markVerified(theirUserId)) {
+        rec.trust = r.room.trust();
+        r.trust = rec.trust;
+      }
+    }
+    saveRecord();
+    return true;
   },
 
   async openRoom(key, view: RoomView) {

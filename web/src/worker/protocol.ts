@@ -22,6 +22,8 @@ export interface CoreMethods {
   accessStatement(verb: AccessVerb, roomId: string, targetUserId: string): string;
   deleteSignature(): string;
   safetyCode(theirUserId: string, theirChain: string): string | null;
+  /** The user compared safety codes with them: saved as verified. False if their chain does not verify. */
+  markVerified(theirUserId: string, theirChain: string): boolean;
 
   /** Creates the room's E2EE state; its hello comes back as an `out` event. */
   openRoom(key: number, room: RoomView): void;
