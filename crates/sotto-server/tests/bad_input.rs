@@ -176,7 +176,14 @@ async fn fixed_bad_requests() {
         ),
         (
             "GET",
-            "/no/such/route".into(),
+            "/api/no/such/route".into(),
+            None,
+            404,
+            ErrorCode::NotFound,
+        ),
+        (
+            "GET",
+            "/no/such/file.js".into(),
             None,
             404,
             ErrorCode::NotFound,
@@ -205,6 +212,18 @@ async fn fixed_bad_requests() {
     }
     let r = http.get(url("/invite/not-a-code")).send().await.unwrap();
     assert_eq!(r.status(), 404);
+    // A path outside /api/ that names no file is a page of the web client
+    // (it routes by path), served with its policy; without the client built
+    // in, it is a plain 404.
+    let r = http.get(url("/no/such/route")).send().await.unwrap();
+    if sotto_server::http::ui::embedded() {
+        assert_eq!(r.status(), 200);
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'self'"), "{csp}");
+        assert!(r.text().await.unwrap().contains("<div id=\"app\">"));
+    } else {
+        assert_eq!(r.status(), 404);
+    }
 
     srv.stop().await;
 }
