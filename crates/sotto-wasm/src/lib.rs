@@ -181,6 +181,26 @@ impl Device {
     }
 }
 
+/// `trust` after checking (and pinning) both accounts' device chains, with
+/// the two ids; None if a chain does not verify or its root changed.
+fn pinned_pair(
+    trust: Option<String>,
+    me: &str,
+    my_chain: &str,
+    them: &str,
+    their_chain: &str,
+) -> Result<Option<(TrustStore, UserId, UserId)>, JsError> {
+    let mut store = trust_of(trust)?;
+    let (me, them) = (UserId(me.to_owned()), UserId(them.to_owned()));
+    for (user, chain) in [(&me, my_chain), (&them, their_chain)] {
+        let bytes = decode_payload(chain).map_err(|_| err("a device chain is base64url"))?;
+        if store.check(user, &bytes).is_err() {
+            return Ok(None);
+        }
+    }
+    Ok(Some((store, me, them)))
+}
+
 /// The safety code between this account and another (compare it out loud):
 /// both device chains are checked against `trust` (the pins the room keeps)
 /// first. None if a chain does not verify or its root changed.
@@ -192,15 +212,8 @@ pub fn safety_code(
     them: &str,
     their_chain: &str,
 ) -> Result<Option<String>, JsError> {
-    let mut store = trust_of(trust)?;
-    let (me, them) = (UserId(me.to_owned()), UserId(them.to_owned()));
-    for (user, chain) in [(&me, my_chain), (&them, their_chain)] {
-        let bytes = decode_payload(chain).map_err(|_| err("a device chain is base64url"))?;
-        if store.check(user, &bytes).is_err() {
-            return Ok(None);
-        }
-    }
-    Ok(store.safety_code(&me, &them))
+    Ok(pinned_pair(trust, me, my_chain, them, their_chain)?
+        .and_then(|(store, me, them)| store.safety_code(&me, &them)))
 }
 
 /// The people compared safety codes: `trust` with `them` marked verified
@@ -214,14 +227,9 @@ pub fn mark_verified(
     them: &str,
     their_chain: &str,
 ) -> Result<Option<String>, JsError> {
-    let mut store = trust_of(trust)?;
-    let (me, them) = (UserId(me.to_owned()), UserId(them.to_owned()));
-    for (user, chain) in [(&me, my_chain), (&them, their_chain)] {
-        let bytes = decode_payload(chain).map_err(|_| err("a device chain is base64url"))?;
-        if store.check(user, &bytes).is_err() {
-            return Ok(None);
-        }
-    }
+    let Some((mut store, _, them)) = pinned_pair(trust, me, my_chain, them, their_chain)? else {
+        return Ok(None);
+    };
     if !store.mark_verified(&them) {
         return Ok(None);
     }
