@@ -342,24 +342,23 @@ impl StageMember {
             .members()
             .filter_map(|m| {
                 let key = IdentityKey::from_bytes(&m.signature_key)?;
-                let account = BasicCredential::try_from(m.credential.clone())
-                    .ok()
-                    .and_then(|c| decode_credential_identity(c.identity()).ok())
-                    .map(|(account, _)| account);
-                Some((m.index.u32(), key, account))
+                Some((m.index.u32(), key, credential_account(&m.credential)))
             })
             .collect()
+    }
+
+    /// The account id in the credential of the member at `leaf`, if any:
+    /// one leaf looked up, for naming a frame's sender (per frame).
+    pub fn account_at(&self, leaf: u32) -> Option<Vec<u8>> {
+        credential_account(self.group.member(LeafNodeIndex::new(leaf))?)
     }
 
     /// Whether a member's credential names `account` (no key parsing:
     /// cheap enough to ask per admission).
     pub fn has_account(&self, account: &[u8]) -> bool {
-        self.group.members().any(|m| {
-            BasicCredential::try_from(m.credential)
-                .ok()
-                .and_then(|c| decode_credential_identity(c.identity()).ok())
-                .is_some_and(|(a, _)| a == account)
-        })
+        self.group
+            .members()
+            .any(|m| credential_account(&m.credential).is_some_and(|a| a == account))
     }
 
     /// Number of stage members.
@@ -818,4 +817,12 @@ pub fn parse_notice(bytes: &[u8]) -> Result<(u64, u32), StageError> {
     r.finish()
         .map_err(|_| StageError::BadRotationNotice("trailing bytes"))?;
     Ok((epoch, rotation))
+}
+
+/// The account id a member's basic credential names.
+fn credential_account(credential: &Credential) -> Option<Vec<u8>> {
+    BasicCredential::try_from(credential.clone())
+        .ok()
+        .and_then(|c| decode_credential_identity(c.identity()).ok())
+        .map(|(account, _)| account)
 }

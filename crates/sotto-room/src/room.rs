@@ -987,13 +987,12 @@ impl RoomCrypto {
     pub fn frame_sender(&self, frame: &[u8]) -> Option<UserId> {
         let (kid, _, _) = parse_header(frame).ok()?;
         let (leaf, _) = sotto_e2ee::keys::split_kid(kid);
-        let m = self.part.member()?;
-        m.stage
-            .member_accounts()
-            .into_iter()
-            .find(|(index, _, _)| u64::from(*index) == leaf)
-            .and_then(|(_, _, account)| String::from_utf8(account?).ok())
-            .map(UserId)
+        let account = self
+            .part
+            .member()?
+            .stage
+            .account_at(u32::try_from(leaf).ok()?)?;
+        String::from_utf8(account).ok().map(UserId)
     }
 
     /// Whether the server made this device the room's key distributor.
