@@ -101,7 +101,11 @@ async fn health_and_metrics() {
         .create_room("Counted", sotto_proto::room::RoomKind::Open, None)
         .await
         .unwrap();
-    let _ = http.get(format!("{}/api/nope", srv.url)).send().await.unwrap();
+    let _ = http
+        .get(format!("{}/api/nope", srv.url))
+        .send()
+        .await
+        .unwrap();
     let text = http
         .get(format!("{}/metrics", srv.url))
         .send()
