@@ -284,6 +284,12 @@ async function rosterTexts(panel) {
   return (await list.getByRole("listitem").allInnerTexts()).map((t) => t.replace(/\s+/g, " ").trim());
 }
 
+/** The room's safety code as a Room info panel shows it. */
+async function roomCode(panel) {
+  const code = panel.locator("dd.code");
+  return (await code.count()) ? (await code.first().innerText()).trim() : "(no safety code shown)";
+}
+
 async function framesDecrypted(panel) {
   const m = /Frames decrypted\D*?([\d][\d,\u202f ]*)/.exec(await panel.innerText());
   return m ? Number(m[1].replace(/[^\d]/g, "")) : null;
@@ -501,6 +507,13 @@ story("the Room info panel lists exactly the people in the room; an operator-ins
     return { ok: JSON.stringify(names) === JSON.stringify(["Alice", "Bob"]), detail: names };
   });
   assert.ok(bRoster.ok, `B's "Who can decrypt": ${JSON.stringify(bRoster.detail)}`);
+  // B listens, outside the stage group: it reads the room's safety code
+  // from the distributor's signed stage map, the same code A reads.
+  const codes = await until(20_000, async () => {
+    const [ca, cb] = [await roomCode(panel), await roomCode(bPanel)];
+    return { ok: /^\d{5}( \d{5}){3}$/.test(ca) && ca === cb, detail: { A: ca, B: cb } };
+  });
+  assert.ok(codes.ok, `the room's safety code on A's (stage) and B's (audience) Room info: ${JSON.stringify(codes.detail)}`);
   const f1 = await framesDecrypted(bPanel);
   await sleep(1500);
   const f2 = await framesDecrypted(bPanel);

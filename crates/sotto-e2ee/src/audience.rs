@@ -44,7 +44,7 @@ const HPKE: HpkeConfig = HpkeConfig(
     HpkeAeadType::AesGcm128,
 );
 const JOIN_DOMAIN: &[u8] = b"sotto listener join request v1\0";
-const ROSTER_DOMAIN: &[u8] = b"sotto listener roster v2\0";
+const ROSTER_DOMAIN: &[u8] = b"sotto listener roster v3\0";
 const STATEMENT_DOMAIN: &[u8] = b"sotto audience key statement v1\0";
 const SEAL_INFO: &[u8] = b"sotto audience key v1";
 
@@ -54,6 +54,8 @@ pub const MAX_JOIN_REQUEST_TTL_MS: u64 = 10 * 60 * 1000;
 pub const SEALED_DELIVERY_LEN: usize = 4 + 8 + 4 + 32 + 48;
 /// Most listeners a roster may list.
 pub const MAX_ROSTER_LEN: usize = 100_000;
+/// Most stage members a roster's stage map may list.
+pub const MAX_STAGE_MAP_LEN: usize = 1_000;
 /// Length of a key statement for a room id of `room_id_len` bytes.
 pub const fn key_statement_len(room_id_len: usize) -> usize {
     4 + 2 + room_id_len + 8 + 4 + 32 + 32 + 64
@@ -445,6 +447,37 @@ impl RosterVersion {
     }
 }
 
+/// The stage group as the distributor saw it when it signed a roster: each
+/// member's leaf (the sender part of its frames' KIDs) and device key, and
+/// the epoch's room code digest ([`crate::identity::room_code_digest`]).
+/// Listeners are not in the group: this is how they learn who sends which
+/// frames, and the room code stage members read — vouched for by a stage
+/// member's signature, never by the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageMap {
+    /// The stage epoch it describes.
+    pub epoch: u64,
+    /// (leaf index, device identity key), by leaf.
+    pub members: Vec<(u32, [u8; 32])>,
+    /// The epoch's room code digest.
+    pub code_digest: [u8; 32],
+}
+
+impl StageMap {
+    /// The device key at `leaf`.
+    pub fn key_at(&self, leaf: u32) -> Option<&[u8; 32]> {
+        self.members
+            .binary_search_by_key(&leaf, |(l, _)| *l)
+            .ok()
+            .map(|i| &self.members[i].1)
+    }
+
+    /// The room code stage members read in this epoch.
+    pub fn room_code(&self) -> String {
+        crate::identity::room_code_from_digest(&self.code_digest)
+    }
+}
+
 /// Who may listen to a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -469,6 +502,7 @@ pub struct Distributor {
     key: Option<AudienceKey>,
     statement: Vec<u8>,
     roster_seq: u64,
+    stage: StageMap,
 }
 
 impl std::fmt::Debug for Distributor {
@@ -500,6 +534,7 @@ impl Distributor {
             key: Some(key),
             statement,
             roster_seq: 0,
+            stage: StageMap::default(),
         }
     }
 
@@ -625,8 +660,18 @@ impl Distributor {
             .collect()
     }
 
-    /// Sign the roster of admitted listeners with the distributor's identity.
-    /// Its version is (current generation, next sequence number).
+    /// The stage map the next rosters carry (empty until set). Members
+    /// beyond [`MAX_STAGE_MAP_LEN`] are left out; they are kept by leaf.
+    pub fn set_stage(&mut self, mut stage: StageMap) {
+        stage.members.sort_unstable_by_key(|(leaf, _)| *leaf);
+        stage.members.dedup_by_key(|(leaf, _)| *leaf);
+        stage.members.truncate(MAX_STAGE_MAP_LEN);
+        self.stage = stage;
+    }
+
+    /// Sign the roster of admitted listeners and the stage map with the
+    /// distributor's identity. Its version is (current generation, next
+    /// sequence number).
     pub fn roster(&mut self, signer: &DeviceIdentity) -> Vec<u8> {
         self.roster_seq = self.roster_seq.saturating_add(1);
         let g = self.generation().unwrap_or(KeyGeneration {
@@ -634,7 +679,7 @@ impl Distributor {
             rotation: 0,
         });
         let mut w = Writer::default();
-        w.raw(b"SRS2")
+        w.raw(b"SRS3")
             .bytes16(&self.room_id)
             .raw(&signer.public().to_bytes())
             .u64(g.epoch)
@@ -644,6 +689,12 @@ impl Distributor {
         for fp in self.listeners.keys() {
             w.raw(&fp.0);
         }
+        w.u64(self.stage.epoch)
+            .u16(u16::try_from(self.stage.members.len()).unwrap_or(u16::MAX));
+        for (leaf, key) in &self.stage.members {
+            w.u32(*leaf).raw(key);
+        }
+        w.raw(&self.stage.code_digest);
         let sig = signer.sign(ROSTER_DOMAIN, &w.buf);
         w.raw(&sig);
         w.buf
@@ -656,6 +707,7 @@ pub struct VerifiedRoster {
     signer: IdentityKey,
     version: RosterVersion,
     listeners: Vec<Fingerprint>,
+    stage: StageMap,
 }
 
 impl VerifiedRoster {
@@ -670,7 +722,7 @@ impl VerifiedRoster {
         last_seen: RosterVersion,
     ) -> Result<Self, RosterError> {
         let mut r = Reader::new(bytes);
-        r.magic(b"SRS2")?;
+        r.magic(b"SRS3")?;
         let room = r.bytes16(MAX_ID_LEN)?;
         let signer = r.array::<32>()?;
         let epoch = r.u64()?;
@@ -686,6 +738,19 @@ impl VerifiedRoster {
             return Err(RosterError::Malformed(WireError::TooLong));
         }
         let fps = r.take(count.checked_mul(32).ok_or(WireError::TooLong)?)?;
+        let stage_epoch = r.u64()?;
+        let stage_len = usize::from(r.u16()?);
+        if stage_len > MAX_STAGE_MAP_LEN {
+            return Err(RosterError::Malformed(WireError::TooLong));
+        }
+        let mut members = Vec::with_capacity(stage_len);
+        for _ in 0..stage_len {
+            members.push((r.u32()?, r.array::<32>()?));
+        }
+        if !members.is_sorted_by(|a, b| a.0 < b.0) {
+            return Err(RosterError::Malformed(WireError::Unordered));
+        }
+        let code_digest = r.array::<32>()?;
         let signed_len = bytes.len().saturating_sub(64);
         let sig = r.array::<64>()?;
         r.finish()?;
@@ -717,7 +782,17 @@ impl VerifiedRoster {
             signer,
             version,
             listeners,
+            stage: StageMap {
+                epoch: stage_epoch,
+                members,
+                code_digest,
+            },
         })
+    }
+
+    /// The stage map it carries (None if it lists no stage member).
+    pub fn stage(&self) -> Option<&StageMap> {
+        (!self.stage.members.is_empty()).then_some(&self.stage)
     }
 
     /// Who signed it.

@@ -36,6 +36,10 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
     pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
@@ -71,6 +75,9 @@ impl Writer {
     pub(crate) fn raw(&mut self, b: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(b);
         self
+    }
+    pub(crate) fn u16(&mut self, v: u16) -> &mut Self {
+        self.raw(&v.to_be_bytes())
     }
     pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
         self.raw(&v.to_be_bytes())

@@ -18,6 +18,9 @@ pub enum WireError {
     /// A length field is over its limit.
     #[error("field too long")]
     TooLong,
+    /// A list that must be in strictly increasing order is not.
+    #[error("entries out of order")]
+    Unordered,
 }
 
 /// Why an SFrame frame could not be encrypted or decrypted.

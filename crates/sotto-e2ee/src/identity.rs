@@ -202,8 +202,22 @@ pub fn safety_code(a: &IdentityKey, b: &IdentityKey) -> String {
 /// from the MLS epoch authenticator: stage members who read the same code
 /// are in the same group state (no split view, no hidden member).
 pub fn room_code(epoch_authenticator: &[u8]) -> String {
+    room_code_from_digest(&room_code_digest(epoch_authenticator))
+}
+
+/// The hash a room code is read from. A distributor signs it into rosters
+/// so that listeners, who are not in the stage group, show the code its
+/// members read; it reveals nothing of the epoch's keys.
+pub fn room_code_digest(epoch_authenticator: &[u8]) -> [u8; 32] {
     let mut h = Sha512::new();
     h.update(b"sotto room code v1");
     h.update(epoch_authenticator);
-    digits(&h.finalize(), 4)
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&h.finalize()[..32]);
+    out
+}
+
+/// The room code of a [`room_code_digest`].
+pub fn room_code_from_digest(digest: &[u8; 32]) -> String {
+    digits(digest, 4)
 }

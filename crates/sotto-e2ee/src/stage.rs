@@ -23,10 +23,13 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use rand_core::{CryptoRng, RngCore};
 use sotto_delivery::STAGE_CIPHERSUITE;
 
+use crate::audience::StageMap;
 use crate::codec::{Reader, Writer};
 use crate::error::{FrameError, StageError};
 use crate::frame::{DEFAULT_GRACE_MS, FrameSender, KeyRing, Suite};
-use crate::identity::{DeviceIdentity, IdentityKey, decode_credential_identity, room_code};
+use crate::identity::{
+    DeviceIdentity, IdentityKey, decode_credential_identity, room_code, room_code_digest,
+};
 use crate::invitation::VerifiedInvitation;
 use crate::keys::{AUDIENCE_EXPORTER_LABEL, AudienceKey, KeyGeneration};
 use crate::secret::Secret32;
@@ -384,6 +387,20 @@ impl StageMember {
     /// A short code all members of this epoch can compare out loud.
     pub fn room_code(&self) -> String {
         room_code(self.group.epoch_authenticator().as_slice())
+    }
+
+    /// This epoch's members (leaf, device key) and room code digest, for
+    /// the rosters a distributor signs to listeners.
+    pub fn stage_map(&self) -> StageMap {
+        StageMap {
+            epoch: self.epoch(),
+            members: self
+                .member_keys()
+                .into_iter()
+                .map(|(leaf, key)| (leaf, key.to_bytes()))
+                .collect(),
+            code_digest: room_code_digest(self.group.epoch_authenticator().as_slice()),
+        }
     }
 
     /// The GroupInfo (`MlsMessage` bytes) of the current epoch, for the

@@ -226,6 +226,43 @@ fn forged_roster_rejected() {
     ));
 }
 
+/// A roster carries the distributor's stage map: each member's leaf and
+/// device key, and the epoch's room code, which a listener reads as the
+/// stage does. Without a map set it lists no stage.
+#[test]
+fn roster_carries_the_stage_map_and_room_code() {
+    let mut net = Net::new(13);
+    let bob = net.add_speaker("bob");
+    net.advance(300);
+    net.start_distributor(RoomKind::Open);
+    let (_i, mut l) = net.join_listener(0);
+    let host = net.host_identity();
+    let stage = &net.members[0].stage;
+    let d = net.distributor.as_mut().unwrap();
+    let bare = d.roster(stage.identity());
+    assert_eq!(l.accept_roster(&bare, &[host]).unwrap().stage(), None);
+
+    let mut map = stage.stage_map();
+    assert_eq!(map.members.len(), 2);
+    map.members.reverse(); // any order in, by leaf out
+    d.set_stage(map);
+    let r = l
+        .accept_roster(&d.roster(stage.identity()), &[host])
+        .unwrap();
+    let got = r.stage().expect("a stage map");
+    assert_eq!(got.epoch, stage.epoch());
+    assert_eq!(got.room_code(), stage.room_code());
+    assert_eq!(got.room_code(), net.members[bob].stage.room_code());
+    for m in [&net.members[0], &net.members[bob]] {
+        let leaf = m.stage.leaf_index();
+        assert_eq!(
+            got.key_at(leaf),
+            Some(&m.stage.identity().public().to_bytes())
+        );
+    }
+    assert_eq!(got.key_at(99), None);
+}
+
 #[test]
 fn forged_listener_request_rejected() {
     let mut rng = rng(13);

@@ -51,7 +51,8 @@ use std::collections::{HashMap, HashSet};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore, SeedableRng as _};
 use sotto_e2ee::audience::{
-    Distributor, JoinRequest, Listener, RoomKind as E2eeRoomKind, RosterVersion, VerifiedRoster,
+    Distributor, JoinRequest, Listener, RoomKind as E2eeRoomKind, RosterVersion, StageMap,
+    VerifiedRoster,
 };
 use sotto_e2ee::binding::{VerifiedBinding, sign_binding};
 use sotto_e2ee::error::{
@@ -96,6 +97,8 @@ const ROSTER_DELAY_MS: u64 = 1_000;
 const SEALED_BATCH: usize = 200;
 /// The JSON around a roster in its channel message (room id, tags).
 const ROSTER_ENVELOPE_BYTES: usize = 256;
+/// Stage maps a listener keeps (epochs whose frames may still arrive).
+const STAGE_MAPS_KEPT: usize = 3;
 /// A commit the server has not answered after this long is dropped and
 /// redone: withholding an answer must not stop rotations.
 pub const COMMIT_TIMEOUT_MS: u64 = 5_000;
@@ -400,6 +403,11 @@ pub struct RoomCrypto {
     invitations: Vec<(Vec<u8>, E2eePeer, IdentityKey)>,
     roster: Option<VerifiedRoster>,
     roster_seen: RosterVersion,
+    /// The stage maps of the last few epochs, from verified rosters (for a
+    /// listener: who holds which leaf), and the accounts they name, by
+    /// (epoch, leaf): rebuilt when a map or a chain comes, looked up per frame.
+    stage_maps: Vec<StageMap>,
+    senders: HashMap<(u64, u32), UserId>,
     /// Accounts a host or moderator banned (verified statements).
     bans: HashSet<UserId>,
     left: bool,
@@ -467,6 +475,8 @@ impl RoomCrypto {
             invitations: Vec::new(),
             roster: None,
             roster_seen: RosterVersion::default(),
+            stage_maps: Vec::new(),
+            senders: HashMap::new(),
             bans: HashSet::new(),
             left: false,
             resuming: false,
@@ -706,6 +716,7 @@ impl RoomCrypto {
         match self.trust.check(user, chain) {
             Ok(v) => {
                 self.chains.insert(user.clone(), v);
+                self.name_senders();
                 Ok(())
             }
             Err(e) => {
@@ -739,9 +750,16 @@ impl RoomCrypto {
             for (_, key, _) in m.stage.member_accounts() {
                 entries.push(self.roster_entry(name(&key.fingerprint()), true));
             }
+        } else if let Some(map) = self.roster.as_ref().and_then(VerifiedRoster::stage) {
+            // Not in the stage group: its members as the distributor's
+            // signed stage map lists them, each named by a verified chain.
+            for (_, key) in &map.members {
+                let named = IdentityKey::from_bytes(key).and_then(|k| name(&k.fingerprint()));
+                entries.push(self.roster_entry(named, true));
+            }
         } else {
-            // Not in the stage group: its members as the room shows them
-            // (their keys are checked when they vouch for a key or roster).
+            // No stage map yet: the stage as the room shows it (its
+            // members' keys are checked when they vouch for a key or roster).
             for m in self.view.members.iter().filter(|m| m.role.on_stage()) {
                 entries.push(self.roster_entry(Some(m.user_id.clone()), true));
             }
@@ -863,6 +881,7 @@ impl RoomCrypto {
             let active = verified.is_active(key);
             self.chains.insert(user.clone(), verified);
             self.chain_text.insert(user.clone(), chain.to_owned());
+            self.name_senders();
             active
         };
         if !active {
@@ -980,19 +999,50 @@ impl RoomCrypto {
     }
 
     /// The account of the stage member who sent `frame` (an SFrame frame,
-    /// still encrypted), as the stage group's own credentials name it; None
-    /// when this device is not in the stage group (a listener knows keys,
-    /// not who holds which leaf) or the frame is malformed. For showing who
-    /// speaks; it says nothing about whether the frame decrypts.
+    /// still encrypted): as the stage group's own credentials name it on
+    /// stage; for a listener, as the distributor's signed stage map for the
+    /// frame's key generation lists the leaf's device key and a verified
+    /// chain names it — once a frame with the same KID decrypted here (so
+    /// the generation is the one that authenticated). None if unknown or
+    /// the frame is malformed. For showing who speaks; it says nothing
+    /// about whether this frame decrypts.
     pub fn frame_sender(&self, frame: &[u8]) -> Option<UserId> {
         let (kid, _, _) = parse_header(frame).ok()?;
         let (leaf, _) = sotto_e2ee::keys::split_kid(kid);
-        let account = self
-            .part
-            .member()?
-            .stage
-            .account_at(u32::try_from(leaf).ok()?)?;
-        String::from_utf8(account).ok().map(UserId)
+        let leaf = u32::try_from(leaf).ok()?;
+        if let Some(m) = self.part.member() {
+            let account = m.stage.account_at(leaf)?;
+            return String::from_utf8(account).ok().map(UserId);
+        }
+        let l = self.part.listener()?;
+        let g = l
+            .current
+            .frame_generation(kid)
+            .or_else(|| l.previous.as_ref().and_then(|p| p.frame_generation(kid)))?;
+        self.senders.get(&(g.epoch, leaf)).cloned()
+    }
+
+    /// Rebuild the (epoch, leaf) → account names from the stage maps and
+    /// the chains verified so far.
+    fn name_senders(&mut self) {
+        if self.stage_maps.is_empty() {
+            return;
+        }
+        let owners: HashMap<[u8; 32], &UserId> = self
+            .chains
+            .iter()
+            .flat_map(|(user, chain)| chain.active().iter().map(move |k| (*k, user)))
+            .collect();
+        self.senders = self
+            .stage_maps
+            .iter()
+            .flat_map(|m| {
+                let owners = &owners;
+                m.members.iter().filter_map(move |(leaf, key)| {
+                    owners.get(key).map(|u| ((m.epoch, *leaf), (*u).clone()))
+                })
+            })
+            .collect();
     }
 
     /// Whether the server made this device the room's key distributor.
@@ -1001,9 +1051,17 @@ impl RoomCrypto {
     }
 
     /// A code all stage members of the current epoch share (compare it out
-    /// loud), if this device is on the stage group.
+    /// loud): this device's own if it is in the stage group, else the one
+    /// the latest verified roster's stage map carries.
     pub fn room_code(&self) -> Option<String> {
-        self.part.member().map(|m| m.stage.room_code())
+        match self.part.member() {
+            Some(m) => Some(m.stage.room_code()),
+            None => self
+                .roster
+                .as_ref()
+                .and_then(VerifiedRoster::stage)
+                .map(StageMap::room_code),
+        }
     }
 
     fn my_role(&self) -> Option<Role> {
@@ -2024,6 +2082,14 @@ impl RoomCrypto {
             return Err(CryptoError::RosterAhead);
         }
         self.roster_seen = r.version();
+        if let Some(map) = r.stage() {
+            self.stage_maps.retain(|m| m.epoch != map.epoch);
+            self.stage_maps.push(map.clone());
+            self.stage_maps.sort_unstable_by_key(|m| m.epoch);
+            let old = self.stage_maps.len().saturating_sub(STAGE_MAPS_KEPT);
+            self.stage_maps.drain(..old);
+            self.name_senders();
+        }
         self.roster = Some(r);
         self.last_roster_at = self.last_now;
         Ok(())
@@ -2046,6 +2112,7 @@ impl RoomCrypto {
         };
         if d.roster_at.is_some_and(|t| t <= now) {
             d.roster_at = None;
+            d.dist.set_stage(m.stage.stage_map());
             let roster = d.dist.roster(m.stage.identity());
             if let Ok(v) = VerifiedRoster::verify(
                 &roster,

@@ -100,6 +100,124 @@ fn honest_room_works_through_the_harness() {
     assert_eq!(report.entries.len(), 3, "{report:?}");
 }
 
+/// Who speaks. A stage member reads it from the stage group's credentials;
+/// a listener, who is not in the group, from the distributor's signed stage
+/// map (leaf → device key) and the chains it verified (key → account). The
+/// same map carries the room code, so a listener reads the code the stage
+/// reads. An operator that alters the map — here it swaps the host's and
+/// the speaker's keys, so the host's words would show as the speaker's —
+/// breaks the distributor's signature: the listener refuses it and keeps
+/// its names.
+#[test]
+fn listeners_name_speakers_from_the_signed_stage_map_and_a_forged_map_is_refused() {
+    let (mut net, h, s, l) = stage_of_two();
+    for i in [h, s, l] {
+        let (user, chain) = (net.devs[i].user.clone(), encode_chain(&net.devs[i].links));
+        net.devs[l].crypto.learn_chain(&user, &chain).unwrap();
+    }
+    let (host, speaker) = (net.devs[h].user.clone(), net.devs[s].user.clone());
+    // A listener names a frame's sender once the frame's KID decrypted
+    // (no name from a header alone): each frame goes through it first.
+    let frames = |net: &mut Net| {
+        let now = net.now;
+        let pair = (
+            net.devs[h].crypto.encrypt(now, b"opus").unwrap(),
+            net.devs[s].crypto.encrypt(now, b"opus").unwrap(),
+        );
+        for f in [&pair.0, &pair.1] {
+            assert_eq!(net.devs[l].crypto.decrypt(now, f).unwrap(), b"opus");
+        }
+        pair
+    };
+    let (from_host, from_speaker) = frames(&mut net);
+    // Stage members name each other from the group itself.
+    assert_eq!(
+        net.devs[s].crypto.frame_sender(&from_host),
+        Some(host.clone())
+    );
+    assert_eq!(
+        net.devs[h].crypto.frame_sender(&from_speaker),
+        Some(speaker.clone())
+    );
+    // The listener, from the signed map.
+    assert_eq!(
+        net.devs[l].crypto.frame_sender(&from_host),
+        Some(host.clone())
+    );
+    assert_eq!(
+        net.devs[l].crypto.frame_sender(&from_speaker),
+        Some(speaker.clone())
+    );
+    assert_eq!(
+        net.devs[h].crypto.frame_sender(b""),
+        None,
+        "no header, no name"
+    );
+    let code = net.devs[h].crypto.room_code();
+    assert!(code.is_some());
+    assert_eq!(net.devs[l].crypto.room_code(), code);
+    let report = net.devs[l].crypto.check_roster();
+    let on_stage: Vec<_> = report.entries.iter().filter(|e| e.stage).collect();
+    assert_eq!(on_stage.len(), 2, "{report:?}");
+    for who in [&host, &speaker] {
+        assert!(
+            on_stage.iter().any(|e| e.user.as_ref() == Some(who)),
+            "{report:?}"
+        );
+    }
+    assert_eq!(report.hidden, 0, "{report:?}");
+
+    // The operator swaps the two keys in the newest roster's stage map and
+    // delivers it again, as from its signer.
+    let signer = (0..net.devs.len())
+        .find(|&i| net.devs[i].crypto.is_distributor())
+        .expect("a distributor");
+    let roster = net.devs[signer]
+        .sent
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ClientMessage::E2ee {
+                e2ee: E2eeUp::Roster { roster },
+                ..
+            } => Some(decode_payload(roster).unwrap()),
+            _ => None,
+        })
+        .expect("a roster was signed");
+    let mut forged = roster.clone();
+    let entries = forged.len() - 64 - 32 - 2 * 36;
+    let (a, b) = (entries + 4, entries + 36 + 4);
+    let key_a: [u8; 32] = forged[a..a + 32].try_into().unwrap();
+    let key_b: [u8; 32] = forged[b..b + 32].try_into().unwrap();
+    assert_ne!(key_a, key_b);
+    forged[a..a + 32].copy_from_slice(&key_b);
+    forged[b..b + 32].copy_from_slice(&key_a);
+    let errors = net.devs[l].errors.len();
+    let from = net.devs[signer].peer();
+    net.e2ee(
+        l,
+        E2eeDown::Roster {
+            roster: encode_payload(&forged),
+            from,
+        },
+    );
+    net.run();
+    assert!(
+        net.devs[l].errors[errors..]
+            .iter()
+            .any(|e| e.contains("signature")),
+        "{:?}",
+        net.devs[l].errors
+    );
+    let (from_host, from_speaker) = frames(&mut net);
+    assert_eq!(net.devs[l].crypto.frame_sender(&from_host), Some(host));
+    assert_eq!(
+        net.devs[l].crypto.frame_sender(&from_speaker),
+        Some(speaker)
+    );
+    assert_eq!(net.devs[l].crypto.room_code(), code);
+}
+
 /// Attack 1: the server attaches a key it holds to a listener's account
 /// (a row in its `devices` table) and asks the distributor to admit it.
 #[test]

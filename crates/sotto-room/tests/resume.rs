@@ -117,20 +117,3 @@ fn a_host_that_starts_over_makes_a_new_group_and_listeners_are_keyed_again() {
     net.hears_why(h, l)
         .expect("the listener hears the host in its new group");
 }
-
-#[test]
-fn a_stage_member_names_each_frames_sender_and_a_listener_cannot() {
-    let (mut net, h, s, l) = room();
-    let now = net.now;
-    let from_host = net.devs[h].crypto.encrypt(now, b"opus").unwrap();
-    let from_speaker = net.devs[s].crypto.encrypt(now, b"opus").unwrap();
-    let (host, speaker) = (net.devs[h].user.clone(), net.devs[s].user.clone());
-    assert_eq!(net.devs[s].crypto.frame_sender(&from_host), Some(host));
-    assert_eq!(
-        net.devs[h].crypto.frame_sender(&from_speaker),
-        Some(speaker)
-    );
-    assert_eq!(net.devs[l].crypto.frame_sender(&from_host), None);
-    // (It reads the header only: a frame with none names nobody.)
-    assert_eq!(net.devs[h].crypto.frame_sender(b""), None);
-}

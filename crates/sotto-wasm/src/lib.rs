@@ -392,8 +392,9 @@ impl Room {
         }
     }
 
-    /// The user id of the stage member who sent this (still encrypted)
-    /// frame, when this device is in the stage group.
+    /// The user id of the stage member who sent this frame (see
+    /// `RoomCrypto::frame_sender`: on stage from the group, in the audience
+    /// from the signed stage map once a frame with its KID decrypted).
     pub fn sender(&self, frame: &[u8]) -> Option<String> {
         self.core.frame_sender(frame).map(|u| u.0)
     }

@@ -316,14 +316,14 @@ export class Session implements RoomSession {
     }
   }
 
-  /** Who a receive slot is playing: the stage group's word for its latest frame, else the only possible speaker. */
+  /**
+   * Who a receive slot is playing: the core's name for the sender of its
+   * latest frame — from the stage group's credentials on stage, from the
+   * distributor's signed stage map and the verified chains in the
+   * audience. Never the server's word: no name, no ring.
+   */
   private slotUser(slot: number): string | null {
-    const named = this.senders[slot];
-    if (named) return named;
-    // A listener does not know which stage key is whose: when only one
-    // other member is on stage and unmuted, the audio can only be theirs.
-    const speakers = this.view.members.filter((m) => m.role !== "listener" && !m.muted && m.user_id !== this.me);
-    return speakers.length === 1 ? speakers[0].user_id : null;
+    return this.senders[slot];
   }
 
   private reportLevels(): void {

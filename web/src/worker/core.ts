@@ -466,13 +466,15 @@ function recvFrame(key: number, slot: number, frame: Frame, out: TransformStream
   if (data.length === 0) return;
   let opus: Uint8Array | undefined;
   try {
-    const who = r.room.sender(data);
-    if (who) r.senders[slot] = who;
     opus = r.room.decrypt(Date.now(), data) ?? undefined;
   } catch {
     opus = undefined;
   }
   if (!opus) return;
+  // Named after it decrypted: a listener's core names a KID's sender only
+  // once a frame with it authenticated.
+  const who = r.room.sender(data);
+  if (who) r.senders[slot] = who;
   frame.data = asBuffer(opus);
   out.enqueue(frame);
 }
