@@ -29,6 +29,11 @@ use crate::store::AuthedSession;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame the socket reads; over it the channel closes.
 const SOCKET_READ_LIMIT: usize = 4 * MAX_MESSAGE_BYTES;
+/// The socket's read buffer (it grows for a larger message, up to
+/// [`SOCKET_READ_LIMIT`]). Channel messages are small; tungstenite's default
+/// allocates 128 KiB per socket, which was 120 of the 287 KiB a listener
+/// cost the server (BENCHMARKS.md, "Server memory per listener").
+const SOCKET_READ_BUFFER: usize = 4 * 1024;
 
 /// Open the session channel (WebSocket). The first message must be `hello` with a session token.
 #[utoipa::path(get, path = "/api/ws", tag = "channel",
@@ -54,6 +59,7 @@ pub async fn upgrade(
         // it: a distributor's oversized roster used to end its session and
         // the room's audio with it).
         Some(ws) => ws
+            .read_buffer_size(SOCKET_READ_BUFFER)
             .max_message_size(SOCKET_READ_LIMIT)
             .max_frame_size(SOCKET_READ_LIMIT)
             .on_upgrade(move |socket| run(socket, state)),
