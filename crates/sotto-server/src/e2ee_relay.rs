@@ -167,10 +167,18 @@ pub struct RelaySnapshot {
     pub held: Vec<Vec<u8>>,
 }
 
-/// The relay for every room of this node.
+/// One room's relay state, behind a lock of its own.
+type RoomCell = Arc<Mutex<RoomRelay>>;
+
+/// The relay for every room of this node. Each room has its own lock: the
+/// map of rooms is locked only to find or add a room. Work under a room's
+/// lock that comes from a channel (MLS validation, fan-out) runs on
+/// tokio's blocking threads, so a room that is busy — a slow validation, a
+/// large fan-out — holds up its own messages, never another room's or the
+/// async workers.
 #[derive(Clone)]
 pub struct E2eeRelay {
-    rooms: Arc<Mutex<HashMap<RoomId, RoomRelay>>>,
+    rooms: Arc<Mutex<HashMap<RoomId, RoomCell>>>,
     proposer: Arc<ServerProposer>,
     next_conn: Arc<AtomicU64>,
     public_key: [u8; 32],
@@ -238,7 +246,7 @@ impl E2eeRelay {
             for row in rows {
                 match RoomRelay::restore(&row) {
                     Ok(room) => {
-                        rooms.insert(row.room_id.clone(), room);
+                        rooms.insert(row.room_id.clone(), Arc::new(Mutex::new(room)));
                         restored += 1;
                     }
                     // Saved by an older server or damaged: the host makes a
@@ -277,10 +285,57 @@ impl E2eeRelay {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomRelay>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomCell>> {
         // A poisoned lock means a bug panicked while holding it; the state is
         // plain data, so keep serving.
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The room's cell, if the relay knows the room.
+    fn room(&self, room_id: &RoomId) -> Option<RoomCell> {
+        self.lock().get(room_id).cloned()
+    }
+
+    /// Runs `f` with the room's state locked, on a blocking thread (see
+    /// [`E2eeRelay`]). `None` if the relay does not know the room.
+    async fn with_room<T: Send + 'static>(
+        &self,
+        room_id: &RoomId,
+        f: impl FnOnce(&E2eeRelay, &RoomId, &mut RoomRelay) -> T + Send + 'static,
+    ) -> Option<T> {
+        let cell = self.room(room_id)?;
+        let (relay, room_id) = (self.clone(), room_id.clone());
+        let job = tokio::task::spawn_blocking(move || f(&relay, &room_id, &mut lock_room(&cell)));
+        match job.await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                // A panic under the lock (a bug): the room's state is plain
+                // data and stays usable; this message is refused.
+                tracing::error!(error = %e, "e2ee relay: a room's work failed");
+                None
+            }
+        }
+    }
+
+    /// Test hook: holds `room_id`'s state for `hold` on a thread of its
+    /// own, as a slow MLS validation would, and returns once it is held.
+    #[doc(hidden)]
+    pub fn hold_room_for(
+        &self,
+        room_id: &RoomId,
+        hold: std::time::Duration,
+    ) -> Option<std::thread::JoinHandle<()>> {
+        let cell = self.room(room_id)?;
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let _guard = lock_room(&cell);
+            if held_tx.send(()).is_err() {
+                return;
+            }
+            std::thread::sleep(hold);
+        });
+        held_rx.recv().ok()?;
+        Some(thread)
     }
 
     /// Handles one E2EE message from `conn` (whose channel is subscribed to
@@ -299,38 +354,14 @@ impl E2eeRelay {
                 .room_for(room_id, &conn.user)
                 .await
                 .map_err(|e| (e.code, e.message))?;
-            let mut rooms = self.lock();
-            let room = rooms.entry(room_id.clone()).or_default();
-            room.apply_view(&self.proposer, view);
-            room.conns.insert(
-                conn.id,
-                Registered {
-                    info: conn.clone(),
-                    tx: tx.clone(),
-                },
-            );
-            room.send(
-                conn.id,
-                E2eeDown::Info {
-                    external_sender_key: encode_payload(&self.public_key),
-                    external_sender_credential: encode_payload(SERVER_CREDENTIAL),
-                    has_group: room.delivery.is_some(),
-                    group: room.binding.clone().filter(|_| room.delivery.is_some()),
-                },
-                room_id,
-            );
-            if let Some((roster, from)) = room.roster.clone() {
-                room.send(
-                    conn.id,
-                    E2eeDown::Roster {
-                        roster: encode_payload(&roster),
-                        from,
-                    },
-                    room_id,
-                );
-            }
-            room.elect(room_id);
-            return Ok(());
+            self.lock().entry(room_id.clone()).or_default();
+            let (conn, tx) = (conn.clone(), tx.clone());
+            return self
+                .with_room(room_id, move |relay, room_id, room| {
+                    room.hello(relay, room_id, view, conn, tx);
+                })
+                .await
+                .ok_or_else(room_gone);
         }
         let need = match &msg {
             E2eeUp::Hello {} => unreachable_need(),
@@ -344,30 +375,35 @@ impl E2eeRelay {
             | E2eeUp::Sealed { .. }
             | E2eeUp::Roster { .. } => Need::StageMember,
         };
-        let first = self.check(room_id, conn, need);
-        if let Err((code, _)) = &first {
-            if matches!(code, ErrorCode::NotOnStage | ErrorCode::NotPermitted) {
+        // Whether the sender may send it, and whether the room is open
+        // (what lets a listener in is read from the database, between the
+        // room's locks: a moderator's allow, the moderators' follows; open
+        // rooms need none).
+        let c = conn.clone();
+        let first = self
+            .with_room(room_id, move |_, _, room| {
+                room.check(&c, need).map(|()| room.is_open())
+            })
+            .await
+            .unwrap_or_else(|| Err(hello_required()));
+        let open = match first {
+            Ok(open) => open,
+            Err((ErrorCode::NotOnStage | ErrorCode::NotPermitted, _)) => {
                 // The room may have changed after our last view: re-read it.
                 let view = store
                     .room_for(room_id, &conn.user)
                     .await
                     .map_err(|e| (e.code, e.message))?;
-                if let Some(room) = self.lock().get_mut(room_id) {
-                    room.apply_view(&self.proposer, view);
-                }
-                self.check(room_id, conn, need)?;
-            } else {
-                first?;
+                let c = conn.clone();
+                self.with_room(room_id, move |relay, _, room| {
+                    room.apply_view(&relay.proposer, view);
+                    room.check(&c, need).map(|()| room.is_open())
+                })
+                .await
+                .unwrap_or_else(|| Err(hello_required()))?
             }
-        }
-        // What lets a listener in is read before the lock (the database is
-        // async): a moderator's allow, the moderators' follows.
-        // Open rooms need none: no database query for them.
-        let open = self
-            .lock()
-            .get(room_id)
-            .and_then(|r| r.view.as_ref())
-            .is_some_and(|v| v.kind == sotto_proto::room::RoomKind::Open);
+            Err(e) => return Err(e),
+        };
         let grants = match &msg {
             E2eeUp::JoinRequest { .. } if !open => store
                 .access_grants(room_id, &conn.user)
@@ -375,23 +411,24 @@ impl E2eeRelay {
                 .map_err(|e| (e.code, e.message))?,
             _ => Vec::new(),
         };
-        let mut rooms = self.lock();
-        let room = rooms
-            .get_mut(room_id)
-            .ok_or_else(|| err(ErrorCode::E2eeHelloRequired, "say e2ee hello first"))?;
-        let result = room.apply(&self.proposer, room_id, conn, msg, grants);
-        self.save_if_dirty(room_id, room);
-        result
+        let c = conn.clone();
+        self.with_room(room_id, move |relay, room_id, room| {
+            let result = room.apply(&relay.proposer, room_id, &c, msg, grants);
+            relay.save_if_dirty(room_id, room);
+            result
+        })
+        .await
+        .unwrap_or_else(|| Err(hello_required()))
     }
 
     /// A moderator's signed ban (checked by the caller to be signed by the
     /// moderator's session device): kept for every distributor of the room,
     /// sent to the current one now.
     pub fn ban(&self, room_id: &RoomId, ban: SignedAccess) {
-        let mut rooms = self.lock();
-        let Some(room) = rooms.get_mut(room_id) else {
+        let Some(cell) = self.room(room_id) else {
             return;
         };
+        let mut room = lock_room(&cell);
         if let Some(d) = room.distributor {
             room.send(d, E2eeDown::Ban { ban: ban.clone() }, room_id);
         }
@@ -401,10 +438,10 @@ impl E2eeRelay {
     /// New statements let `user` in: hand the distributor `user`'s waiting
     /// join requests again with them.
     pub fn regrant(&self, room_id: &RoomId, user: &UserId, grants: Vec<SignedAccess>) {
-        let mut rooms = self.lock();
-        let Some(room) = rooms.get_mut(room_id) else {
+        let Some(cell) = self.room(room_id) else {
             return;
         };
+        let mut room = lock_room(&cell);
         let Some(d) = room.distributor else {
             room.join_requests
                 .values_mut()
@@ -426,47 +463,10 @@ impl E2eeRelay {
         }
     }
 
-    fn check(&self, room_id: &RoomId, conn: &ConnInfo, need: Need) -> Result<(), RelayError> {
-        let rooms = self.lock();
-        let room = rooms
-            .get(room_id)
-            .filter(|r| r.conns.contains_key(&conn.id))
-            .ok_or_else(|| err(ErrorCode::E2eeHelloRequired, "say e2ee hello first"))?;
-        let role = room.role_of(&conn.user);
-        let ok = match need {
-            Need::Host => role == Some(Role::Host),
-            Need::OnStage | Need::StageMember => role.is_some_and(Role::on_stage),
-            Need::Moderates => role.is_some_and(Role::moderates),
-            Need::Listener => role == Some(Role::Listener),
-        };
-        if !ok {
-            let code = match need {
-                Need::Host | Need::Moderates => ErrorCode::NotPermitted,
-                Need::Listener => ErrorCode::AlreadyOnStage,
-                Need::OnStage | Need::StageMember => ErrorCode::NotOnStage,
-            };
-            return Err(err(code, "your role does not allow this E2EE message"));
-        }
-        if need == Need::StageMember {
-            let d = room
-                .delivery
-                .as_ref()
-                .ok_or_else(|| err(ErrorCode::E2eeNoGroup, "the room has no stage group yet"))?;
-            if d.leaf_of(conn.key.as_bytes()).is_none() {
-                return Err(err(
-                    ErrorCode::NotOnStage,
-                    "this device is not a member of the stage group",
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// A room changed (from the bus).
     pub fn apply_view(&self, view: &RoomView) {
-        let mut rooms = self.lock();
         if view.ended {
-            rooms.remove(&view.id);
+            self.lock().remove(&view.id);
             if let Some(tx) = &self.persist
                 && tx.send(Persist::Delete(view.id.clone())).is_err()
             {
@@ -476,8 +476,8 @@ impl E2eeRelay {
             }
             return;
         }
-        if let Some(room) = rooms.get_mut(&view.id) {
-            room.apply_view(&self.proposer, view.clone());
+        if let Some(cell) = self.room(&view.id) {
+            lock_room(&cell).apply_view(&self.proposer, view.clone());
         }
     }
 
@@ -485,8 +485,13 @@ impl E2eeRelay {
     /// drop its channels, propose its removal from the stage group, and tell
     /// the key distributor to drop it from the audience and rotate.
     pub fn evict_device(&self, device: &DeviceId, key: &DevicePublicKey) {
-        let mut rooms = self.lock();
-        for (room_id, room) in rooms.iter_mut() {
+        let rooms: Vec<(RoomId, RoomCell)> = self
+            .lock()
+            .iter()
+            .map(|(id, cell)| (id.clone(), cell.clone()))
+            .collect();
+        for (room_id, cell) in &rooms {
+            let mut room = lock_room(cell);
             let conns = room.conns_where(|c| c.key == *key);
             let known = !conns.is_empty() || room.in_tree(key);
             if !known && !room.join_requests.contains_key(device) {
@@ -515,18 +520,19 @@ impl E2eeRelay {
     /// The channel stopped taking part in `room_id` (unsubscribed, left, or
     /// closed).
     pub fn unregister(&self, conn: u64, room_id: &RoomId) {
-        let mut rooms = self.lock();
-        if let Some(room) = rooms.get_mut(room_id)
-            && room.conns.remove(&conn).is_some()
-        {
+        let Some(cell) = self.room(room_id) else {
+            return;
+        };
+        let mut room = lock_room(&cell);
+        if room.conns.remove(&conn).is_some() {
             room.elect(room_id);
         }
     }
 
     /// What the relay holds for a room (tests and audits).
     pub fn snapshot(&self, room_id: &RoomId) -> Option<RelaySnapshot> {
-        let rooms = self.lock();
-        let room = rooms.get(room_id)?;
+        let cell = self.room(room_id)?;
+        let room = lock_room(&cell);
         let mut held: Vec<Vec<u8>> = Vec::new();
         if let Some(d) = &room.delivery {
             held.extend(d.messages_since(0).iter().cloned());
@@ -567,6 +573,23 @@ impl Default for E2eeRelay {
     }
 }
 
+fn lock_room(cell: &RoomCell) -> std::sync::MutexGuard<'_, RoomRelay> {
+    // As for the map: a poisoned room is plain data; keep serving it.
+    cell.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn hello_required() -> RelayError {
+    err(ErrorCode::E2eeHelloRequired, "say e2ee hello first")
+}
+
+/// The room ended (or its work failed) while a message for it waited.
+fn room_gone() -> RelayError {
+    err(
+        ErrorCode::E2eeHelloRequired,
+        "the room is gone; say e2ee hello again",
+    )
+}
+
 fn unreachable_need() -> Need {
     // `hello` is handled before needs are computed.
     Need::Listener
@@ -603,6 +626,85 @@ fn rank(role: Role) -> u8 {
 }
 
 impl RoomRelay {
+    /// Whether `conn` may send a message that needs `need`.
+    fn check(&self, conn: &ConnInfo, need: Need) -> Result<(), RelayError> {
+        if !self.conns.contains_key(&conn.id) {
+            return Err(hello_required());
+        }
+        let role = self.role_of(&conn.user);
+        let ok = match need {
+            Need::Host => role == Some(Role::Host),
+            Need::OnStage | Need::StageMember => role.is_some_and(Role::on_stage),
+            Need::Moderates => role.is_some_and(Role::moderates),
+            Need::Listener => role == Some(Role::Listener),
+        };
+        if !ok {
+            let code = match need {
+                Need::Host | Need::Moderates => ErrorCode::NotPermitted,
+                Need::Listener => ErrorCode::AlreadyOnStage,
+                Need::OnStage | Need::StageMember => ErrorCode::NotOnStage,
+            };
+            return Err(err(code, "your role does not allow this E2EE message"));
+        }
+        if need == Need::StageMember {
+            let d = self
+                .delivery
+                .as_ref()
+                .ok_or_else(|| err(ErrorCode::E2eeNoGroup, "the room has no stage group yet"))?;
+            if d.leaf_of(conn.key.as_bytes()).is_none() {
+                return Err(err(
+                    ErrorCode::NotOnStage,
+                    "this device is not a member of the stage group",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the room (as last seen) is open to anyone.
+    fn is_open(&self) -> bool {
+        self.view
+            .as_ref()
+            .is_some_and(|v| v.kind == sotto_proto::room::RoomKind::Open)
+    }
+
+    /// A channel said E2EE `hello`: register it, tell it what the relay
+    /// has (the external sender, the bound group, the latest roster) and
+    /// elect a distributor if the room needs one.
+    fn hello(
+        &mut self,
+        relay: &E2eeRelay,
+        room_id: &RoomId,
+        view: RoomView,
+        conn: ConnInfo,
+        tx: Outbox,
+    ) {
+        self.apply_view(&relay.proposer, view);
+        let id = conn.id;
+        self.conns.insert(id, Registered { info: conn, tx });
+        self.send(
+            id,
+            E2eeDown::Info {
+                external_sender_key: encode_payload(&relay.public_key),
+                external_sender_credential: encode_payload(SERVER_CREDENTIAL),
+                has_group: self.delivery.is_some(),
+                group: self.binding.clone().filter(|_| self.delivery.is_some()),
+            },
+            room_id,
+        );
+        if let Some((roster, from)) = self.roster.clone() {
+            self.send(
+                id,
+                E2eeDown::Roster {
+                    roster: encode_payload(&roster),
+                    from,
+                },
+                room_id,
+            );
+        }
+        self.elect(room_id);
+    }
+
     /// A room's relay state from what was saved: the group resumes at the
     /// saved epoch; channels, candidates and join requests come again as
     /// clients reconnect.
@@ -1185,7 +1287,13 @@ pub async fn follow_rooms(
     use tokio::sync::broadcast::error::RecvError;
     loop {
         match events.recv().await {
-            Ok(event) => relay.apply_view(&event.view),
+            Ok(event) => {
+                let relay = relay.clone();
+                let job = tokio::task::spawn_blocking(move || relay.apply_view(&event.view));
+                if let Err(e) = job.await {
+                    tracing::error!(error = %e, "e2ee relay: applying a room change failed");
+                }
+            }
             // Missed events: permission checks re-read the room on refusal,
             // and the next change of each room re-applies its state.
             Err(RecvError::Lagged(_)) => continue,

@@ -592,3 +592,70 @@ async fn logout_closes_the_channel_and_rotates_the_key_away() {
     );
     srv.stop().await;
 }
+
+/// Issue 11: the relay has no global lock. A room whose relay state is busy
+/// — held here for 3 s on a thread of its own, as a slow MLS validation
+/// would hold it — delays its own E2EE messages, not another room's: a
+/// newcomer's `hello` in the other room is answered at once, while the busy
+/// room's host waits for the answer to its own `hello` until the room is
+/// free. With one lock for every room, the newcomer would wait too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_room_does_not_hold_up_another_room() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (mut host_a, room_a) = enter(&srv, "host_a", None).await;
+    let (mut host_b, room_b) = enter(&srv, "host_b", None).await;
+    for d in [&mut host_a, &mut host_b] {
+        pump_until(&mut [d], Duration::from_secs(15), |d| {
+            d[0].crypto.can_encrypt()
+        })
+        .await;
+    }
+    let relay = srv.server.as_ref().unwrap().e2ee.clone();
+    let hold = Duration::from_secs(3);
+    let held_at = std::time::Instant::now();
+    let holder = relay.hold_room_for(&room_a, hold).expect("room A is known");
+
+    // Room A's host says hello again: answered only when A is free.
+    host_a
+        .channel
+        .send(ClientMessage::E2ee {
+            room_id: room_a.clone(),
+            e2ee: E2eeUp::Hello {},
+        })
+        .await
+        .unwrap();
+    // A newcomer in room B (its `hello` is the last thing `enter` sends).
+    let (mut newcomer, _) = enter(&srv, "newcomer_b", Some(&room_b)).await;
+    let asked = std::time::Instant::now();
+    let is_info = |m: &ServerMessage| {
+        matches!(
+            m,
+            ServerMessage::E2ee {
+                e2ee: E2eeDown::Info { .. },
+                ..
+            }
+        )
+    };
+    newcomer
+        .channel
+        .wait_for(Duration::from_secs(10), is_info)
+        .await
+        .expect("room B answers its newcomer");
+    let b_waited = asked.elapsed();
+    let b_answered_at = held_at.elapsed();
+    host_a
+        .channel
+        .wait_for(Duration::from_secs(10), is_info)
+        .await
+        .expect("room A answers once it is free");
+    let a_answered_at = held_at.elapsed();
+    holder.join().unwrap();
+    assert!(
+        b_answered_at < hold && b_waited < Duration::from_millis(1500),
+        "room B's newcomer waited {b_waited:?} (answered {b_answered_at:?} into room A's {hold:?} hold)"
+    );
+    assert!(
+        a_answered_at >= hold,
+        "room A answered {a_answered_at:?} into its own {hold:?} hold: the hold held nothing"
+    );
+}
