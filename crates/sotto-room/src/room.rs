@@ -731,18 +731,7 @@ impl RoomCrypto {
     /// roster's listeners, each named by the chains this device verified,
     /// and the key holders no chain names (hidden listeners).
     pub fn roster_report(&self) -> RosterReport {
-        // Each verified chain's current keys, by fingerprint, computed once.
-        let owners: HashMap<Fingerprint, &UserId> = self
-            .chains
-            .iter()
-            .flat_map(|(user, chain)| {
-                chain
-                    .active()
-                    .iter()
-                    .filter_map(|k| IdentityKey::from_bytes(k))
-                    .map(move |k| (k.fingerprint(), user))
-            })
-            .collect();
+        let owners = self.key_owners();
         let name = |fp: &Fingerprint| owners.get(fp).map(|u| (*u).clone());
         let in_room = |u: &UserId| self.view.members.iter().any(|m| &m.user_id == u);
         let mut entries = Vec::new();
@@ -1028,21 +1017,32 @@ impl RoomCrypto {
         if self.stage_maps.is_empty() {
             return;
         }
-        let owners: HashMap<[u8; 32], &UserId> = self
-            .chains
-            .iter()
-            .flat_map(|(user, chain)| chain.active().iter().map(move |k| (*k, user)))
-            .collect();
+        let owners = self.key_owners();
         self.senders = self
             .stage_maps
             .iter()
             .flat_map(|m| {
                 let owners = &owners;
                 m.members.iter().filter_map(move |(leaf, key)| {
-                    owners.get(key).map(|u| ((m.epoch, *leaf), (*u).clone()))
+                    let owner = owners.get(&IdentityKey::from_bytes(key)?.fingerprint())?;
+                    Some(((m.epoch, *leaf), (*owner).clone()))
                 })
             })
             .collect();
+    }
+
+    /// Each verified chain's current keys, by fingerprint: who holds a key.
+    fn key_owners(&self) -> HashMap<Fingerprint, &UserId> {
+        self.chains
+            .iter()
+            .flat_map(|(user, chain)| {
+                chain
+                    .active()
+                    .iter()
+                    .filter_map(|k| IdentityKey::from_bytes(k))
+                    .map(move |k| (k.fingerprint(), user))
+            })
+            .collect()
     }
 
     /// Whether the server made this device the room's key distributor.
