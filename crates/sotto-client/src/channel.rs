@@ -1,9 +1,11 @@
 //! The session channel from the client side.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use sotto_proto::channel::{ClientEnvelope, ClientMessage, ServerMessage, parse_server_message};
+use sotto_proto::room::RoomView;
 use sotto_proto::{RoomId, UserId};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -13,6 +15,11 @@ use crate::{Client, ClientError};
 pub struct Channel {
     ws: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
     pub user_id: UserId,
+    /// The state of each subscribed room, kept up to date by the server's
+    /// deltas (see [`next`](Self::next)).
+    views: HashMap<RoomId, RoomView>,
+    /// Test hook: forget the next delta, as if it were lost.
+    skip_delta: bool,
 }
 
 impl Channel {
@@ -36,6 +43,8 @@ impl Channel {
         let mut channel = Channel {
             ws,
             user_id: UserId(String::new()),
+            views: HashMap::new(),
+            skip_delta: false,
         };
         channel.send(ClientMessage::Hello { token }).await?;
         match channel.next(Duration::from_secs(10)).await? {
@@ -71,7 +80,29 @@ impl Channel {
     }
 
     /// The next message from the server, waiting at most `timeout`.
+    ///
+    /// A room's deltas come out as the whole room (`room_state`), built
+    /// from the last state and the delta. A delta that does not start from
+    /// the state this channel holds (one was missed) is not returned: the
+    /// channel subscribes again and returns the full state that answers.
     pub async fn next(&mut self, timeout: Duration) -> Result<ServerMessage, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (msg, _) = self.next_frame(left).await?;
+            if let Some(msg) = self.track(msg).await? {
+                return Ok(msg);
+            }
+        }
+    }
+
+    /// The next message as the server sent it (deltas as deltas) and the
+    /// size of its frame in bytes. It does not update the room states
+    /// [`next`](Self::next) keeps: use one or the other on a channel.
+    pub async fn next_frame(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(ServerMessage, usize), ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.ws.next())
@@ -79,7 +110,9 @@ impl Channel {
                 .map_err(|_| ClientError::Channel("timed out waiting for the server".into()))?;
             match frame {
                 Some(Ok(Message::Text(text))) => {
-                    return parse_server_message(&text).map_err(|(_, e)| ClientError::Channel(e));
+                    let msg =
+                        parse_server_message(&text).map_err(|(_, e)| ClientError::Channel(e))?;
+                    return Ok((msg, text.len()));
                 }
                 Some(Ok(Message::Close(_))) | None => {
                     return Err(ClientError::Channel("closed by the server".into()));
@@ -88,6 +121,56 @@ impl Channel {
                 Some(Err(e)) => return Err(ws_error(e)),
             }
         }
+    }
+
+    /// Keeps the room states current; `None` for a delta that was missed
+    /// (the channel has asked for the whole room again).
+    async fn track(&mut self, msg: ServerMessage) -> Result<Option<ServerMessage>, ClientError> {
+        match msg {
+            ServerMessage::RoomState { room } => {
+                let newer = self
+                    .views
+                    .get(&room.id)
+                    .is_none_or(|v| v.version <= room.version);
+                if newer {
+                    self.views.insert(room.id.clone(), room.clone());
+                }
+                Ok(Some(ServerMessage::RoomState { room }))
+            }
+            ServerMessage::RoomDelta(delta) => {
+                if std::mem::take(&mut self.skip_delta) {
+                    return Ok(None);
+                }
+                let applied = self
+                    .views
+                    .get_mut(&delta.room_id)
+                    .map(|v| v.apply(&delta).map(|()| v.clone()));
+                match applied {
+                    Some(Ok(room)) => Ok(Some(ServerMessage::RoomState { room })),
+                    Some(Err(_)) | None => {
+                        self.views.remove(&delta.room_id);
+                        self.subscribe(&delta.room_id).await?;
+                        Ok(None)
+                    }
+                }
+            }
+            msg @ (ServerMessage::RoomLeft { .. } | ServerMessage::RoomEnded { .. }) => {
+                if let ServerMessage::RoomLeft { room_id, .. }
+                | ServerMessage::RoomEnded { room_id } = &msg
+                {
+                    self.views.remove(room_id);
+                }
+                Ok(Some(msg))
+            }
+            other => Ok(Some(other)),
+        }
+    }
+
+    /// Test hook: lose the next room delta, as a client with a bug or a
+    /// broken relay would. The channel must notice and resync.
+    #[doc(hidden)]
+    pub fn drop_next_delta(&mut self) {
+        self.skip_delta = true;
     }
 
     /// Reads messages until `pred` accepts one, which it returns.

@@ -5,7 +5,8 @@
 //! client → server  {"v":1,"msg":{"type":"hello","token":"…"}}
 //! server → client  {"v":1,"msg":{"type":"welcome","user_id":"…"}}
 //! client → server  {"v":1,"msg":{"type":"subscribe","room_id":"…"}}
-//! server → client  {"v":1,"msg":{"type":"room_state","room":{…}}}   (on every change)
+//! server → client  {"v":1,"msg":{"type":"room_state","room":{…}}}
+//! server → client  {"v":1,"msg":{"type":"room_delta","room_id":"…","from":7,"version":8,"changes":[…]}}   (on every change)
 //! ```
 //!
 //! The first client message must be `hello`; the token travels inside the
@@ -19,7 +20,7 @@ use ts_rs::TS;
 use crate::error::{ErrorBody, ErrorCode};
 use crate::ids::{DeviceId, RoomId, UserId};
 use crate::keys::DevicePublicKey;
-use crate::room::RoomView;
+use crate::room::{RoomDelta, RoomView};
 
 /// The version both sides speak.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -87,9 +88,14 @@ pub enum ServerMessage {
     Welcome {
         user_id: UserId,
     },
+    /// The whole room: on `subscribe`, and when a change cannot be sent
+    /// as a delta.
     RoomState {
         room: RoomView,
     },
+    /// A change of a room since the last `room_state` or `room_delta`
+    /// (see [`RoomDelta`]).
+    RoomDelta(RoomDelta),
     /// You are no longer in the room (left, removed, or banned); no more
     /// state follows for it.
     RoomLeft {

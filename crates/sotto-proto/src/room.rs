@@ -98,7 +98,8 @@ pub struct MemberView {
     pub invited_to_stage: bool,
 }
 
-/// The whole live state of a room, pushed on every change.
+/// The whole live state of a room. The session channel sends it on
+/// `subscribe`, then each change as a [`RoomDelta`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 #[ts(export)]
 pub struct RoomView {
@@ -127,4 +128,239 @@ pub struct RoomSummary {
     pub listener_count: u32,
     /// How many of the people on stage you follow.
     pub followed_on_stage: u32,
+}
+
+/// A room's title, description, kind and whether it ended: sent in a
+/// [`RoomDelta`] when one of them changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct RoomAbout {
+    pub title: String,
+    pub description: String,
+    pub kind: RoomKind,
+    pub ended: bool,
+}
+
+/// One change of a room's member list, applied in order (see
+/// [`RoomView::apply`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[ts(export)]
+pub enum MemberChange {
+    /// This user is no longer in the room.
+    Left { user_id: UserId },
+    /// This member (newly joined, or renamed) now stands at index `at` of
+    /// the member list; its old entry, if any, is removed first.
+    Put { at: u32, member: MemberView },
+    /// Some of this member's role and flags changed (the fields present),
+    /// and if `at` is present it moved there (removed, then inserted at
+    /// `at`). Smaller than a `put`: no names.
+    Set {
+        user_id: UserId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        at: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        role: Option<Role>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        hand_raised: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        muted: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        invited_to_stage: Option<bool>,
+    },
+}
+
+/// The [`MemberChange::Set`] that turns `old` (standing elsewhere unless
+/// `at` is `None`) into `new`, or `None` when the names changed.
+fn set_change(old: &MemberView, new: &MemberView, at: Option<u32>) -> Option<MemberChange> {
+    if old.username != new.username || old.display_name != new.display_name {
+        return None;
+    }
+    let differs = |a: bool, b: bool| (a != b).then_some(b);
+    Some(MemberChange::Set {
+        user_id: new.user_id.clone(),
+        at,
+        role: (old.role != new.role).then_some(new.role),
+        hand_raised: differs(old.hand_raised, new.hand_raised),
+        muted: differs(old.muted, new.muted),
+        invited_to_stage: differs(old.invited_to_stage, new.invited_to_stage),
+    })
+}
+
+/// What changed in a room from version `from` to `version`. The session
+/// channel sends one on every change after a full [`RoomView`]: a client
+/// holding version `from` applies it; a client holding anything else
+/// missed a change and subscribes again for a full view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct RoomDelta {
+    pub room_id: RoomId,
+    #[ts(type = "number")]
+    pub from: i64,
+    #[ts(type = "number")]
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub about: Option<RoomAbout>,
+    pub changes: Vec<MemberChange>,
+}
+
+/// Why a [`RoomDelta`] could not be applied. Either way the client's view
+/// is no longer to be trusted: it asks for a full one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeltaError {
+    #[error("the delta is for another room")]
+    OtherRoom,
+    #[error("a change was missed: the view is at version {have}, the delta starts at {from}")]
+    Gap { have: i64, from: i64 },
+    #[error("the delta does not fit the view (change {index})")]
+    Mismatch { index: usize },
+}
+
+/// Past this many member changes a full view is cheaper to send and to apply.
+pub const MAX_DELTA_CHANGES: usize = 64;
+
+impl RoomView {
+    /// The delta from `old` to `self`, or `None` when there is none to send
+    /// (another room, not newer, or more than [`MAX_DELTA_CHANGES`]
+    /// changes: send the full view). Applying it to `old` gives `self`.
+    /// Costs one pass over the members plus one search per changed member.
+    pub fn diff_from(&self, old: &RoomView) -> Option<RoomDelta> {
+        if self.id != old.id || self.version <= old.version {
+            return None;
+        }
+        let mut changes = Vec::new();
+        let staying: std::collections::HashSet<&UserId> =
+            self.members.iter().map(|m| &m.user_id).collect();
+        let mut cur: Vec<&MemberView> = Vec::with_capacity(old.members.len());
+        for m in &old.members {
+            if staying.contains(&m.user_id) {
+                cur.push(m);
+            } else {
+                changes.push(MemberChange::Left {
+                    user_id: m.user_id.clone(),
+                });
+            }
+        }
+        if changes.len() > MAX_DELTA_CHANGES {
+            return None;
+        }
+        for (i, m) in self.members.iter().enumerate() {
+            if cur.get(i).is_some_and(|c| *c == m) {
+                continue;
+            }
+            if changes.len() >= MAX_DELTA_CHANGES {
+                return None;
+            }
+            let at = u32::try_from(i).ok()?;
+            let found = cur[i.min(cur.len())..]
+                .iter()
+                .position(|c| c.user_id == m.user_id);
+            let change = match found {
+                Some(j) => {
+                    let was = cur.remove(i + j);
+                    set_change(was, m, (j != 0).then_some(at))
+                }
+                None => None,
+            };
+            cur.insert(i, m);
+            changes.push(change.unwrap_or_else(|| MemberChange::Put {
+                at,
+                member: m.clone(),
+            }));
+        }
+        let about = RoomAbout {
+            title: self.title.clone(),
+            description: self.description.clone(),
+            kind: self.kind,
+            ended: self.ended,
+        };
+        let changed = self.title != old.title
+            || self.description != old.description
+            || self.kind != old.kind
+            || self.ended != old.ended;
+        Some(RoomDelta {
+            room_id: self.id.clone(),
+            from: old.version,
+            version: self.version,
+            about: changed.then_some(about),
+            changes,
+        })
+    }
+
+    /// Applies a delta made by [`diff_from`](Self::diff_from). On an error
+    /// the view may be half changed: drop it and ask for a full one.
+    pub fn apply(&mut self, delta: &RoomDelta) -> Result<(), DeltaError> {
+        if delta.room_id != self.id {
+            return Err(DeltaError::OtherRoom);
+        }
+        if delta.from != self.version || delta.version <= delta.from {
+            return Err(DeltaError::Gap {
+                have: self.version,
+                from: delta.from,
+            });
+        }
+        for (index, change) in delta.changes.iter().enumerate() {
+            match change {
+                MemberChange::Left { user_id } => {
+                    let Some(j) = self.members.iter().position(|m| &m.user_id == user_id) else {
+                        return Err(DeltaError::Mismatch { index });
+                    };
+                    self.members.remove(j);
+                }
+                MemberChange::Put { at, member } => {
+                    let at = *at as usize;
+                    if let Some(j) = self
+                        .members
+                        .iter()
+                        .position(|m| m.user_id == member.user_id)
+                    {
+                        self.members.remove(j);
+                    }
+                    if at > self.members.len() {
+                        return Err(DeltaError::Mismatch { index });
+                    }
+                    self.members.insert(at, member.clone());
+                }
+                MemberChange::Set {
+                    user_id,
+                    at,
+                    role,
+                    hand_raised,
+                    muted,
+                    invited_to_stage,
+                } => {
+                    let Some(j) = self.members.iter().position(|m| &m.user_id == user_id) else {
+                        return Err(DeltaError::Mismatch { index });
+                    };
+                    let m = &mut self.members[j];
+                    m.role = role.unwrap_or(m.role);
+                    m.hand_raised = hand_raised.unwrap_or(m.hand_raised);
+                    m.muted = muted.unwrap_or(m.muted);
+                    m.invited_to_stage = invited_to_stage.unwrap_or(m.invited_to_stage);
+                    if let Some(at) = at {
+                        let at = *at as usize;
+                        let m = self.members.remove(j);
+                        if at > self.members.len() {
+                            return Err(DeltaError::Mismatch { index });
+                        }
+                        self.members.insert(at, m);
+                    }
+                }
+            }
+        }
+        if let Some(a) = &delta.about {
+            self.title.clone_from(&a.title);
+            self.description.clone_from(&a.description);
+            self.kind = a.kind;
+            self.ended = a.ended;
+        }
+        self.version = delta.version;
+        Ok(())
+    }
 }

@@ -6,6 +6,7 @@
 import type { ClientMessage } from "../wire/ClientMessage";
 import type { ServerMessage } from "../wire/ServerMessage";
 import type { RoomView } from "../wire/RoomView";
+import { applyDelta } from "./roomDelta";
 
 /** The protocol version both sides speak. */
 const PROTOCOL_VERSION = 1;
@@ -38,6 +39,8 @@ export function roomOf(msg: ServerMessage): string | null {
   switch (msg.type) {
     case "room_state":
       return msg.room.id;
+    case "room_delta":
+      return msg.room_id;
     case "room_left":
     case "room_ended":
     case "media_answer":
@@ -60,6 +63,8 @@ export class Channel {
   private goingAwayMs: number | null = null;
   private queue: string[] = [];
   private readonly rooms = new Map<string, RoomHandlers>();
+  /** Each subscribed room's state, kept current by the server's deltas. */
+  private readonly views = new Map<string, RoomView>();
   private readonly stateListeners = new Set<(s: ChannelState) => void>();
   private readyWaiters: Array<() => void> = [];
 
@@ -86,6 +91,7 @@ export class Channel {
     this.ws = null;
     ws?.close(1000);
     this.rooms.clear();
+    this.views.clear();
   }
 
   getState(): ChannelState {
@@ -110,6 +116,7 @@ export class Channel {
   }
 
   unsubscribe(roomId: string): void {
+    this.views.delete(roomId);
     if (!this.rooms.delete(roomId)) return;
     if (this.state === "open") this.sendOwn({ type: "unsubscribe", room_id: roomId });
   }
@@ -205,6 +212,29 @@ export class Channel {
         break;
       case "going_away":
         this.goingAwayMs = Math.max(0, msg.reconnect_after_ms);
+        break;
+      case "room_state": {
+        const have = this.views.get(msg.room.id);
+        if (!have || have.version <= msg.room.version) this.views.set(msg.room.id, msg.room);
+        break;
+      }
+      case "room_delta": {
+        // Handlers get the whole room, as from `room_state`.
+        const have = this.views.get(msg.room_id);
+        const room = have ? applyDelta(have, msg) : null;
+        if (!room) {
+          // A change was missed: ask for the whole room again.
+          this.views.delete(msg.room_id);
+          if (this.rooms.has(msg.room_id)) this.sendOwn({ type: "subscribe", room_id: msg.room_id });
+          return;
+        }
+        this.views.set(room.id, room);
+        this.rooms.get(room.id)?.message({ type: "room_state", room });
+        return;
+      }
+      case "room_left":
+      case "room_ended":
+        this.views.delete(msg.room_id);
         break;
     }
     const room = roomOf(msg);

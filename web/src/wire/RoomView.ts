@@ -4,7 +4,8 @@ import type { RoomId } from "./RoomId";
 import type { RoomKind } from "./RoomKind";
 
 /**
- * The whole live state of a room, pushed on every change.
+ * The whole live state of a room. The session channel sends it on
+ * `subscribe`, then each change as a [`RoomDelta`].
  */
 export type RoomView = { id: RoomId, title: string, description: string, kind: RoomKind, ended: boolean, 
 /**

@@ -1,7 +1,7 @@
 //! The session channel: one WebSocket per client session. It pushes the
 //! state of the rooms the client subscribed to, on every change.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -89,7 +89,9 @@ struct Channel {
     e2ee: ConnInfo,
     e2ee_tx: Outbox,
     e2ee_rx: tokio::sync::mpsc::Receiver<ServerMessage>,
-    rooms: HashSet<RoomId>,
+    /// The subscribed rooms, each with the version of the last state sent
+    /// (a delta goes out only to a channel at the version it starts from).
+    rooms: HashMap<RoomId, i64>,
     /// This session's token hash (a logout closes the channel).
     token_hash: Vec<u8>,
     /// This session's media peers, one per room.
@@ -125,13 +127,13 @@ async fn run(mut socket: WebSocket, state: AppState) {
             },
             e2ee_tx,
             e2ee_rx,
-            rooms: HashSet::new(),
+            rooms: HashMap::new(),
             token_hash: session.token_hash,
             media: HashMap::new(),
         };
         channel.serve().await;
         channel.end_media().await;
-        for room in channel.rooms.iter() {
+        for room in channel.rooms.keys() {
             state.e2ee.unregister(channel.e2ee.id, room);
         }
     }
@@ -209,7 +211,7 @@ impl Channel {
                     }
                 }
                 _ = presence.tick() => {
-                    let rooms: Vec<RoomId> = self.rooms.iter().cloned().collect();
+                    let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
                     // A failed refresh is retried at the next tick.
                     let _ = self.state.store.touch_presence(&rooms, &self.user, self.state.now()).await;
                 }
@@ -322,7 +324,7 @@ impl Channel {
                 Ok(())
             }
             ClientMessage::E2ee { room_id, e2ee } => {
-                if !self.rooms.contains(&room_id) {
+                if !self.rooms.contains_key(&room_id) {
                     return self
                         .refuse(ErrorCode::NotInRoom, "subscribe to the room first")
                         .await;
@@ -365,7 +367,7 @@ impl Channel {
                 }
                 match self.state.store.room_for(&room_id, &self.user).await {
                     Ok(room) => {
-                        self.rooms.insert(room_id);
+                        self.rooms.insert(room_id, room.version);
                         self.send(ServerMessage::RoomState { room }).await
                     }
                     Err(e) => self.refuse(e.code, e.message).await,
@@ -428,9 +430,9 @@ impl Channel {
 
     async fn deliver(&mut self, event: &Arc<RoomEvent>) -> Result<(), axum::Error> {
         let room_id = &event.view.id;
-        if !self.rooms.contains(room_id) {
+        let Some(sent) = self.rooms.get(room_id).copied() else {
             return Ok(());
-        }
+        };
         if let Some((_, banned)) = event
             .departed
             .as_ref()
@@ -446,10 +448,19 @@ impl Channel {
                 })
                 .await;
         }
-        self.send(ServerMessage::RoomState {
-            room: event.view.clone(),
-        })
-        .await?;
+        if event.view.version > sent {
+            self.rooms.insert(room_id.clone(), event.view.version);
+            let msg = match &event.delta {
+                Some(delta) if delta.from == sent => ServerMessage::RoomDelta(delta.clone()),
+                // This channel holds another version (it subscribed
+                // between two changes, or events came out of order): the
+                // whole room.
+                _ => ServerMessage::RoomState {
+                    room: event.view.clone(),
+                },
+            };
+            self.send(msg).await?;
+        }
         if event.view.ended {
             self.rooms.remove(room_id);
             self.state.e2ee.unregister(self.e2ee.id, room_id);
@@ -463,7 +474,7 @@ impl Channel {
 
     /// After missing events, send each subscribed room's state afresh.
     async fn resync(&mut self) -> Result<(), axum::Error> {
-        let rooms: Vec<RoomId> = self.rooms.iter().cloned().collect();
+        let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
         for room_id in rooms {
             match self.state.store.room_for(&room_id, &self.user).await {
                 Ok(room)
@@ -474,6 +485,7 @@ impl Channel {
                         .await
                         .unwrap_or(false) =>
                 {
+                    self.rooms.insert(room_id, room.version);
                     self.send(ServerMessage::RoomState { room }).await?
                 }
                 _ => {

@@ -12,7 +12,6 @@ use sotto_proto::{ErrorCode, RoomId, UserId};
 
 use super::extract::{ApiJson, ApiPath, AuthUser, OptionalJson, own_statement};
 use super::{AppState, random_bytes};
-use crate::bus::RoomEvent;
 use crate::error::{ApiError, ApiResult};
 use crate::rooms::Action;
 use crate::store::RoomAccess;
@@ -20,10 +19,7 @@ use crate::store::RoomAccess;
 impl AppState {
     pub(crate) fn announce(&self, access: RoomAccess) -> RoomView {
         let view = access.view.clone();
-        self.bus.publish(RoomEvent {
-            view: access.view,
-            departed: access.departed,
-        });
+        self.bus.publish(access.view, access.departed);
         view
     }
 }

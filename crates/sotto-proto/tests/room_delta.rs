@@ -1,0 +1,254 @@
+//! Room deltas: applying `new.diff_from(old)` to `old` gives `new`, for any
+//! two member lists; a delta that does not start where the view stands, or
+//! does not fit it, is refused (the client then asks for a full view).
+
+use proptest::prelude::*;
+use sotto_proto::channel::{ServerEnvelope, ServerMessage};
+use sotto_proto::room::{
+    DeltaError, MAX_DELTA_CHANGES, MemberChange, MemberView, Role, RoomKind, RoomView,
+};
+use sotto_proto::{RoomId, UserId};
+
+fn user(n: u8) -> UserId {
+    UserId::from_bytes([n; 16])
+}
+
+fn member(n: u8, role: Role, hand: bool, muted: bool) -> MemberView {
+    MemberView {
+        user_id: user(n),
+        username: format!("user{n}"),
+        display_name: format!("User {n}"),
+        role,
+        hand_raised: hand,
+        muted,
+        invited_to_stage: false,
+    }
+}
+
+fn view(version: i64, members: Vec<MemberView>) -> RoomView {
+    RoomView {
+        id: RoomId::from_bytes([7; 16]),
+        title: "A room".into(),
+        description: String::new(),
+        kind: RoomKind::Open,
+        ended: false,
+        version,
+        members,
+    }
+}
+
+fn role(r: u8) -> Role {
+    Role::ALL[usize::from(r) % 4]
+}
+
+/// A member list: distinct users, in any order, any role and flags.
+fn members() -> impl Strategy<Value = Vec<MemberView>> {
+    proptest::collection::vec((0u8..40, 0u8..4, any::<bool>(), any::<bool>()), 0..30).prop_map(
+        |raw| {
+            let mut seen = std::collections::HashSet::new();
+            raw.into_iter()
+                .filter(|(n, ..)| seen.insert(*n))
+                .map(|(n, r, h, m)| member(n, role(r), h, m))
+                .collect()
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn a_delta_turns_the_old_view_into_the_new_one(old in members(), new in members(), ended in any::<bool>()) {
+        let old = view(3, old);
+        let mut new = view(4, new);
+        new.ended = ended;
+        match new.diff_from(&old) {
+            Some(delta) => {
+                prop_assert!(delta.changes.len() <= MAX_DELTA_CHANGES);
+                let mut applied = old.clone();
+                applied.apply(&delta).expect("a delta applies to the view it was made from");
+                prop_assert_eq!(&applied, &new);
+                // It survives the wire.
+                let text = serde_json::to_string(&ServerEnvelope { v: 1, msg: ServerMessage::RoomDelta(delta.clone()) }).unwrap();
+                let back = sotto_proto::channel::parse_server_message(&text).unwrap();
+                prop_assert_eq!(back, ServerMessage::RoomDelta(delta));
+            }
+            None => prop_assert!(false, "30 members never need more than {} changes", MAX_DELTA_CHANGES),
+        }
+    }
+
+    #[test]
+    fn deltas_chain(a in members(), b in members(), c in members()) {
+        let (a, b, c) = (view(1, a), view(2, b), view(5, c));
+        let mut v = a.clone();
+        v.apply(&b.diff_from(&a).unwrap()).unwrap();
+        v.apply(&c.diff_from(&b).unwrap()).unwrap();
+        prop_assert_eq!(v, c);
+    }
+}
+
+#[test]
+fn one_join_is_one_change_however_big_the_room() {
+    let mut all: Vec<MemberView> = vec![member(0, Role::Host, false, false)];
+    all.extend((1..200).map(|n| member(n, Role::Listener, false, false)));
+    let old = view(10, all.clone());
+    all.push(member(200, Role::Listener, false, false));
+    let new = view(11, all);
+    let delta = new.diff_from(&old).unwrap();
+    assert_eq!(delta.changes.len(), 1);
+    assert!(matches!(
+        &delta.changes[0],
+        MemberChange::Put { at: 200, .. }
+    ));
+    assert!(delta.about.is_none());
+}
+
+#[test]
+fn a_promotion_moves_one_member() {
+    let old = view(
+        1,
+        vec![
+            member(0, Role::Host, false, false),
+            member(1, Role::Listener, true, false),
+            member(2, Role::Listener, false, false),
+            member(3, Role::Listener, false, false),
+        ],
+    );
+    let mut new = old.clone();
+    new.version = 2;
+    let promoted = new.members.remove(2);
+    new.members.insert(
+        1,
+        MemberView {
+            role: Role::Speaker,
+            ..promoted
+        },
+    );
+    let delta = new.diff_from(&old).unwrap();
+    assert_eq!(
+        delta.changes,
+        vec![MemberChange::Set {
+            user_id: user(2),
+            at: Some(1),
+            role: Some(Role::Speaker),
+            hand_raised: None,
+            muted: None,
+            invited_to_stage: None,
+        }],
+        "a move and a role, no names"
+    );
+    let mut applied = old;
+    applied.apply(&delta).unwrap();
+    assert_eq!(applied, new);
+}
+
+#[test]
+fn a_missed_delta_is_a_gap_and_a_stale_one_is_refused() {
+    let v1 = view(1, vec![member(0, Role::Host, false, false)]);
+    let mut v2 = v1.clone();
+    v2.version = 2;
+    v2.members.push(member(1, Role::Listener, false, false));
+    let mut v3 = v2.clone();
+    v3.version = 3;
+    v3.members[1].hand_raised = true;
+    let d12 = v2.diff_from(&v1).unwrap();
+    let d23 = v3.diff_from(&v2).unwrap();
+
+    // The client holds v1 and missed d12.
+    let mut client = v1.clone();
+    assert_eq!(
+        client.apply(&d23),
+        Err(DeltaError::Gap { have: 1, from: 2 })
+    );
+    // Nothing was changed by the refusal.
+    assert_eq!(client, v1);
+    client.apply(&d12).unwrap();
+    client.apply(&d23).unwrap();
+    assert_eq!(client, v3);
+    // Applied twice: refused.
+    assert!(matches!(client.apply(&d23), Err(DeltaError::Gap { .. })));
+    // Not newer, or another room: no delta.
+    assert!(v1.diff_from(&v3).is_none());
+    let mut other = v3.clone();
+    other.id = RoomId::from_bytes([8; 16]);
+    assert!(other.diff_from(&v2).is_none());
+}
+
+#[test]
+fn a_delta_that_does_not_fit_is_refused() {
+    let v1 = view(1, vec![member(0, Role::Host, false, false)]);
+    let mut v2 = v1.clone();
+    v2.version = 2;
+    v2.members.push(member(1, Role::Listener, false, false));
+    let mut delta = v2.diff_from(&v1).unwrap();
+    // A "left" for someone the view does not hold.
+    delta
+        .changes
+        .insert(0, MemberChange::Left { user_id: user(9) });
+    let mut client = v1.clone();
+    assert_eq!(client.apply(&delta), Err(DeltaError::Mismatch { index: 0 }));
+    // A position past the end.
+    let delta = sotto_proto::room::RoomDelta {
+        changes: vec![MemberChange::Put {
+            at: 5,
+            member: member(1, Role::Listener, false, false),
+        }],
+        ..v2.diff_from(&v1).unwrap()
+    };
+    let mut client = v1;
+    assert_eq!(client.apply(&delta), Err(DeltaError::Mismatch { index: 0 }));
+}
+
+#[test]
+fn too_many_changes_send_the_full_view() {
+    let old = view(
+        1,
+        (0..100)
+            .map(|n| member(n, Role::Listener, false, false))
+            .collect(),
+    );
+    let new = view(
+        2,
+        (100..200)
+            .map(|n| member(n, Role::Listener, false, false))
+            .collect(),
+    );
+    assert!(new.diff_from(&old).is_none());
+}
+
+#[test]
+fn a_raised_hand_is_one_flag() {
+    let old = view(
+        1,
+        vec![
+            member(0, Role::Host, false, false),
+            member(1, Role::Listener, false, false),
+        ],
+    );
+    let mut new = old.clone();
+    new.version = 2;
+    new.members[1].hand_raised = true;
+    let delta = new.diff_from(&old).unwrap();
+    assert_eq!(
+        delta.changes,
+        vec![MemberChange::Set {
+            user_id: user(1),
+            at: None,
+            role: None,
+            hand_raised: Some(true),
+            muted: None,
+            invited_to_stage: None,
+        }]
+    );
+    let text = serde_json::to_string(&delta.changes[0]).unwrap();
+    assert!(!text.contains("user1") && !text.contains("muted"), "{text}");
+    // A rename is a whole entry again.
+    let mut renamed = new.clone();
+    renamed.version = 3;
+    renamed.members[1].display_name = "Someone else".into();
+    let delta = renamed.diff_from(&new).unwrap();
+    assert!(matches!(
+        &delta.changes[..],
+        [MemberChange::Put { at: 1, .. }]
+    ));
+}

@@ -1,0 +1,210 @@
+//! Room state on the session channel: the whole room once on `subscribe`,
+//! then each change as a delta whose size does not grow with the room; a
+//! client that misses a delta notices and gets the whole room again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Db, TestServer};
+use sotto_client::Channel;
+use sotto_proto::UserId;
+use sotto_proto::channel::ServerMessage;
+use sotto_proto::room::{MemberView, Role, RoomKind, RoomView};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What a member looks like after an action.
+type Check = fn(&MemberView) -> bool;
+
+fn has(view: &RoomView, user: &UserId) -> bool {
+    view.members.iter().any(|m| &m.user_id == user)
+}
+
+/// Reads frames as they come, applying deltas to `view` itself, until the
+/// next room message; returns it and its size on the wire.
+async fn next_room_frame(ch: &mut Channel, view: &mut RoomView) -> (ServerMessage, usize) {
+    loop {
+        let (msg, bytes) = ch.next_frame(WAIT).await.unwrap();
+        match &msg {
+            ServerMessage::RoomDelta(d) => {
+                view.apply(d)
+                    .expect("each delta starts where the last ended");
+                return (msg, bytes);
+            }
+            ServerMessage::RoomState { room } => {
+                *view = room.clone();
+                return (msg, bytes);
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Bytes a listener's channel receives when one more listener joins a
+/// room of `others` listeners, and whether it came as a delta.
+async fn join_cost(srv: &TestServer, tag: &str, others: usize) -> (usize, bool) {
+    let (host, _) = srv.user(&format!("{tag}host")).await;
+    let room = host
+        .create_room("Deltas", RoomKind::Open, None)
+        .await
+        .unwrap();
+    for i in 0..others {
+        let (c, _) = srv.user(&format!("{tag}l{i}")).await;
+        c.join(&room.id).await.unwrap();
+    }
+    let (bob, _) = srv.user(&format!("{tag}bob")).await;
+    bob.join(&room.id).await.unwrap();
+    let mut ch = Channel::connect(&bob).await.unwrap();
+    ch.subscribe(&room.id).await.unwrap();
+    let mut view = room.clone();
+    let (first, _) = next_room_frame(&mut ch, &mut view).await;
+    assert!(
+        matches!(first, ServerMessage::RoomState { .. }),
+        "subscribe answers with the whole room"
+    );
+    assert_eq!(view.members.len(), others + 2);
+
+    let (carol, _) = srv.user(&format!("{tag}carol")).await;
+    carol.join(&room.id).await.unwrap();
+    let (msg, bytes) = next_room_frame(&mut ch, &mut view).await;
+    let carol_id = carol.me().await.unwrap().id;
+    assert!(has(&view, &carol_id));
+    // What the client built equals the server's view.
+    assert_eq!(view, host.room(&room.id).await.unwrap());
+    ch.close().await;
+    (bytes, matches!(msg, ServerMessage::RoomDelta(_)))
+}
+
+async fn deltas_do_not_grow_with_the_room(db: Db) {
+    let srv = TestServer::start(db).await;
+    let (small, small_delta) = join_cost(&srv, "a", 3).await;
+    let (big, big_delta) = join_cost(&srv, "b", 60).await;
+    assert!(small_delta && big_delta, "a join is sent as a delta");
+    // The same size up to the digits of the position and the names.
+    assert!(
+        big <= small + 8,
+        "a join costs {small} B in a room of 5 and {big} B in a room of 62"
+    );
+    eprintln!("bytes per listener for a join: {small} (5 in the room), {big} (62 in the room)");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn deltas_do_not_grow_with_the_room_sqlite() {
+    deltas_do_not_grow_with_the_room(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn deltas_do_not_grow_with_the_room_postgres() {
+    deltas_do_not_grow_with_the_room(Db::Postgres).await;
+}
+
+/// Every kind of change arrives as a delta, and the view a client builds
+/// from them is the server's.
+#[tokio::test]
+async fn hands_stage_and_mutes_arrive_as_deltas() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (host, _) = srv.user("host").await;
+    let room = host
+        .create_room("Deltas", RoomKind::Open, None)
+        .await
+        .unwrap();
+    let (bob, _) = srv.user("bob").await;
+    let bob_id = bob.me().await.unwrap().id;
+    bob.join(&room.id).await.unwrap();
+    let (carol, _) = srv.user("carol").await;
+    carol.join(&room.id).await.unwrap();
+    let mut ch = Channel::connect(&carol).await.unwrap();
+    ch.subscribe(&room.id).await.unwrap();
+    let mut view = room.clone();
+    next_room_frame(&mut ch, &mut view).await;
+
+    let mut sizes = Vec::new();
+    let steps: [(&str, Check); 4] = [
+        ("raise-hand", |m| m.hand_raised),
+        ("invite-to-stage", |m| m.invited_to_stage),
+        ("accept-stage", |m| m.role == Role::Speaker),
+        ("mute", |m| m.muted),
+    ];
+    for (action, check) in steps {
+        match action {
+            "invite-to-stage" | "mute" => host.member_action(&room.id, &bob_id, action).await,
+            _ => bob.room_action(&room.id, action).await,
+        }
+        .unwrap();
+        let (msg, bytes) = next_room_frame(&mut ch, &mut view).await;
+        assert!(
+            matches!(msg, ServerMessage::RoomDelta(_)),
+            "{action}: {msg:?}"
+        );
+        let bob_now = view.members.iter().find(|m| m.user_id == bob_id).unwrap();
+        assert!(
+            check(bob_now),
+            "{action} shows in the view built from deltas"
+        );
+        sizes.push((action, bytes));
+    }
+    assert_eq!(view, host.room(&room.id).await.unwrap());
+    eprintln!("bytes per listener per change: {sizes:?}");
+    srv.stop().await;
+}
+
+/// A client that loses a delta (here on purpose) notices at the next one,
+/// subscribes again, and ends up with the server's view, not a wrong one.
+#[tokio::test]
+async fn a_client_that_misses_a_delta_resyncs() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (host, _) = srv.user("host").await;
+    let room = host
+        .create_room("Deltas", RoomKind::Open, None)
+        .await
+        .unwrap();
+    let (bob, _) = srv.user("bob").await;
+    bob.join(&room.id).await.unwrap();
+    let mut ch = Channel::connect(&bob).await.unwrap();
+    ch.subscribe(&room.id).await.unwrap();
+    ch.wait_for(WAIT, |m| matches!(m, ServerMessage::RoomState { .. }))
+        .await
+        .unwrap();
+
+    ch.drop_next_delta();
+    let (carol, _) = srv.user("carol").await;
+    let carol_id = carol.me().await.unwrap().id;
+    carol.join(&room.id).await.unwrap();
+    // Carol's join is lost; Dave's delta then does not start where this
+    // client stands.
+    let (dave, _) = srv.user("dave").await;
+    let dave_id = dave.me().await.unwrap().id;
+    dave.join(&room.id).await.unwrap();
+    let msg = ch
+        .wait_for(
+            WAIT,
+            |m| matches!(m, ServerMessage::RoomState { room } if has(room, &dave_id)),
+        )
+        .await
+        .unwrap();
+    let ServerMessage::RoomState { room: view } = msg else {
+        unreachable!()
+    };
+    assert!(
+        has(&view, &carol_id),
+        "the resynced view holds the change whose delta was lost"
+    );
+    assert_eq!(view, host.room(&room.id).await.unwrap());
+
+    // And deltas flow again after the resync.
+    carol.room_action(&room.id, "leave").await.unwrap();
+    let msg = ch
+        .wait_for(
+            WAIT,
+            |m| matches!(m, ServerMessage::RoomState { room } if !has(room, &carol_id)),
+        )
+        .await
+        .unwrap();
+    let ServerMessage::RoomState { room: view } = msg else {
+        unreachable!()
+    };
+    assert_eq!(view, host.room(&room.id).await.unwrap());
+    srv.stop().await;
+}
