@@ -143,6 +143,13 @@ struct RoomRelay {
     evicted: HashSet<[u8; 32]>,
     /// The group state changed since it was last saved.
     dirty: bool,
+    /// Each member's role, from `view`: one lookup per check.
+    roles: HashMap<UserId, Role>,
+    /// The channels of each device and of each device key: a delivery to a
+    /// device, or a fan-out to the stage group, touches only its
+    /// recipients.
+    by_device: HashMap<DeviceId, Vec<u64>>,
+    by_key: HashMap<[u8; 32], Vec<u64>>,
 }
 
 /// A write of the relay's saved state, queued in order.
@@ -396,7 +403,7 @@ impl E2eeRelay {
                     .map_err(|e| (e.code, e.message))?;
                 let c = conn.clone();
                 self.with_room(room_id, move |relay, _, room| {
-                    room.apply_view(&relay.proposer, view);
+                    room.apply_view(&relay.proposer, view, None);
                     room.check(&c, need).map(|()| room.is_open())
                 })
                 .await
@@ -463,8 +470,9 @@ impl E2eeRelay {
         }
     }
 
-    /// A room changed (from the bus).
-    pub fn apply_view(&self, view: &RoomView) {
+    /// A room changed (from the bus), with the delta from the previous
+    /// view if the bus made one.
+    pub fn apply_view(&self, view: &RoomView, delta: Option<&sotto_proto::room::RoomDelta>) {
         if view.ended {
             self.lock().remove(&view.id);
             if let Some(tx) = &self.persist
@@ -477,7 +485,7 @@ impl E2eeRelay {
             return;
         }
         if let Some(cell) = self.room(&view.id) {
-            lock_room(&cell).apply_view(&self.proposer, view.clone());
+            lock_room(&cell).apply_view(&self.proposer, view.clone(), delta);
         }
     }
 
@@ -492,14 +500,14 @@ impl E2eeRelay {
             .collect();
         for (room_id, cell) in &rooms {
             let mut room = lock_room(cell);
-            let conns = room.conns_where(|c| c.key == *key);
+            let conns = room.conns_of_keys([key.as_bytes().as_slice()]);
             let known = !conns.is_empty() || room.in_tree(key);
             if !known && !room.join_requests.contains_key(device) {
                 continue;
             }
             room.evicted.insert(*key.as_bytes());
             for c in conns {
-                room.conns.remove(&c);
+                room.remove_conn(c);
             }
             room.join_requests.remove(device);
             room.candidates.remove(device);
@@ -524,7 +532,7 @@ impl E2eeRelay {
             return;
         };
         let mut room = lock_room(&cell);
-        if room.conns.remove(&conn).is_some() {
+        if room.remove_conn(conn) {
             room.elect(room_id);
         }
     }
@@ -679,9 +687,9 @@ impl RoomRelay {
         conn: ConnInfo,
         tx: Outbox,
     ) {
-        self.apply_view(&relay.proposer, view);
+        self.apply_view(&relay.proposer, view, None);
         let id = conn.id;
-        self.conns.insert(id, Registered { info: conn, tx });
+        self.add_conn(Registered { info: conn, tx });
         self.send(
             id,
             E2eeDown::Info {
@@ -754,12 +762,69 @@ impl RoomRelay {
     }
 
     fn role_of(&self, user: &UserId) -> Option<Role> {
-        self.view
-            .as_ref()?
-            .members
-            .iter()
-            .find(|m| &m.user_id == user)
-            .map(|m| m.role)
+        self.roles.get(user).copied()
+    }
+
+    fn add_conn(&mut self, r: Registered) {
+        let id = r.info.id;
+        self.remove_conn(id);
+        self.by_device
+            .entry(r.info.device.clone())
+            .or_default()
+            .push(id);
+        self.by_key.entry(*r.info.key.as_bytes()).or_default().push(id);
+        self.conns.insert(id, r);
+    }
+
+    fn remove_conn(&mut self, id: u64) -> bool {
+        match self.conns.remove(&id) {
+            Some(r) => {
+                self.unindex(&r);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn unindex(&mut self, r: &Registered) {
+        let id = r.info.id;
+        if let Some(v) = self.by_device.get_mut(&r.info.device) {
+            v.retain(|c| *c != id);
+            if v.is_empty() {
+                self.by_device.remove(&r.info.device);
+            }
+        }
+        let key = r.info.key.as_bytes();
+        if let Some(v) = self.by_key.get_mut(key) {
+            v.retain(|c| *c != id);
+            if v.is_empty() {
+                self.by_key.remove(key);
+            }
+        }
+    }
+
+    /// The channels of a device.
+    fn conns_of_device(&self, device: &DeviceId) -> Vec<u64> {
+        self.by_device.get(device).cloned().unwrap_or_default()
+    }
+
+    /// The channels of devices holding one of these keys.
+    fn conns_of_keys<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<u64> {
+        keys.into_iter()
+            .filter_map(|k| <[u8; 32]>::try_from(k).ok())
+            .filter_map(|k| self.by_key.get(&k))
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    /// The channels of the stage group's devices.
+    fn stage_conns(&self) -> Vec<u64> {
+        let Some(d) = self.delivery.as_ref() else {
+            return Vec::new();
+        };
+        let keys: Vec<Vec<u8>> = d.members().into_iter().map(|m| m.signature_key).collect();
+        self.conns_of_keys(keys.iter().map(Vec::as_slice))
     }
 
     fn send(&self, conn: u64, msg: E2eeDown, room_id: &RoomId) {
@@ -788,19 +853,85 @@ impl RoomRelay {
             .is_some_and(|d| d.leaf_of(key.as_bytes()).is_some())
     }
 
-    fn apply_view(&mut self, proposer: &ServerProposer, view: RoomView) {
+    /// Takes a newer view of the room. With the delta from the view held,
+    /// only the members it names are looked at; the scans for departures
+    /// run only when someone left or changed role (not for a join or a
+    /// hand).
+    fn apply_view(
+        &mut self,
+        proposer: &ServerProposer,
+        view: RoomView,
+        delta: Option<&sotto_proto::room::RoomDelta>,
+    ) {
         if self
             .view
             .as_ref()
-            .is_some_and(|v| v.id == view.id && v.version > view.version)
+            .is_some_and(|v| v.id == view.id && v.version >= view.version)
         {
             return;
         }
+        let from_held = delta.filter(|d| {
+            self.view
+                .as_ref()
+                .is_some_and(|v| v.id == d.room_id && v.version == d.from)
+                && d.version == view.version
+        });
+        let departures = match from_held {
+            Some(d) => self.apply_role_changes(d),
+            None => {
+                self.roles = view
+                    .members
+                    .iter()
+                    .map(|m| (m.user_id.clone(), m.role))
+                    .collect();
+                true
+            }
+        };
         let room_id = view.id.clone();
         self.view = Some(view);
+        if departures {
+            self.drop_departed();
+        }
+        self.reconcile(proposer, &room_id);
+        self.elect(&room_id);
+    }
+
+    /// Updates `roles` from a delta; whether anyone left or changed role.
+    fn apply_role_changes(&mut self, delta: &sotto_proto::room::RoomDelta) -> bool {
+        use sotto_proto::room::MemberChange;
+        let mut departures = false;
+        for change in &delta.changes {
+            let (user, role) = match change {
+                MemberChange::Left { user_id } => {
+                    self.roles.remove(user_id);
+                    departures = true;
+                    continue;
+                }
+                MemberChange::Put { member, .. } => (&member.user_id, member.role),
+                MemberChange::Set {
+                    user_id,
+                    role: Some(role),
+                    ..
+                } => (user_id, *role),
+                MemberChange::Set { .. } => continue,
+            };
+            if self
+                .roles
+                .insert(user.clone(), role)
+                .is_some_and(|old| old != role)
+            {
+                departures = true;
+            }
+        }
+        departures
+    }
+
+    /// Drops the channels, join requests and stage candidates of users no
+    /// longer in the room (or, for join requests, on stage now).
+    fn drop_departed(&mut self) {
         let gone: Vec<u64> = self.conns_where(|c| self.role_of(&c.user).is_none());
         for c in gone {
-            self.conns.remove(&c);
+            self.remove_conn(c);
         }
         let members: HashMap<DeviceId, Option<Role>> = self
             .join_requests
@@ -821,8 +952,6 @@ impl RoomRelay {
         for d in stale {
             self.candidates.remove(&d);
         }
-        self.reconcile(proposer, &room_id);
-        self.elect(&room_id);
     }
 
     /// Propose what the stage group needs to match the room: `Remove` for a
@@ -893,11 +1022,8 @@ impl RoomRelay {
         let message = encode_payload(&bytes);
         let peer = from.map(ConnInfo::peer);
         let sender = from.map(|c| c.id);
-        let to = self.conns_where(|c| {
-            Some(c.id) != sender
-                && (before.contains(c.key.as_bytes().as_slice())
-                    || after.contains(c.key.as_bytes().as_slice()))
-        });
+        let mut to = self.conns_of_keys(before.union(&after).map(Vec::as_slice));
+        to.retain(|c| Some(*c) != sender);
         for c in to {
             self.send(
                 c,
@@ -918,11 +1044,11 @@ impl RoomRelay {
     /// new one gets the listeners' join requests and pending invitations.
     fn elect(&mut self, room_id: &RoomId) {
         let best = self
-            .conns
-            .values()
-            .filter_map(|r| {
-                let role = self.role_of(&r.info.user)?;
-                (role.on_stage() && self.in_tree(&r.info.key)).then_some((rank(role), r.info.id))
+            .stage_conns()
+            .into_iter()
+            .filter_map(|id| {
+                let role = self.role_of(&self.conns.get(&id)?.info.user)?;
+                role.on_stage().then_some((rank(role), id))
             })
             .min()
             .map(|(_, id)| id);
@@ -1052,10 +1178,14 @@ impl RoomRelay {
                     },
                 );
                 self.proposed.remove(&Proposed::Add(conn.device.clone()));
-                let inviters = self.conns_where(|c| {
-                    c.id != conn.id
-                        && self.role_of(&c.user).is_some_and(Role::moderates)
-                        && self.in_tree(&c.key)
+                let mut inviters = self.stage_conns();
+                inviters.retain(|id| {
+                    *id != conn.id
+                        && self
+                            .conns
+                            .get(id)
+                            .and_then(|r| self.role_of(&r.info.user))
+                            .is_some_and(Role::moderates)
                 });
                 for c in inviters {
                     self.send(
@@ -1083,7 +1213,8 @@ impl RoomRelay {
                     )
                 })?;
                 cand.invitation = Some((inv.clone(), conn.peer()));
-                let to = self.conns_where(|c| c.id != conn.id && self.in_tree(&c.key));
+                let mut to = self.stage_conns();
+                to.retain(|id| *id != conn.id);
                 for c in to {
                     self.send(
                         c,
@@ -1154,7 +1285,7 @@ impl RoomRelay {
                     .collect();
                 for device in joined {
                     self.candidates.remove(&device);
-                    let to = self.conns_where(|c| c.device == device);
+                    let to = self.conns_of_device(&device);
                     for c in to {
                         self.send(
                             c,
@@ -1191,7 +1322,7 @@ impl RoomRelay {
                 }
                 let statement = encode_payload(&st);
                 for (to, sealed) in checked {
-                    for c in self.conns_where(|c| c.device == to) {
+                    for c in self.conns_of_device(&to) {
                         self.send(
                             c,
                             E2eeDown::Sealed {
@@ -1289,7 +1420,9 @@ pub async fn follow_rooms(
         match events.recv().await {
             Ok(event) => {
                 let relay = relay.clone();
-                let job = tokio::task::spawn_blocking(move || relay.apply_view(&event.view));
+                let job = tokio::task::spawn_blocking(move || {
+                    relay.apply_view(&event.view, event.delta.as_ref())
+                });
                 if let Err(e) = job.await {
                     tracing::error!(error = %e, "e2ee relay: applying a room change failed");
                 }
