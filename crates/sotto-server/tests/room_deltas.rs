@@ -58,7 +58,7 @@ async fn join_cost(srv: &TestServer, tag: &str, others: usize) -> (usize, bool) 
     let mut ch = Channel::connect(&bob).await.unwrap();
     ch.subscribe(&room.id).await.unwrap();
     let mut view = room.clone();
-    let (first, _) = next_room_frame(&mut ch, &mut view).await;
+    let (first, whole) = next_room_frame(&mut ch, &mut view).await;
     assert!(
         matches!(first, ServerMessage::RoomState { .. }),
         "subscribe answers with the whole room"
@@ -73,6 +73,10 @@ async fn join_cost(srv: &TestServer, tag: &str, others: usize) -> (usize, bool) 
     // What the client built equals the server's view.
     assert_eq!(view, host.room(&room.id).await.unwrap());
     ch.close().await;
+    eprintln!(
+        "{} members: the whole room is {whole} B (what every change cost before deltas), the next join's delta {bytes} B",
+        others + 2
+    );
     (bytes, matches!(msg, ServerMessage::RoomDelta(_)))
 }
 
