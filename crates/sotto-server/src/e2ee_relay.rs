@@ -150,7 +150,21 @@ struct RoomRelay {
     /// recipients.
     by_device: HashMap<DeviceId, Vec<u64>>,
     by_key: HashMap<[u8; 32], Vec<u64>>,
+    /// When each device's join request last went to the distributor, and
+    /// the devices whose latest request waits for [`JOIN_FORWARD_GAP`].
+    join_forwarded: HashMap<DeviceId, std::time::Instant>,
+    join_deferred: HashSet<DeviceId>,
+    /// Deferred join requests to forward later (the caller arms a timer).
+    join_timers: Vec<(DeviceId, std::time::Duration)>,
 }
+
+/// At most one join request per device goes to the key distributor in
+/// this long: a device that floods the relay with join requests cannot
+/// make the distributor seal keys for it over and over. Nothing is lost:
+/// the latest request is kept and forwarded when the gap has passed. (An
+/// honest client sends one when it joins the audience and one every four
+/// minutes.)
+pub const JOIN_FORWARD_GAP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A write of the relay's saved state, queued in order.
 #[derive(Debug)]
@@ -324,6 +338,23 @@ impl E2eeRelay {
         }
     }
 
+    /// Forwards `device`'s deferred join request once `after` has passed.
+    /// Called under the room's lock on a blocking thread of the runtime.
+    fn forward_join_later(&self, room_id: RoomId, device: DeviceId, after: std::time::Duration) {
+        let relay = self.clone();
+        tokio::runtime::Handle::current().spawn(async move {
+            tokio::time::sleep(after).await;
+            let forwarded = relay
+                .with_room(&room_id, move |_, room_id, room| {
+                    room.forward_deferred_join(room_id, &device)
+                })
+                .await;
+            if forwarded.is_none() {
+                tracing::debug!("e2ee relay: room gone before a deferred join request");
+            }
+        });
+    }
+
     /// Test hook: holds `room_id`'s state for `hold` on a thread of its
     /// own, as a slow MLS validation would, and returns once it is held.
     #[doc(hidden)]
@@ -422,6 +453,9 @@ impl E2eeRelay {
         self.with_room(room_id, move |relay, room_id, room| {
             let result = room.apply(&relay.proposer, room_id, &c, msg, grants);
             relay.save_if_dirty(room_id, room);
+            for (device, after) in room.join_timers.drain(..) {
+                relay.forward_join_later(room_id.clone(), device, after);
+            }
             result
         })
         .await
@@ -509,7 +543,7 @@ impl E2eeRelay {
             for c in conns {
                 room.remove_conn(c);
             }
-            room.join_requests.remove(device);
+            room.forget_join_request(device);
             room.candidates.remove(device);
             if let Some(d) = room.distributor {
                 room.send(
@@ -772,7 +806,10 @@ impl RoomRelay {
             .entry(r.info.device.clone())
             .or_default()
             .push(id);
-        self.by_key.entry(*r.info.key.as_bytes()).or_default().push(id);
+        self.by_key
+            .entry(*r.info.key.as_bytes())
+            .or_default()
+            .push(id);
         self.conns.insert(id, r);
     }
 
@@ -926,6 +963,26 @@ impl RoomRelay {
         departures
     }
 
+    /// Sends `device`'s held join request to the distributor (if any).
+    fn forward_join(&mut self, room_id: &RoomId, device: &DeviceId, now: std::time::Instant) {
+        self.join_forwarded.insert(device.clone(), now);
+        if let (Some(d), Some(held)) = (self.distributor, self.join_requests.get(device)) {
+            self.send(d, held.message(), room_id);
+        }
+    }
+
+    fn forward_deferred_join(&mut self, room_id: &RoomId, device: &DeviceId) {
+        if self.join_deferred.remove(device) {
+            self.forward_join(room_id, device, std::time::Instant::now());
+        }
+    }
+
+    fn forget_join_request(&mut self, device: &DeviceId) {
+        self.join_requests.remove(device);
+        self.join_forwarded.remove(device);
+        self.join_deferred.remove(device);
+    }
+
     /// Drops the channels, join requests and stage candidates of users no
     /// longer in the room (or, for join requests, on stage now).
     fn drop_departed(&mut self) {
@@ -940,7 +997,7 @@ impl RoomRelay {
             .collect();
         for (device, role) in members {
             if role != Some(Role::Listener) {
-                self.join_requests.remove(&device);
+                self.forget_join_request(&device);
             }
         }
         let stale: Vec<DeviceId> = self
@@ -1305,10 +1362,20 @@ impl RoomRelay {
                     from: conn.peer(),
                     grants,
                 };
-                if let Some(d) = self.distributor {
-                    self.send(d, held.message(), room_id);
+                let device = conn.device.clone();
+                self.join_requests.insert(device.clone(), held);
+                let now = std::time::Instant::now();
+                match self.join_forwarded.get(&device) {
+                    Some(at) if now.duration_since(*at) < JOIN_FORWARD_GAP => {
+                        // Too soon after the last one: the latest request
+                        // goes out when the gap has passed (one timer).
+                        let after = JOIN_FORWARD_GAP - now.duration_since(*at);
+                        if self.join_deferred.insert(device.clone()) {
+                            self.join_timers.push((device, after));
+                        }
+                    }
+                    _ => self.forward_join(room_id, &device, now),
                 }
-                self.join_requests.insert(conn.device.clone(), held);
                 Ok(())
             }
             E2eeUp::Sealed {

@@ -659,3 +659,60 @@ async fn a_busy_room_does_not_hold_up_another_room() {
         "room A answered {a_answered_at:?} into its own {hold:?} hold: the hold held nothing"
     );
 }
+
+/// A listener device that floods the relay with join requests reaches the
+/// key distributor once per `JOIN_FORWARD_GAP`, with its latest request:
+/// the distributor is not made to seal over and over, and nothing the
+/// honest client needs is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_join_requests_reaches_the_distributor_once_per_gap() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (mut host, room) = enter(&srv, "host", None).await;
+    pump_until(&mut [&mut host], Duration::from_secs(15), |d| {
+        d[0].crypto.can_encrypt()
+    })
+    .await;
+    // The host is the distributor; the flooder's own join request (sent
+    // by `enter`) goes to it at once.
+    let (mut flooder, _) = enter(&srv, "flooder", Some(&room)).await;
+    let flood_at = std::time::Instant::now();
+    let payloads: Vec<String> = (0u8..20).map(|i| encode_payload(&[i; 64])).collect();
+    for p in &payloads {
+        flooder
+            .channel
+            .send(ClientMessage::E2ee {
+                room_id: room.clone(),
+                e2ee: E2eeUp::JoinRequest { request: p.clone() },
+            })
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < end {
+        let Ok(msg) = host.channel.next(Duration::from_millis(200)).await else {
+            continue;
+        };
+        if let ServerMessage::E2ee {
+            e2ee: E2eeDown::JoinRequest { request, from, .. },
+            ..
+        } = msg
+            && from.device_id == flooder.device
+        {
+            got.push((request, flood_at.elapsed()));
+        }
+    }
+    assert_eq!(
+        got.len(),
+        2,
+        "the first request, then only the latest of the flood: {:?}",
+        got.iter().map(|(_, t)| t).collect::<Vec<_>>()
+    );
+    let (latest, at) = &got[1];
+    assert_eq!(latest, &payloads[19], "the latest request is the one kept");
+    assert!(
+        *at >= Duration::from_millis(1000),
+        "the latest went out {at:?} after the flood began, inside the gap"
+    );
+    srv.stop().await;
+}
