@@ -7,9 +7,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sotto_proto::access::{AccessVerb, sign_access};
 use sotto_proto::api::{
-    AddDeviceRequest, ChallengeRequest, ChallengeResponse, CreateInviteRequest, CreateRoomRequest,
-    DeviceView, InviteCreated, LoginRequest, Me, Profile as UserProfile, RegisterRequest,
-    RoomInviteRequest, SessionResponse, StatementRequest, UpdateProfileRequest, UserSummary,
+    AddDeviceRequest, AudiencePage, AudienceQuery, ChallengeRequest, ChallengeResponse,
+    CreateInviteRequest, CreateRoomRequest, DeviceView, InviteCreated, LoginRequest, Me,
+    Profile as UserProfile, RegisterRequest, RoomInviteRequest, SessionResponse, StatementRequest,
+    UpdateProfileRequest, UserSummary,
 };
 use sotto_proto::keys::{decode_b64, login_transcript, register_transcript};
 use sotto_proto::room::{RoomKind, RoomSummary, RoomView};
@@ -435,6 +436,29 @@ impl Client {
             None,
         )
         .await
+    }
+
+    /// A page of the room's audience (see [`AudienceQuery`]).
+    pub async fn audience(
+        &self,
+        room: &RoomId,
+        query: &AudienceQuery,
+    ) -> Result<AudiencePage, ClientError> {
+        let mut params = Vec::new();
+        if let Some(a) = &query.after {
+            params.push(format!("after={}", path_segment(a)));
+        }
+        if let Some(l) = query.limit {
+            params.push(format!("limit={l}"));
+        }
+        if let Some(q) = &query.q {
+            params.push(format!("q={}", path_segment(q)));
+        }
+        let mut path = format!("/api/rooms/{}/audience", path_segment(&room.0));
+        if !params.is_empty() {
+            path = format!("{path}?{}", params.join("&"));
+        }
+        self.request::<(), _>(Method::GET, &path, None).await
     }
 
     pub async fn join(&self, room: &RoomId) -> Result<RoomView, ClientError> {

@@ -398,3 +398,45 @@ pub struct DeleteAccountRequest {
     )]
     pub signature: String,
 }
+
+/// Largest page of [`AudiencePage`].
+pub const MAX_AUDIENCE_PAGE: u32 = 200;
+
+/// Which page of a room's audience to read: `GET
+/// /api/rooms/{room_id}/audience?after=…&limit=…&q=…`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams, TS)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+#[ts(export)]
+pub struct AudienceQuery {
+    /// The `next` of the previous page (absent: the first page).
+    #[serde(default)]
+    #[param(max_length = 20, pattern = r"^[0-9]{1,20}$")]
+    #[ts(optional)]
+    pub after: Option<String>,
+    /// 1–200 listeners; 50 if absent.
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
+    #[ts(optional)]
+    pub limit: Option<u32>,
+    /// Only listeners whose username or display name starts with this
+    /// (1–50 characters, case-insensitive for ASCII).
+    #[serde(default)]
+    #[param(min_length = 1, max_length = 50)]
+    #[ts(optional)]
+    pub q: Option<String>,
+}
+
+/// A page of a room's audience (the listeners), in order of joining. The
+/// stage is in the room state; a large audience is read here page by page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[ts(export)]
+pub struct AudiencePage {
+    pub members: Vec<crate::room::MemberView>,
+    /// How many listeners match (the whole audience without `q`).
+    pub total: u32,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub next: Option<String>,
+}

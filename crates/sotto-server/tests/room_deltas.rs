@@ -212,3 +212,133 @@ async fn a_client_that_misses_a_delta_resyncs() {
     assert_eq!(view, host.room(&room.id).await.unwrap());
     srv.stop().await;
 }
+
+/// The audience page by page, in order of joining, with a search; and
+/// every malformed query a typed 400.
+async fn audience_pages(db: Db) {
+    use sotto_proto::api::AudienceQuery;
+    let srv = TestServer::start(db).await;
+    let (host, _) = srv.user("host").await;
+    let room = host
+        .create_room("Pages", RoomKind::Open, None)
+        .await
+        .unwrap();
+    let mut joined = Vec::new();
+    let mut first = None;
+    for i in 0..25 {
+        let name = if i % 5 == 0 {
+            format!("zed{i}")
+        } else {
+            format!("amy{i}")
+        };
+        let (c, _) = srv.user(&name).await;
+        c.join(&room.id).await.unwrap();
+        joined.push(c.me().await.unwrap().id);
+        first.get_or_insert(c);
+    }
+    // The first to join goes on stage: no longer in the audience.
+    let first = first.unwrap();
+    host.member_action(&room.id, &joined[0], "invite-to-stage")
+        .await
+        .unwrap();
+    first.room_action(&room.id, "accept-stage").await.unwrap();
+    joined.remove(0);
+
+    let mut seen = Vec::new();
+    let mut query = AudienceQuery {
+        limit: Some(10),
+        ..Default::default()
+    };
+    let mut pages = 0;
+    loop {
+        let page = host.audience(&room.id, &query).await.unwrap();
+        pages += 1;
+        assert_eq!(page.total, 24);
+        assert!(page.members.len() <= 10);
+        seen.extend(page.members.iter().map(|m| m.user_id.clone()));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, joined, "the whole audience, in order of joining");
+
+    // Search: by the start of a name, case-insensitive; % and _ are literal.
+    let page = host
+        .audience(
+            &room.id,
+            &AudienceQuery {
+                q: Some("ZED".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.total, 4,
+        "zed5, zed10, zed15, zed20 (zed0 is on stage)"
+    );
+    assert!(page.members.iter().all(|m| m.username.starts_with("zed")));
+    assert!(page.next.is_none());
+    for q in ["%", "_", "amy1_"] {
+        let page = host
+            .audience(
+                &room.id,
+                &AudienceQuery {
+                    q: Some(q.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.total, 0, "{q} matches only itself");
+    }
+
+    // Malformed queries: typed 400s.
+    let http = common::raw_http();
+    let token = host.token().unwrap().to_string();
+    for bad in [
+        "limit=0",
+        "limit=201",
+        "limit=ten",
+        "after=-1",
+        "after=x",
+        "q=",
+        "colour=blue",
+    ] {
+        let r = http
+            .get(format!(
+                "{}/api/rooms/{}/audience?{bad}",
+                srv.url, room.id.0
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "malformed_request", "{bad}: {body}");
+    }
+    // Someone who may not enter a closed room may not read its audience.
+    let closed = host
+        .create_room("Closed", RoomKind::Closed, None)
+        .await
+        .unwrap();
+    let (outsider, _) = srv.user("outsider").await;
+    let r = outsider
+        .audience(&closed.id, &AudienceQuery::default())
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn audience_pages_sqlite() {
+    audience_pages(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn audience_pages_postgres() {
+    audience_pages(Db::Postgres).await;
+}

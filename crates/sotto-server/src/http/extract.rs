@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use sha2::{Digest as _, Sha256};
@@ -40,6 +40,18 @@ impl From<PathRejection> for ApiError {
         // Only a path that is not valid UTF-8 once decoded gets here: every
         // parameter is a string.
         ApiError::new(ErrorCode::NotFound, "no such route")
+    }
+}
+
+/// Query parameters: anything that does not fit the type (an unknown
+/// parameter, a number that is not one) is a `malformed_request`.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::new(ErrorCode::MalformedRequest, e.body_text())
     }
 }
 

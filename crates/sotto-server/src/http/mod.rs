@@ -193,6 +193,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::following))
         .routes(routes!(rooms::create, rooms::hallway))
         .routes(routes!(rooms::get))
+        .routes(routes!(rooms::audience))
         .routes(routes!(rooms::join))
         .routes(routes!(rooms::grant_access))
         .routes(routes!(rooms::self_action))

@@ -4,13 +4,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use sotto_proto::access::AccessVerb;
-use sotto_proto::api::{CreateRoomRequest, RoomInviteRequest, StatementRequest};
+use sotto_proto::api::{
+    AudiencePage, AudienceQuery, CreateRoomRequest, MAX_AUDIENCE_PAGE, RoomInviteRequest,
+    StatementRequest,
+};
 use sotto_proto::channel::{SignedAccess, encode_payload};
 use sotto_proto::ids::is_valid_text;
 use sotto_proto::room::{RoomSummary, RoomView};
 use sotto_proto::{ErrorCode, RoomId, UserId};
 
-use super::extract::{ApiJson, ApiPath, AuthUser, OptionalJson, own_statement};
+use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, OptionalJson, own_statement};
 use super::{AppState, random_bytes};
 use crate::error::{ApiError, ApiResult};
 use crate::rooms::Action;
@@ -81,6 +84,64 @@ pub async fn get(
             .room_for(&RoomId(room_id), &session.user_id)
             .await?,
     ))
+}
+
+/// A page of a room's audience (listeners in order of joining), with an
+/// optional search by the start of a username or display name. For
+/// whoever may see the room. The room state on the session channel holds
+/// the stage; a large audience is read here.
+#[utoipa::path(get, path = "/api/rooms/{room_id}/audience", tag = "rooms", security(("bearer" = [])),
+    params(("room_id" = String, Path), AudienceQuery),
+    responses((status = 200, body = AudiencePage)))]
+pub async fn audience(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    ApiPath(room_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<AudienceQuery>,
+) -> ApiResult<Json<AudiencePage>> {
+    let after = match query.after.as_deref() {
+        None => 0,
+        Some(a) => a
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0 && a.len() <= 20 && a.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    "`after` is the `next` of a previous page",
+                )
+            })?,
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_AUDIENCE_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::MalformedRequest,
+            "`limit` is 1–200",
+        ));
+    }
+    if let Some(q) = &query.q
+        && !is_valid_text(q, 1, 50)
+    {
+        return Err(ApiError::new(
+            ErrorCode::MalformedRequest,
+            "`q` is 1–50 characters, no control characters",
+        ));
+    }
+    let (members, total, next) = state
+        .store
+        .audience_page(
+            &RoomId(room_id),
+            &session.user_id,
+            after,
+            limit,
+            query.q.as_deref(),
+        )
+        .await?;
+    Ok(Json(AudiencePage {
+        members,
+        total,
+        next: next.map(|n| n.to_string()),
+    }))
 }
 
 /// Enter a room as a listener (idempotent).

@@ -76,6 +76,95 @@ impl Store {
         Ok(view)
     }
 
+    /// A page of the room's audience in order of joining, after the
+    /// listener whose join sequence is `after`; for those who may see the
+    /// room (as [`room_for`](Self::room_for)). `prefix`: only listeners
+    /// whose username or display name starts with it (ASCII
+    /// case-insensitive). Returns the page, how many match, and the cursor
+    /// of the next page.
+    pub async fn audience_page(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        after: i64,
+        limit: u32,
+        prefix: Option<&str>,
+    ) -> Result<(Vec<MemberView>, u32, Option<i64>), ApiError> {
+        let mut tx = self.pool().begin().await?;
+        let kind = room_kind(&mut tx, room).await?;
+        if member(&mut tx, room, user).await?.is_none() {
+            may_enter(&mut tx, room, kind, user).await?;
+        }
+        // `%`, `_` and `\` in the search are literal.
+        let pattern = prefix.map(|p| {
+            let mut escaped = String::with_capacity(p.len() + 1);
+            for c in p.to_ascii_lowercase().chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    escaped.push('\\');
+                }
+                escaped.push(c);
+            }
+            escaped.push('%');
+            escaped
+        });
+        // The search's parameter number differs between the two queries.
+        let search = |n: u8| {
+            if pattern.is_some() {
+                format!(
+                    " AND (lower(u.username) LIKE ${n} ESCAPE '\\' OR lower(u.display_name) LIKE ${n} ESCAPE '\\')"
+                )
+            } else {
+                String::new()
+            }
+        };
+        let total_sql = format!(
+            "SELECT COUNT(*) FROM room_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.room_id = $1 AND m.role = 'listener'{}",
+            search(2)
+        );
+        // Only fixed text and parameter numbers are formatted in; the search
+        // itself is a bound parameter.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(total_sql)).bind(room.0.clone());
+        if let Some(p) = &pattern {
+            q = q.bind(p.clone());
+        }
+        let total: i64 = q.fetch_one(&mut *tx).await?.get(0);
+        let limit_at = if pattern.is_some() { "$4" } else { "$3" };
+        let page_sql = format!(
+            "SELECT m.user_id, m.role, m.hand_raised, m.muted, m.invited_to_stage, m.joined_seq, u.username, u.display_name \
+             FROM room_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.room_id = $1 AND m.role = 'listener' AND m.joined_seq > $2{} \
+             ORDER BY m.joined_seq LIMIT {limit_at}",
+            search(3)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(page_sql))
+            .bind(room.0.clone())
+            .bind(after);
+        if let Some(p) = &pattern {
+            q = q.bind(p.clone());
+        }
+        let rows = q.bind(i64::from(limit) + 1).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let more = rows.len() > limit as usize;
+        let mut members = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut last = None;
+        for r in rows.iter().take(limit as usize) {
+            let m = member_from_row(r)?;
+            last = Some(m.joined_seq);
+            members.push(MemberView {
+                user_id: m.user_id,
+                username: r.get(6),
+                display_name: r.get(7),
+                role: m.role,
+                hand_raised: m.hand_raised,
+                muted: m.muted,
+                invited_to_stage: m.invited_to_stage,
+            });
+        }
+        let total = u32::try_from(total).unwrap_or(u32::MAX);
+        Ok((members, total, last.filter(|_| more)))
+    }
+
     /// Whether `user` is in the room now (for subscribing to its state).
     pub async fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, ApiError> {
         if !room.is_well_formed() {
