@@ -411,7 +411,7 @@ pub const MAX_AUDIENCE_PAGE: u32 = 200;
 pub struct AudienceQuery {
     /// The `next` of the previous page (absent: the first page).
     #[serde(default)]
-    #[param(max_length = 20, pattern = r"^[0-9]{1,20}$")]
+    #[param(max_length = 18, pattern = r"^[0-9]{1,18}$")]
     #[ts(optional)]
     pub after: Option<String>,
     /// 1–200 listeners; 50 if absent.
@@ -420,9 +420,14 @@ pub struct AudienceQuery {
     #[ts(optional)]
     pub limit: Option<u32>,
     /// Only listeners whose username or display name starts with this
-    /// (1–50 characters, case-insensitive for ASCII).
+    /// (1–50 characters, not only spaces, no control characters;
+    /// case-insensitive for ASCII).
     #[serde(default)]
-    #[param(min_length = 1, max_length = 50)]
+    #[param(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     #[ts(optional)]
     pub q: Option<String>,
 }

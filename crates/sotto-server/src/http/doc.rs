@@ -66,6 +66,7 @@ fn specific_errors(operation_id: &str) -> Option<&'static [ErrorCode]> {
         "follow" => &[UserNotFound, CannotFollowSelf, InvalidAccessStatement],
         "create" => &[InvalidRoom],
         "get" => &[RoomNotFound, RoomAccessDenied],
+        "audience" => &[MalformedRequest, RoomNotFound, RoomAccessDenied],
         "join" => &[RoomNotFound, RoomEnded, BannedFromRoom, RoomAccessDenied],
         "grant_access" => &[
             UserNotFound,

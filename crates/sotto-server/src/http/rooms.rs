@@ -104,7 +104,7 @@ pub async fn audience(
         Some(a) => a
             .parse::<i64>()
             .ok()
-            .filter(|n| *n >= 0 && a.len() <= 20 && a.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|n| *n >= 0 && a.len() <= 18 && a.bytes().all(|b| b.is_ascii_digit()))
             .ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::MalformedRequest,
