@@ -96,6 +96,11 @@ pub struct MemberView {
     pub muted: bool,
     /// A moderator invited them to the stage and they have not answered yet.
     pub invited_to_stage: bool,
+    /// While the hand is up: its place in the room's hand queue (the room's
+    /// version when it went up; lower is earlier). Absent while it is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub hand_order: Option<i64>,
 }
 
 /// The whole live state of a room. The session channel sends it on
@@ -172,6 +177,11 @@ pub enum MemberChange {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional)]
         invited_to_stage: Option<bool>,
+        /// The hand's new place in the queue. A hand going down
+        /// (`hand_raised: false`) leaves the queue.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional, type = "number")]
+        hand_order: Option<i64>,
     },
 }
 
@@ -182,13 +192,23 @@ fn set_change(old: &MemberView, new: &MemberView, at: Option<u32>) -> Option<Mem
         return None;
     }
     let differs = |a: bool, b: bool| (a != b).then_some(b);
+    let hand_raised = differs(old.hand_raised, new.hand_raised);
+    // A `set` leaves the queue only with the hand going down.
+    let leaves_queue = hand_raised == Some(false);
+    if new.hand_order.is_none() && old.hand_order.is_some() && !leaves_queue {
+        return None;
+    }
+    if leaves_queue && new.hand_order.is_some() {
+        return None;
+    }
     Some(MemberChange::Set {
         user_id: new.user_id.clone(),
         at,
         role: (old.role != new.role).then_some(new.role),
-        hand_raised: differs(old.hand_raised, new.hand_raised),
+        hand_raised,
         muted: differs(old.muted, new.muted),
         invited_to_stage: differs(old.invited_to_stage, new.invited_to_stage),
+        hand_order: new.hand_order.filter(|_| new.hand_order != old.hand_order),
     })
 }
 
@@ -334,6 +354,7 @@ impl RoomView {
                     hand_raised,
                     muted,
                     invited_to_stage,
+                    hand_order,
                 } => {
                     let Some(j) = self.members.iter().position(|m| &m.user_id == user_id) else {
                         return Err(DeltaError::Mismatch { index });
@@ -343,6 +364,12 @@ impl RoomView {
                     m.hand_raised = hand_raised.unwrap_or(m.hand_raised);
                     m.muted = muted.unwrap_or(m.muted);
                     m.invited_to_stage = invited_to_stage.unwrap_or(m.invited_to_stage);
+                    if *hand_raised == Some(false) {
+                        m.hand_order = None;
+                    }
+                    if let Some(order) = hand_order {
+                        m.hand_order = Some(*order);
+                    }
                     if let Some(at) = at {
                         let at = *at as usize;
                         let m = self.members.remove(j);

@@ -22,6 +22,7 @@ fn member(n: u8, role: Role, hand: bool, muted: bool) -> MemberView {
         hand_raised: hand,
         muted,
         invited_to_stage: false,
+        hand_order: hand.then_some(i64::from(n)),
     }
 }
 
@@ -41,17 +42,23 @@ fn role(r: u8) -> Role {
     Role::ALL[usize::from(r) % 4]
 }
 
-/// A member list: distinct users, in any order, any role and flags.
+/// A member list: distinct users, in any order, any role and flags, a
+/// raised hand anywhere in the queue.
 fn members() -> impl Strategy<Value = Vec<MemberView>> {
-    proptest::collection::vec((0u8..40, 0u8..4, any::<bool>(), any::<bool>()), 0..30).prop_map(
-        |raw| {
-            let mut seen = std::collections::HashSet::new();
-            raw.into_iter()
-                .filter(|(n, ..)| seen.insert(*n))
-                .map(|(n, r, h, m)| member(n, role(r), h, m))
-                .collect()
-        },
+    proptest::collection::vec(
+        (0u8..40, 0u8..4, any::<bool>(), any::<bool>(), 0i64..4),
+        0..30,
     )
+    .prop_map(|raw| {
+        let mut seen = std::collections::HashSet::new();
+        raw.into_iter()
+            .filter(|(n, ..)| seen.insert(*n))
+            .map(|(n, r, h, m, o)| MemberView {
+                hand_order: h.then_some(o),
+                ..member(n, role(r), h, m)
+            })
+            .collect()
+    })
 }
 
 proptest! {
@@ -134,6 +141,7 @@ fn a_promotion_moves_one_member() {
             hand_raised: None,
             muted: None,
             invited_to_stage: None,
+            hand_order: None,
         }],
         "a move and a role, no names"
     );
@@ -228,6 +236,7 @@ fn a_raised_hand_is_one_flag() {
     let mut new = old.clone();
     new.version = 2;
     new.members[1].hand_raised = true;
+    new.members[1].hand_order = Some(2);
     let delta = new.diff_from(&old).unwrap();
     assert_eq!(
         delta.changes,
@@ -238,6 +247,7 @@ fn a_raised_hand_is_one_flag() {
             hand_raised: Some(true),
             muted: None,
             invited_to_stage: None,
+            hand_order: Some(2),
         }]
     );
     let text = serde_json::to_string(&delta.changes[0]).unwrap();

@@ -50,6 +50,7 @@ fn member(user: &UserId, role: Role) -> MemberView {
         hand_raised: false,
         muted: false,
         invited_to_stage: false,
+        hand_order: None,
     }
 }
 

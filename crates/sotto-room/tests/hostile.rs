@@ -975,6 +975,7 @@ fn a_roster_too_large_for_one_message_is_not_sent_and_admission_goes_on() {
             hand_raised: false,
             muted: false,
             invited_to_stage: false,
+            hand_order: None,
         });
         requests.push((
             req,

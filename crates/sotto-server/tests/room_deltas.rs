@@ -342,3 +342,68 @@ async fn audience_pages_sqlite() {
 async fn audience_pages_postgres() {
     audience_pages(Db::Postgres).await;
 }
+
+/// Hands form a queue: who raised first comes first, a hand lowered and
+/// raised again goes to the back, and the queue travels in the deltas.
+#[tokio::test]
+async fn hands_are_a_queue() {
+    let srv = TestServer::start(Db::Sqlite).await;
+    let (host, _) = srv.user("host").await;
+    let room = host
+        .create_room("Hands", RoomKind::Open, None)
+        .await
+        .unwrap();
+    let mut people = Vec::new();
+    for name in ["ann", "ben", "cat"] {
+        let (c, _) = srv.user(name).await;
+        c.join(&room.id).await.unwrap();
+        let id = c.me().await.unwrap().id;
+        people.push((c, id));
+    }
+    let mut ch = Channel::connect(&host).await.unwrap();
+    ch.subscribe(&room.id).await.unwrap();
+    let mut view = room.clone();
+    next_room_frame(&mut ch, &mut view).await;
+
+    // Joined ann, ben, cat; hands go up cat, ann, ben; then ann lowers
+    // and raises again.
+    for (i, action) in [
+        (2, "raise-hand"),
+        (0, "raise-hand"),
+        (1, "raise-hand"),
+        (0, "lower-hand"),
+        (0, "raise-hand"),
+    ] {
+        people[i].0.room_action(&room.id, action).await.unwrap();
+        let (msg, _) = next_room_frame(&mut ch, &mut view).await;
+        assert!(matches!(msg, ServerMessage::RoomDelta(_)), "{msg:?}");
+    }
+    let queue = |v: &RoomView| {
+        let mut hands: Vec<&MemberView> = v.members.iter().filter(|m| m.hand_raised).collect();
+        assert!(hands.iter().all(|m| m.hand_order.is_some()));
+        hands.sort_by_key(|m| m.hand_order);
+        hands
+            .into_iter()
+            .map(|m| m.username.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(queue(&view), ["cat", "ben", "ann"]);
+    let server = host.room(&room.id).await.unwrap();
+    assert_eq!(view, server, "the queue built from deltas is the server's");
+    // A hand that went down is out of the queue.
+    people[1]
+        .0
+        .room_action(&room.id, "lower-hand")
+        .await
+        .unwrap();
+    next_room_frame(&mut ch, &mut view).await;
+    assert_eq!(queue(&view), ["cat", "ann"]);
+    let ben = view
+        .members
+        .iter()
+        .find(|m| m.user_id == people[1].1)
+        .unwrap();
+    assert_eq!(ben.hand_order, None);
+    assert_eq!(view, host.room(&room.id).await.unwrap());
+    srv.stop().await;
+}

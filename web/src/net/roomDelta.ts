@@ -36,6 +36,9 @@ export function applyDelta(view: RoomView, delta: RoomDelta): RoomView | null {
         muted: change.muted ?? old.muted,
         invited_to_stage: change.invited_to_stage ?? old.invited_to_stage,
       };
+      // A hand going down leaves the queue; one going up takes its place.
+      if (change.hand_raised === false) delete m.hand_order;
+      if (change.hand_order !== undefined) m.hand_order = change.hand_order;
       if (change.at === undefined) {
         members[j] = m;
       } else {

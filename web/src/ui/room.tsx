@@ -363,7 +363,10 @@ export function RoomPage(props: { roomId: string }) {
   const stage = view.members.filter((m) => onStage(m.role));
   const audience = view.members.filter((m) => !onStage(m.role));
   const moderating = myRole === "host" || myRole === "moderator";
-  const hands = audience.filter((m) => m.hand_raised);
+  // The hand queue: who raised first comes first.
+  const hands = audience
+    .filter((m) => m.hand_raised)
+    .sort((a, b) => (a.hand_order ?? Number.MAX_SAFE_INTEGER) - (b.hand_order ?? Number.MAX_SAFE_INTEGER));
 
   return (
     <div class="page room-page">
@@ -470,7 +473,7 @@ export function RoomPage(props: { roomId: string }) {
 
       {moderating && hands.length > 0 && (
         <p class="hands" role="status">
-          {hands.length === 1 ? "1 hand raised" : `${hands.length} hands raised`}:{" "}
+          {hands.length === 1 ? "1 hand raised" : `${hands.length} hands raised, first raised first`}:{" "}
           {hands.map((h) => h.display_name).join(", ")}
         </p>
       )}

@@ -15,6 +15,7 @@ after?: string,
 limit?: number, 
 /**
  * Only listeners whose username or display name starts with this
- * (1–50 characters, case-insensitive for ASCII).
+ * (1–50 characters, not only spaces, no control characters;
+ * case-insensitive for ASCII).
  */
 q?: string, };

@@ -7,4 +7,9 @@ import type { UserId } from "./UserId";
  * One change of a room's member list, applied in order (see
  * [`RoomView::apply`]).
  */
-export type MemberChange = { "op": "left", user_id: UserId, } | { "op": "put", at: number, member: MemberView, } | { "op": "set", user_id: UserId, at?: number, role?: Role, hand_raised?: boolean, muted?: boolean, invited_to_stage?: boolean, };
+export type MemberChange = { "op": "left", user_id: UserId, } | { "op": "put", at: number, member: MemberView, } | { "op": "set", user_id: UserId, at?: number, role?: Role, hand_raised?: boolean, muted?: boolean, invited_to_stage?: boolean, 
+/**
+ * The hand's new place in the queue. A hand going down
+ * (`hand_raised: false`) leaves the queue.
+ */
+hand_order?: number, };

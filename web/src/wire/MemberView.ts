@@ -13,4 +13,9 @@ muted: boolean,
 /**
  * A moderator invited them to the stage and they have not answered yet.
  */
-invited_to_stage: boolean, };
+invited_to_stage: boolean, 
+/**
+ * While the hand is up: its place in the room's hand queue (the room's
+ * version when it went up; lower is earlier). Absent while it is down.
+ */
+hand_order?: number, };

@@ -168,6 +168,7 @@ impl Net {
             hand_raised: false,
             muted: false,
             invited_to_stage: false,
+            hand_order: None,
         });
         self.view.version += 1;
         let i = self.devs.len();

@@ -131,7 +131,7 @@ impl Store {
         let total: i64 = q.fetch_one(&mut *tx).await?.get(0);
         let limit_at = if pattern.is_some() { "$4" } else { "$3" };
         let page_sql = format!(
-            "SELECT m.user_id, m.role, m.hand_raised, m.muted, m.invited_to_stage, m.joined_seq, u.username, u.display_name \
+            "SELECT m.user_id, m.role, m.hand_raised, m.muted, m.invited_to_stage, m.joined_seq, u.username, u.display_name, m.hand_seq \
              FROM room_members m JOIN users u ON u.id = m.user_id \
              WHERE m.room_id = $1 AND m.role = 'listener' AND m.joined_seq > $2{} \
              ORDER BY m.joined_seq LIMIT {limit_at}",
@@ -159,6 +159,7 @@ impl Store {
                 hand_raised: m.hand_raised,
                 muted: m.muted,
                 invited_to_stage: m.invited_to_stage,
+                hand_order: r.get(8),
             });
         }
         let total = u32::try_from(total).unwrap_or(u32::MAX);
@@ -616,7 +617,10 @@ fn member_from_row(row: &sqlx::any::AnyRow) -> Result<Member, ApiError> {
 
 async fn write_member(tx: &mut Tx, room: &RoomId, m: &Member) -> Result<(), ApiError> {
     sqlx::query(
-        "UPDATE room_members SET role = $3, hand_raised = $4, muted = $5, invited_to_stage = $6 \
+        // A hand going up takes its place in the queue: the room's version
+        // (bumped by this change's transaction); it keeps it while up.
+        "UPDATE room_members SET role = $3, hand_raised = $4, muted = $5, invited_to_stage = $6, \
+         hand_seq = CASE WHEN $4 = 1 THEN COALESCE(hand_seq, (SELECT version FROM rooms WHERE id = $1)) ELSE NULL END \
          WHERE room_id = $1 AND user_id = $2",
     )
     .bind(room.0.clone())
@@ -639,7 +643,7 @@ async fn load_view(tx: &mut Tx, room: &RoomId) -> Result<RoomView, ApiError> {
     .await?
     .ok_or(ErrorCode::RoomNotFound)?;
     let rows = sqlx::query(
-        "SELECT m.user_id, m.role, m.hand_raised, m.muted, m.invited_to_stage, m.joined_seq, u.username, u.display_name \
+        "SELECT m.user_id, m.role, m.hand_raised, m.muted, m.invited_to_stage, m.joined_seq, u.username, u.display_name, m.hand_seq \
          FROM room_members m JOIN users u ON u.id = m.user_id WHERE m.room_id = $1",
     )
     .bind(room.0.clone())
@@ -659,6 +663,7 @@ async fn load_view(tx: &mut Tx, room: &RoomId) -> Result<RoomView, ApiError> {
                     hand_raised: m.hand_raised,
                     muted: m.muted,
                     invited_to_stage: m.invited_to_stage,
+                    hand_order: r.get(8),
                 },
             ))
         })
