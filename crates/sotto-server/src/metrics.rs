@@ -166,6 +166,12 @@ impl Metrics {
                     s.rtp_forwarded,
                 ),
                 (
+                    "sotto_media_rtp_forwarded_direct_total",
+                    "counter",
+                    "Of those, SRTP-sealed by the SFU itself (the fast path).",
+                    s.rtp_forwarded_direct,
+                ),
+                (
                     "sotto_media_rtp_dropped_not_allowed_total",
                     "counter",
                     "RTP packets dropped: sender may not publish.",

@@ -76,6 +76,7 @@
 mod config;
 mod error;
 mod event;
+mod fastpath;
 mod ids;
 mod peer;
 mod sfu;

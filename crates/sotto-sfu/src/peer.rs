@@ -4,9 +4,11 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use str0m::Rtc;
+use str0m::rtp::Extension;
 use str0m::media::{Mid, Pt};
 
 use crate::event::GoneReason;
+use crate::fastpath::{KeySlot, SrtpOut};
 use crate::slot::SlotRewriter;
 use crate::speakers::ActiveSpeakers;
 use crate::{PeerId, RoomKey};
@@ -18,6 +20,10 @@ pub(crate) struct Slot {
     /// The Opus payload type the peer offered for this m-line.
     pub(crate) pt: Pt,
     pub(crate) rewriter: SlotRewriter,
+    /// For the fast path (set once connected): the SSRC str0m gave this
+    /// m-line and the id the peer uses for the RFC 6464 audio level.
+    pub(crate) ssrc: Option<u32>,
+    pub(crate) level_id: Option<u8>,
 }
 
 #[derive(Debug)]
@@ -43,6 +49,14 @@ pub(crate) struct Peer {
     pub(crate) queued: bool,
     /// The instant of its live entry in the SFU's timer heap, if any.
     pub(crate) scheduled: Option<Instant>,
+    /// Where the `Rtc`'s DTLS puts the exported SRTP keys.
+    pub(crate) keys: KeySlot,
+    /// The SFU's own SRTP context towards the peer, once connected (see
+    /// `fastpath`); `None`: forwarded packets go through the `Rtc`.
+    pub(crate) srtp: Option<SrtpOut>,
+    /// Where str0m sends the peer's media: source and destination of its
+    /// latest non-STUN datagram to the peer (the selected ICE pair).
+    pub(crate) media_to: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl Peer {
@@ -72,6 +86,29 @@ impl Peer {
                 slot.rewriter.set_source(Some(speaker));
             }
         }
+    }
+
+    /// Connected: takes the SRTP keys the DTLS handshake exported and, if
+    /// the profile is one the fast path does, the SSRC and audio-level id
+    /// of each slot. Without them the peer stays on str0m's send path.
+    pub(crate) fn start_fast_path(&mut self) {
+        let exported = self.keys.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(srtp) = exported.as_ref().and_then(SrtpOut::new) else {
+            return;
+        };
+        for slot in &mut self.slots {
+            let mid = slot.mid;
+            slot.ssrc = self
+                .rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|tx| *tx.ssrc());
+            slot.level_id = self
+                .rtc
+                .media(mid)
+                .and_then(|m| m.remote_extmap().id_of(Extension::AudioLevel));
+        }
+        self.srtp = Some(srtp);
     }
 
     /// Frees every slot fed by `source`.

@@ -16,7 +16,7 @@ use str0m::ice::StunMessage;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output};
 use tracing::{debug, info};
 
 use crate::event::{GoneReason, SfuEvent, Transmit};
@@ -65,6 +65,8 @@ pub struct Sfu {
     gone: Vec<PeerId>,
     /// Scratch for RTP packets polled out of one peer.
     packets: Vec<RtpPacket>,
+    /// Scratch for an RTP header the fast path writes.
+    header: Vec<u8>,
     /// Peer visits made while handling datagrams (see [`Sfu::peer_visits`]).
     visits: u64,
     stats: SfuStats,
@@ -95,6 +97,7 @@ impl Sfu {
             dirty: Vec::new(),
             gone: Vec::new(),
             packets: Vec::new(),
+            header: Vec::with_capacity(24),
             visits: 0,
             stats: SfuStats::default(),
             now,
@@ -130,12 +133,12 @@ impl Sfu {
         let mids = audio_mids(offer_sdp)?;
         let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(SfuError::OfferSyntax)?;
 
-        let mut rtc = Rtc::builder()
-            .set_ice_lite(true)
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .build(now);
+        let (mut rtc, keys) = crate::fastpath::build_rtc(now, |b| {
+            b.set_ice_lite(true)
+                .set_rtp_mode(true)
+                .clear_codecs()
+                .enable_opus(true, false)
+        });
         rtc.add_local_candidate(self.candidate.clone());
         let answer = rtc
             .sdp_api()
@@ -196,6 +199,8 @@ impl Sfu {
                 mid,
                 pt,
                 rewriter: SlotRewriter::new(r as u16, (r >> 32) as u32, self.config.rebase_gap),
+                ssrc: None,
+                level_id: None,
             });
         }
 
@@ -214,6 +219,9 @@ impl Sfu {
             gone: None,
             queued: false,
             scheduled: None,
+            keys,
+            srtp: None,
+            media_to: None,
         };
         let capacity = self.config.slots;
         let hold = self.config.speaker_hold;
@@ -556,10 +564,14 @@ impl Sfu {
                     // an address it sends STUN to is one the peer really
                     // holds. Only STUN (RFC 7983: first byte 0..=3) can
                     // teach a new address; media needs no map update.
-                    if t.contents.first().is_some_and(|b| *b <= 3)
-                        && self.by_addr.insert(t.destination, id) != Some(id)
-                    {
+                    let stun = t.contents.first().is_some_and(|b| *b <= 3);
+                    if stun && self.by_addr.insert(t.destination, id) != Some(id) {
                         peer.addrs.push(t.destination);
+                    }
+                    if !stun {
+                        // DTLS and RTCP go where str0m sends media: the
+                        // selected pair.
+                        peer.media_to = Some((t.source, t.destination));
                     }
                     self.transmits.push_back(Transmit {
                         source: t.source,
@@ -570,6 +582,7 @@ impl Sfu {
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
                         peer.connected = true;
+                        peer.start_fast_path();
                         self.stats.peers_connected += 1;
                         self.events.push_back(SfuEvent::PeerConnected { peer: id });
                         info!(peer = %id, "media peer connected");
@@ -655,6 +668,45 @@ impl Sfu {
                     self.stats.rtp_dropped_late += 1;
                     continue;
                 };
+                if let (Some(srtp), Some((source, destination)), Some(ssrc)) =
+                    (rx.srtp.as_mut(), rx.media_to, slot.ssrc)
+                {
+                    // Sealed here with the peer's keys: the `Rtc` is not
+                    // touched (see `fastpath`).
+                    let level = match (slot.level_id, ext_out.audio_level) {
+                        (Some(id), Some(l)) => {
+                            let vad = ext_out.voice_activity.unwrap_or(false);
+                            Some((id, u8::from(vad) << 7 | (l.unsigned_abs() & 0x7f)))
+                        }
+                        _ => None,
+                    };
+                    crate::fastpath::rtp_header(
+                        &mut self.header,
+                        *slot.pt,
+                        pkt.header.marker,
+                        seq as u16,
+                        ts,
+                        ssrc,
+                        level,
+                    );
+                    let mut contents = Vec::with_capacity(
+                        self.header.len() + pkt.payload.len() + 16,
+                    );
+                    if let Err(e) =
+                        srtp.seal(&self.header, &pkt.payload, ssrc, seq, &mut contents)
+                    {
+                        debug!(peer = %member, error = %e, "fast path: seal failed");
+                        continue;
+                    }
+                    self.transmits.push_back(Transmit {
+                        source,
+                        destination,
+                        contents,
+                    });
+                    self.stats.rtp_forwarded += 1;
+                    self.stats.rtp_forwarded_direct += 1;
+                    continue;
+                }
                 let mut api = rx.rtc.direct_api();
                 let Some(tx) = api.stream_tx_by_mid(slot.mid, None) else {
                     continue;

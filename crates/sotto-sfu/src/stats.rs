@@ -20,6 +20,9 @@ pub struct SfuStats {
     pub rtp_received: u64,
     /// RTP packets written towards receivers (one per receiver slot).
     pub rtp_forwarded: u64,
+    /// Of those, sealed by the SFU itself with the receiver's SRTP keys (the
+    /// fast path) rather than written through the receiver's `Rtc`.
+    pub rtp_forwarded_direct: u64,
     /// RTP packets dropped because their sender may not publish.
     pub rtp_dropped_not_allowed: u64,
     /// RTP packets from allowed publishers that are not among the active speakers.

@@ -54,6 +54,9 @@ fn one_speaker_three_listeners_get_identical_payloads_in_order() {
     );
     let stats = w.sfu.stats();
     assert_eq!(stats.rtp_forwarded, 3 * sent.len() as u64);
+    // Every copy was sealed by the SFU with the listener's own SRTP keys
+    // (the fast path), and the listeners' str0m decrypted each of them.
+    assert_eq!(stats.rtp_forwarded_direct, stats.rtp_forwarded);
     assert_eq!(stats.renegotiations, 0);
     assert!(w.events.iter().any(|(_, e)| matches!(e,
         SfuEvent::ActiveSpeakersChanged { speakers, .. } if speakers == &vec![speaker])));
