@@ -92,6 +92,9 @@ pub struct MediaConfig {
     /// Fraction of incoming datagrams to drop, for loss-resilience tests.
     /// Always 0 outside tests.
     pub inject_loss: f64,
+    /// The SFU seals forwarded packets itself (see `SfuConfig::direct_send`);
+    /// `false` only to compare the two send paths in a benchmark.
+    pub direct_send: bool,
 }
 
 impl Default for MediaConfig {
@@ -100,6 +103,7 @@ impl Default for MediaConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_ip: None,
             inject_loss: 0.0,
+            direct_send: true,
         }
     }
 }
@@ -112,6 +116,7 @@ impl MediaPlane {
         let advertised = SocketAddr::new(config.public_ip.unwrap_or(bound.ip()), bound.port());
         let sfu_config = SfuConfig {
             seed: u64::from_le_bytes(random_bytes()),
+            direct_send: config.direct_send,
             ..SfuConfig::default()
         };
         let sfu = Sfu::new(Instant::now(), sfu_config, advertised)

@@ -25,6 +25,10 @@ pub struct SfuConfig {
     /// Seed for the initial RTP sequence numbers and timestamps of slots.
     /// The driver should take it from the OS RNG; the core has no RNG of its own.
     pub seed: u64,
+    /// Seal forwarded packets with each listener's SRTP keys in the SFU
+    /// (the fast path; see `fastpath.rs`). `false` writes them through the
+    /// listener's str0m `Rtc`, as before it: for side-by-side benchmarks.
+    pub direct_send: bool,
 }
 
 impl Default for SfuConfig {
@@ -37,6 +41,7 @@ impl Default for SfuConfig {
             voice_level_threshold: -50,
             rebase_gap: Duration::from_secs(1),
             seed: 0x5077_0c0f_fee5_eed5,
+            direct_send: true,
         }
     }
 }

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use str0m::crypto::dtls::{
-    DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion,
-    ProtocolVersion, SrtpProfile,
+    DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
+    SrtpProfile,
 };
 use str0m::crypto::{AeadAes128GcmCipher, AeadAes256GcmCipher, CryptoError, CryptoProvider};
 
@@ -327,7 +327,10 @@ mod tests {
     fn header_with_and_without_the_audio_level() {
         let mut h = Vec::new();
         rtp_header(&mut h, 111, true, 0x1234, 0xdead_beef, 7, None);
-        assert_eq!(h, [0x80, 0xef, 0x12, 0x34, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 7]);
+        assert_eq!(
+            h,
+            [0x80, 0xef, 0x12, 0x34, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 7]
+        );
         rtp_header(&mut h, 111, false, 1, 2, 3, Some((1, 0x80 | 30)));
         assert_eq!(h.len(), 20);
         assert_eq!(h[0], 0x90);

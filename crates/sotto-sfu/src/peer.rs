@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use str0m::Rtc;
-use str0m::rtp::Extension;
 use str0m::media::{Mid, Pt};
+use str0m::rtp::Extension;
 
 use crate::event::GoneReason;
 use crate::fastpath::{KeySlot, SrtpOut};

@@ -582,7 +582,9 @@ impl Sfu {
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
                         peer.connected = true;
-                        peer.start_fast_path();
+                        if self.config.direct_send {
+                            peer.start_fast_path();
+                        }
                         self.stats.peers_connected += 1;
                         self.events.push_back(SfuEvent::PeerConnected { peer: id });
                         info!(peer = %id, "media peer connected");
@@ -689,11 +691,9 @@ impl Sfu {
                         ssrc,
                         level,
                     );
-                    let mut contents = Vec::with_capacity(
-                        self.header.len() + pkt.payload.len() + 16,
-                    );
-                    if let Err(e) =
-                        srtp.seal(&self.header, &pkt.payload, ssrc, seq, &mut contents)
+                    let mut contents =
+                        Vec::with_capacity(self.header.len() + pkt.payload.len() + 16);
+                    if let Err(e) = srtp.seal(&self.header, &pkt.payload, ssrc, seq, &mut contents)
                     {
                         debug!(peer = %member, error = %e, "fast path: seal failed");
                         continue;

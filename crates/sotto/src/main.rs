@@ -87,6 +87,10 @@ struct ServeArgs {
     /// How long an ended room's roster, bans and access list are kept (e.g. 24h, 0s).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     ended_room_retention: Duration,
+    /// Benchmarks only: `rtc` forwards through each listener's WebRTC
+    /// session object instead of the SFU's own SRTP sealing (`direct`).
+    #[arg(long, default_value = "direct", value_parser = ["direct", "rtc"], hide = true)]
+    sfu_send_path: String,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +161,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bind: args.media_udp,
         public_ip: args.public_ip,
         inject_loss: 0.0,
+        direct_send: args.sfu_send_path == "direct",
     });
     config.tls = match (args.tls_cert, args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => TlsSetting::Files { cert, key },
