@@ -339,6 +339,9 @@ async fn drive(
             batch.push(t);
         }
         sender.send_all(&socket, &batch, &plane).await;
+        for t in batch.drain(..) {
+            sfu.recycle(t.contents);
+        }
         if let Some(at) = received_at {
             let forwarded = sfu.rtp_forwarded().saturating_sub(forwarded_before);
             if forwarded > 0 {

@@ -47,6 +47,9 @@ enum Wake {
 /// e.g. because a packet arrived, is found when the early entry fires).
 type Timers = BinaryHeap<Reverse<(Instant, Wake)>>;
 
+/// How many sent datagram buffers the SFU keeps for reuse.
+const FREE_BUFFERS: usize = 4096;
+
 /// The sans-IO audio SFU. See the [crate docs](crate) for how to drive it.
 #[derive(Debug)]
 pub struct Sfu {
@@ -67,6 +70,9 @@ pub struct Sfu {
     packets: Vec<RtpPacket>,
     /// Scratch for an RTP header the fast path writes.
     header: Vec<u8>,
+    /// Datagram buffers the driver gave back ([`Sfu::recycle`]): the fast
+    /// path seals into one of these instead of allocating per copy.
+    free: Vec<Vec<u8>>,
     /// Peer visits made while handling datagrams (see [`Sfu::peer_visits`]).
     visits: u64,
     stats: SfuStats,
@@ -98,6 +104,7 @@ impl Sfu {
             gone: Vec::new(),
             packets: Vec::new(),
             header: Vec::with_capacity(24),
+            free: Vec::new(),
             visits: 0,
             stats: SfuStats::default(),
             now,
@@ -453,6 +460,15 @@ impl Sfu {
     }
 
     /// Next datagram to send.
+    /// Gives a sent datagram's buffer back, for the next forwarded copy
+    /// (the driver calls it after sending; keeps at most
+    /// [`FREE_BUFFERS`] of them).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.free.len() < FREE_BUFFERS && buf.capacity() <= self.config.max_datagram_size {
+            self.free.push(buf);
+        }
+    }
+
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.transmits.pop_front()?;
         self.stats.datagrams_out += 1;
@@ -691,8 +707,9 @@ impl Sfu {
                         ssrc,
                         level,
                     );
-                    let mut contents =
-                        Vec::with_capacity(self.header.len() + pkt.payload.len() + 16);
+                    let mut contents = self.free.pop().unwrap_or_else(|| {
+                        Vec::with_capacity(self.header.len() + pkt.payload.len() + 16)
+                    });
                     if let Err(e) = srtp.seal(&self.header, &pkt.payload, ssrc, seq, &mut contents)
                     {
                         debug!(peer = %member, error = %e, "fast path: seal failed");

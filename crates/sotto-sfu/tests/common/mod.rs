@@ -164,6 +164,14 @@ pub struct World {
     pub clients: Vec<Client>,
     pub events: Vec<(Instant, SfuEvent)>,
     rng: ChaCha8Rng,
+    /// A test with a counting allocator sets this: the heap allocations
+    /// made inside `Sfu::handle_datagram` for datagrams from
+    /// `alloc_probe_source` are then added up in `sfu_allocations` (and the
+    /// calls in `sfu_datagrams`).
+    pub alloc_probe: Option<fn() -> u64>,
+    pub alloc_probe_source: Option<SocketAddr>,
+    pub sfu_allocations: u64,
+    pub sfu_datagrams: u64,
 }
 
 impl World {
@@ -177,6 +185,10 @@ impl World {
             clients: Vec::new(),
             events: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0xfeed),
+            alloc_probe: None,
+            alloc_probe_source: None,
+            sfu_allocations: 0,
+            sfu_datagrams: 0,
         }
     }
 
@@ -297,8 +309,16 @@ impl World {
                 .delivered
                 .push((now, d.destination, d.contents.len()));
             if d.destination == SFU_ADDR {
+                let before = self
+                    .alloc_probe
+                    .filter(|_| self.alloc_probe_source == Some(d.source))
+                    .map(|p| p());
                 self.sfu
                     .handle_datagram(now, d.source, d.destination, &d.contents);
+                if let (Some(p), Some(b)) = (self.alloc_probe, before) {
+                    self.sfu_allocations += p() - b;
+                    self.sfu_datagrams += 1;
+                }
                 self.drain_sfu();
                 continue;
             }
@@ -325,6 +345,8 @@ impl World {
                 c.rtc.handle_input(input).expect("client input");
             }
             poll_client(c, now, &mut self.net, false);
+            // As the server's driver does once a datagram is sent.
+            self.sfu.recycle(d.contents);
         }
 
         if self.sfu.poll_timeout() <= now {
