@@ -632,7 +632,7 @@ async fn room(cmd: RoomCommand) -> anyhow::Result<()> {
         RoomCommand::Join { conn, room } => {
             let view = signed_in(&conn).await?.join(&RoomId(room)).await?;
             println!("In \"{}\":", view.title);
-            for m in view.members {
+            for m in &view.members {
                 println!(
                     "  {:<10} @{}{}{}",
                     m.role.as_str(),
@@ -640,6 +640,12 @@ async fn room(cmd: RoomCommand) -> anyhow::Result<()> {
                     if m.muted { " (muted)" } else { "" },
                     if m.hand_raised { " ✋" } else { "" }
                 );
+            }
+            let mut hands: Vec<_> = view.members.iter().filter(|m| m.hand_raised).collect();
+            hands.sort_by_key(|m| m.hand_order.unwrap_or(i64::MAX));
+            if !hands.is_empty() {
+                let names: Vec<String> = hands.iter().map(|m| format!("@{}", m.username)).collect();
+                println!("Hands, first raised first: {}", names.join(", "));
             }
         }
         RoomCommand::Leave { conn, room } => {
