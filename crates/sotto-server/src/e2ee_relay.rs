@@ -465,42 +465,46 @@ impl E2eeRelay {
     /// A moderator's signed ban (checked by the caller to be signed by the
     /// moderator's session device): kept for every distributor of the room,
     /// sent to the current one now.
-    pub fn ban(&self, room_id: &RoomId, ban: SignedAccess) {
-        let Some(cell) = self.room(room_id) else {
-            return;
-        };
-        let mut room = lock_room(&cell);
-        if let Some(d) = room.distributor {
-            room.send(d, E2eeDown::Ban { ban: ban.clone() }, room_id);
+    pub async fn ban(&self, room_id: &RoomId, ban: SignedAccess) {
+        let kept = self
+            .with_room(room_id, move |_, room_id, room| {
+                if let Some(d) = room.distributor {
+                    room.send(d, E2eeDown::Ban { ban: ban.clone() }, room_id);
+                }
+                room.bans.push(ban);
+            })
+            .await;
+        if kept.is_none() {
+            tracing::debug!("e2ee relay: a ban for a room without E2EE state");
         }
-        room.bans.push(ban);
     }
 
     /// New statements let `user` in: hand the distributor `user`'s waiting
     /// join requests again with them.
-    pub fn regrant(&self, room_id: &RoomId, user: &UserId, grants: Vec<SignedAccess>) {
-        let Some(cell) = self.room(room_id) else {
-            return;
-        };
-        let mut room = lock_room(&cell);
-        let Some(d) = room.distributor else {
-            room.join_requests
-                .values_mut()
-                .filter(|h| &h.from.user_id == user)
-                .for_each(|h| h.grants.clone_from(&grants));
-            return;
-        };
-        let mut again = Vec::new();
-        for held in room
-            .join_requests
-            .values_mut()
-            .filter(|h| &h.from.user_id == user)
-        {
-            held.grants.clone_from(&grants);
-            again.push(held.message());
+    pub async fn regrant(&self, room_id: &RoomId, user: &UserId, grants: Vec<SignedAccess>) {
+        let user = user.clone();
+        let done = self
+            .with_room(room_id, move |_, room_id, room| {
+                room.regrant(room_id, &user, &grants);
+            })
+            .await;
+        if done.is_none() {
+            tracing::debug!("e2ee relay: new grants for a room without E2EE state");
         }
-        for m in again {
-            room.send(d, m, room_id);
+    }
+
+    /// The channel stopped taking part in `room_id` (unsubscribed, left, or
+    /// closed).
+    pub async fn unregister(&self, conn: u64, room_id: &RoomId) {
+        let done = self
+            .with_room(room_id, move |_, room_id, room| {
+                if room.remove_conn(conn) {
+                    room.elect(room_id);
+                }
+            })
+            .await;
+        if done.is_none() {
+            tracing::debug!("e2ee relay: a channel left a room without E2EE state");
         }
     }
 
@@ -524,50 +528,22 @@ impl E2eeRelay {
     }
 
     /// A device was revoked or its session logged out: in every live room,
-    /// drop its channels, propose its removal from the stage group, and tell
-    /// the key distributor to drop it from the audience and rotate.
-    pub fn evict_device(&self, device: &DeviceId, key: &DevicePublicKey) {
-        let rooms: Vec<(RoomId, RoomCell)> = self
-            .lock()
-            .iter()
-            .map(|(id, cell)| (id.clone(), cell.clone()))
-            .collect();
-        for (room_id, cell) in &rooms {
-            let mut room = lock_room(cell);
-            let conns = room.conns_of_keys([key.as_bytes().as_slice()]);
-            let known = !conns.is_empty() || room.in_tree(key);
-            if !known && !room.join_requests.contains_key(device) {
-                continue;
+    /// drop its channels, propose its removal from the stage group (MLS
+    /// work, so each room's part runs on a blocking thread under that
+    /// room's lock), and tell the key distributor to drop it from the
+    /// audience and rotate. Returns once every room has done so.
+    pub async fn evict_device(&self, device: &DeviceId, key: &DevicePublicKey) {
+        let rooms: Vec<RoomId> = self.lock().keys().cloned().collect();
+        for room_id in rooms {
+            let (device, key) = (device.clone(), *key);
+            let done = self
+                .with_room(&room_id, move |relay, room_id, room| {
+                    room.evict(&relay.proposer, room_id, &device, &key);
+                })
+                .await;
+            if done.is_none() {
+                tracing::debug!("e2ee relay: room gone before an eviction");
             }
-            room.evicted.insert(*key.as_bytes());
-            for c in conns {
-                room.remove_conn(c);
-            }
-            room.forget_join_request(device);
-            room.candidates.remove(device);
-            if let Some(d) = room.distributor {
-                room.send(
-                    d,
-                    E2eeDown::DeviceGone {
-                        device_id: device.clone(),
-                    },
-                    room_id,
-                );
-            }
-            room.reconcile(&self.proposer, room_id);
-            room.elect(room_id);
-        }
-    }
-
-    /// The channel stopped taking part in `room_id` (unsubscribed, left, or
-    /// closed).
-    pub fn unregister(&self, conn: u64, room_id: &RoomId) {
-        let Some(cell) = self.room(room_id) else {
-            return;
-        };
-        let mut room = lock_room(&cell);
-        if room.remove_conn(conn) {
-            room.elect(room_id);
         }
     }
 
@@ -793,6 +769,61 @@ impl RoomRelay {
             binding,
             key_owners: serde_json::to_string(&owners).ok()?,
         })
+    }
+
+    /// [`E2eeRelay::regrant`] for this room.
+    fn regrant(&mut self, room_id: &RoomId, user: &UserId, grants: &[SignedAccess]) {
+        let Some(d) = self.distributor else {
+            self.join_requests
+                .values_mut()
+                .filter(|h| &h.from.user_id == user)
+                .for_each(|h| h.grants = grants.to_vec());
+            return;
+        };
+        let mut again = Vec::new();
+        for held in self
+            .join_requests
+            .values_mut()
+            .filter(|h| &h.from.user_id == user)
+        {
+            held.grants = grants.to_vec();
+            again.push(held.message());
+        }
+        for m in again {
+            self.send(d, m, room_id);
+        }
+    }
+
+    /// [`E2eeRelay::evict_device`] for this room.
+    fn evict(
+        &mut self,
+        proposer: &ServerProposer,
+        room_id: &RoomId,
+        device: &DeviceId,
+        key: &DevicePublicKey,
+    ) {
+        let conns = self.conns_of_keys([key.as_bytes().as_slice()]);
+        let known = !conns.is_empty() || self.in_tree(key);
+        if !known && !self.join_requests.contains_key(device) {
+            return;
+        }
+        self.evicted.insert(*key.as_bytes());
+        for c in conns {
+            self.remove_conn(c);
+        }
+        self.forget_join_request(device);
+        self.candidates.remove(device);
+        if let Some(d) = self.distributor {
+            self.send(
+                d,
+                E2eeDown::DeviceGone {
+                    device_id: device.clone(),
+                },
+                room_id,
+            );
+        }
+        self.reconcile(proposer, room_id);
+        self.elect(room_id);
     }
 
     fn role_of(&self, user: &UserId) -> Option<Role> {

@@ -254,11 +254,13 @@ pub async fn logout(
         .store
         .revoke_session(&session.token_hash, state.now())
         .await?;
-    state.revoke(
-        crate::http::Revocation::Session(session.token_hash.clone()),
-        &session.device_id,
-        &session.device_key,
-    );
+    state
+        .revoke(
+            crate::http::Revocation::Session(session.token_hash.clone()),
+            &session.device_id,
+            &session.device_key,
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -408,11 +410,13 @@ pub async fn revoke_device(
             state.now(),
         )
         .await?;
-    state.revoke(
-        crate::http::Revocation::Device(device.clone()),
-        &device,
-        &key,
-    );
+    state
+        .revoke(
+            crate::http::Revocation::Device(device.clone()),
+            &device,
+            &key,
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -134,7 +134,7 @@ async fn run(mut socket: WebSocket, state: AppState) {
         channel.serve().await;
         channel.end_media().await;
         for room in channel.rooms.keys() {
-            state.e2ee.unregister(channel.e2ee.id, room);
+            state.e2ee.unregister(channel.e2ee.id, room).await;
         }
     }
     state.metrics.channel_open.fetch_sub(1, Ordering::Relaxed);
@@ -320,7 +320,7 @@ impl Channel {
             ClientMessage::Ping { nonce } => self.send(ServerMessage::Pong { nonce }).await,
             ClientMessage::Unsubscribe { room_id } => {
                 self.rooms.remove(&room_id);
-                self.state.e2ee.unregister(self.e2ee.id, &room_id);
+                self.state.e2ee.unregister(self.e2ee.id, &room_id).await;
                 Ok(())
             }
             ClientMessage::E2ee { room_id, e2ee } => {
@@ -440,7 +440,7 @@ impl Channel {
         {
             self.rooms.remove(room_id);
             self.media.remove(room_id);
-            self.state.e2ee.unregister(self.e2ee.id, room_id);
+            self.state.e2ee.unregister(self.e2ee.id, room_id).await;
             return self
                 .send(ServerMessage::RoomLeft {
                     room_id: room_id.clone(),
@@ -463,7 +463,7 @@ impl Channel {
         }
         if event.view.ended {
             self.rooms.remove(room_id);
-            self.state.e2ee.unregister(self.e2ee.id, room_id);
+            self.state.e2ee.unregister(self.e2ee.id, room_id).await;
             self.send(ServerMessage::RoomEnded {
                 room_id: room_id.clone(),
             })
@@ -490,7 +490,7 @@ impl Channel {
                 }
                 _ => {
                     self.rooms.remove(&room_id);
-                    self.state.e2ee.unregister(self.e2ee.id, &room_id);
+                    self.state.e2ee.unregister(self.e2ee.id, &room_id).await;
                     self.send(ServerMessage::RoomLeft {
                         room_id,
                         banned: false,

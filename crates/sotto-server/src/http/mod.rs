@@ -48,8 +48,8 @@ impl AppState {
     /// Ends what `revocation` names at once: its open channels close (the
     /// E2EE relay drops the device from every live room's stage group and
     /// audience) — revocation must not wait for a reconnect.
-    pub fn revoke(&self, revocation: Revocation, device: &DeviceId, key: &DevicePublicKey) {
-        self.e2ee.evict_device(device, key);
+    pub async fn revoke(&self, revocation: Revocation, device: &DeviceId, key: &DevicePublicKey) {
+        self.e2ee.evict_device(device, key).await;
         // No channel open anywhere: nothing to close.
         if self.revocations.send(revocation).is_err() {
             tracing::debug!("revocation: no open channel");

@@ -228,14 +228,17 @@ pub async fn member_action(
         .await?;
     if let Some(statement) = ban {
         let chain = state.store.device_chain(&session.user_id).await?;
-        state.e2ee.ban(
-            &room,
-            SignedAccess {
-                statement: encode_payload(&statement),
-                signer: session.user_id.clone(),
-                chain: encode_payload(&chain),
-            },
-        );
+        state
+            .e2ee
+            .ban(
+                &room,
+                SignedAccess {
+                    statement: encode_payload(&statement),
+                    signer: session.user_id.clone(),
+                    chain: encode_payload(&chain),
+                },
+            )
+            .await;
     }
     Ok(Json(state.announce(access)))
 }
@@ -271,7 +274,7 @@ pub async fn grant_access(
         // A listener already waiting gets its key now, not at its next
         // join request.
         let grants = state.store.access_grants(&room, &target).await?;
-        state.e2ee.regrant(&room, &target, grants);
+        state.e2ee.regrant(&room, &target, grants).await;
     }
     Ok(StatusCode::NO_CONTENT)
 }
