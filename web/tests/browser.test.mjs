@@ -391,19 +391,6 @@ story("B's page rings A as speaking (data-speaking on A's stage listitem)", asyn
   assert.equal(await bob.first().getAttribute("data-speaking"), "false", "Bob (listening, not sending) is shown speaking");
 });
 
-story("the SFU sealed every copy it forwarded to the browsers itself (its SRTP fast path; Chromium decrypted them)", async () => {
-  await roomWithAandB();
-  const text = await (await fetch(world.server.url + "/metrics")).text();
-  const value = (name) => {
-    const line = text.split("\n").find((l) => l.startsWith(name + " "));
-    return line ? Number(line.split(" ")[1]) : NaN;
-  };
-  const forwarded = value("sotto_media_rtp_forwarded_total");
-  const direct = value("sotto_media_rtp_forwarded_direct_total");
-  assert.ok(forwarded > 0, `forwarded ${forwarded}`);
-  assert.equal(direct, forwarded, "every forwarded packet went through the SFU's own SRTP sealing");
-});
-
 story("the microphone is captured raw: echo cancellation, noise suppression and auto gain off (the track's settings)", async () => {
   await roomWithAandB();
   for (const p of [world.people.A, world.people.B]) {

@@ -57,6 +57,8 @@ pub(crate) struct Peer {
     /// Where str0m sends the peer's media: source and destination of its
     /// latest non-STUN datagram to the peer (the selected ICE pair).
     pub(crate) media_to: Option<(SocketAddr, SocketAddr)>,
+    /// The source of the last nominating ICE check, until str0m answers it.
+    pub(crate) nominating: Option<SocketAddr>,
 }
 
 impl Peer {

@@ -229,6 +229,7 @@ impl Sfu {
             keys,
             srtp: None,
             media_to: None,
+            nominating: None,
         };
         let capacity = self.config.slots;
         let hold = self.config.speaker_hold;
@@ -318,6 +319,13 @@ impl Sfu {
             return;
         };
         self.visits += 1;
+        // A check that nominates this path (ICE: USE-CANDIDATE): once str0m
+        // answers it (so it passed integrity), media goes there.
+        if bytes.first().is_some_and(|b| *b <= 3)
+            && StunMessage::parse(bytes).is_ok_and(|m| m.is_binding_request() && m.use_candidate())
+        {
+            peer.nominating = Some(source);
+        }
         let input = Input::Receive(
             now,
             Receive {
@@ -584,10 +592,14 @@ impl Sfu {
                     if stun && self.by_addr.insert(t.destination, id) != Some(id) {
                         peer.addrs.push(t.destination);
                     }
-                    if !stun {
-                        // DTLS and RTCP go where str0m sends media: the
-                        // selected pair.
+                    if !stun || peer.nominating == Some(t.destination) {
+                        // DTLS and RTCP go where str0m sends media (the
+                        // selected pair); so does the answer to a check
+                        // that nominated a path.
                         peer.media_to = Some((t.source, t.destination));
+                        if stun {
+                            peer.nominating = None;
+                        }
                     }
                     self.transmits.push_back(Transmit {
                         source: t.source,

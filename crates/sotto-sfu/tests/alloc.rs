@@ -48,7 +48,10 @@ fn allocations() -> u64 {
 /// speaker, while it talks to `listeners` listeners for a second (after a
 /// warm-up).
 fn allocations_per_datagram(listeners: usize) -> f64 {
-    let config = SfuConfig::default();
+    let config = SfuConfig {
+        direct_send: true,
+        ..SfuConfig::default()
+    };
     let mut w = World::new(config.clone(), 11);
     for _ in 0..=listeners {
         w.add_client(config.slots);

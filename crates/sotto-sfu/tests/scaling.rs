@@ -60,8 +60,8 @@ fn per_datagram_work_does_not_grow_with_peers() {
     let few = visits_per_datagram(10);
     let many = visits_per_datagram(1_000);
     // One visit of the sender, one poll of it, and for a speaker's packet
-    // one visit per listener (sealed on the fast path, no poll of the
-    // listener's `Rtc`): under 3 on average here.
+    // one visit and one poll per listener (the `Rtc` send path, the
+    // default; the fast path skips the poll): about 3 on average here.
     assert!(few < 6.0, "{few} visits per datagram with 10 idle peers");
     assert!(
         (many - few).abs() < 0.05 * few,
