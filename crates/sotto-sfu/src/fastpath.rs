@@ -282,9 +282,12 @@ fn derive(master_key: &[u8], master_salt: &[u8], label: u8, out: &mut [u8]) {
     }
 }
 
-/// Writes an RTP header (RFC 3550 §5.1) into `out`, with the RFC 6464
-/// audio level as a one-byte header extension (RFC 8285) when `level` is
-/// `(extension id, level byte)`.
+/// Writes an RTP header (RFC 3550 §5.1) into `out`, with one-byte header
+/// extensions (RFC 8285): the RFC 6464 audio level when `level` is
+/// `(extension id, level byte)`, and the m-line's MID (RFC 8843) when `mid`
+/// is `(extension id, mid)`: a receiver that has not tied the slot's SSRC to
+/// its m-line yet does so from it (str0m's own send path writes it too).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn rtp_header(
     out: &mut Vec<u8>,
     pt: u8,
@@ -293,17 +296,36 @@ pub(crate) fn rtp_header(
     ts: u32,
     ssrc: u32,
     level: Option<(u8, u8)>,
+    mid: Option<(u8, &[u8])>,
 ) {
+    let mid = mid.filter(|(id, m)| (1..=14).contains(id) && (1..=16).contains(&m.len()));
+    let level = level.filter(|(id, _)| (1..=14).contains(id));
     out.clear();
-    out.push(0x80 | if level.is_some() { 0x10 } else { 0 });
+    let ext = level.is_some() || mid.is_some();
+    out.push(0x80 | if ext { 0x10 } else { 0 });
     out.push(u8::from(marker) << 7 | (pt & 0x7f));
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&ts.to_be_bytes());
     out.extend_from_slice(&ssrc.to_be_bytes());
-    if let Some((id, byte)) = level {
-        // 0xBEDE, one 32-bit word: id and length-1 (0), the byte, padding.
-        out.extend_from_slice(&[0xbe, 0xde, 0x00, 0x01, id << 4, byte, 0, 0]);
+    if !ext {
+        return;
     }
+    // 0xBEDE, the length in 32-bit words (filled in below), then each
+    // element as id and length-1, its bytes; zero padding to a word.
+    let start = out.len();
+    out.extend_from_slice(&[0xbe, 0xde, 0, 0]);
+    if let Some((id, byte)) = level {
+        out.extend_from_slice(&[id << 4, byte]);
+    }
+    if let Some((id, m)) = mid {
+        out.push(id << 4 | (m.len() as u8 - 1));
+        out.extend_from_slice(m);
+    }
+    while !(out.len() - start).is_multiple_of(4) {
+        out.push(0);
+    }
+    let words = ((out.len() - start - 4) / 4) as u16;
+    out[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -326,15 +348,30 @@ mod tests {
     #[test]
     fn header_with_and_without_the_audio_level() {
         let mut h = Vec::new();
-        rtp_header(&mut h, 111, true, 0x1234, 0xdead_beef, 7, None);
+        rtp_header(&mut h, 111, true, 0x1234, 0xdead_beef, 7, None, None);
         assert_eq!(
             h,
             [0x80, 0xef, 0x12, 0x34, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 7]
         );
-        rtp_header(&mut h, 111, false, 1, 2, 3, Some((1, 0x80 | 30)));
+        rtp_header(&mut h, 111, false, 1, 2, 3, Some((1, 0x80 | 30)), None);
         assert_eq!(h.len(), 20);
         assert_eq!(h[0], 0x90);
         assert_eq!(&h[12..], &[0xbe, 0xde, 0, 1, 0x10, 0x9e, 0, 0]);
+        // Level and a two-byte MID: 2 + 3 bytes, padded to two words.
+        rtp_header(
+            &mut h,
+            111,
+            false,
+            1,
+            2,
+            3,
+            Some((1, 0x9e)),
+            Some((4, b"1a")),
+        );
+        assert_eq!(
+            &h[12..],
+            &[0xbe, 0xde, 0, 2, 0x10, 0x9e, 0x41, b'1', b'a', 0, 0, 0]
+        );
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -24,6 +24,8 @@ pub(crate) struct Slot {
     /// m-line and the id the peer uses for the RFC 6464 audio level.
     pub(crate) ssrc: Option<u32>,
     pub(crate) level_id: Option<u8>,
+    /// The id the peer uses for the MID header extension.
+    pub(crate) mid_id: Option<u8>,
 }
 
 #[derive(Debug)]
@@ -105,10 +107,9 @@ impl Peer {
                 .direct_api()
                 .stream_tx_by_mid(mid, None)
                 .map(|tx| *tx.ssrc());
-            slot.level_id = self
-                .rtc
-                .media(mid)
-                .and_then(|m| m.remote_extmap().id_of(Extension::AudioLevel));
+            let exts = self.rtc.media(mid).map(|m| m.remote_extmap());
+            slot.level_id = exts.and_then(|e| e.id_of(Extension::AudioLevel));
+            slot.mid_id = exts.and_then(|e| e.id_of(Extension::RtpMid));
         }
         self.srtp = Some(srtp);
     }
