@@ -93,9 +93,9 @@ pub struct MediaConfig {
     /// Always 0 outside tests.
     pub inject_loss: f64,
     /// The SFU seals forwarded packets itself (see `SfuConfig::direct_send`).
-    /// Off by default: the real-audio tests lost packets on this path in 2
-    /// of 6 runs (cause not found yet); `sotto serve --sfu-send-path
-    /// direct` turns it on.
+    /// Off by default: a real-audio test failed on this path in 4 of 10
+    /// runs (cause not found yet); `sotto serve --sfu-send-path direct`
+    /// turns it on.
     pub direct_send: bool,
 }
 

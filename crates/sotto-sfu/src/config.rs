@@ -28,8 +28,9 @@ pub struct SfuConfig {
     /// Seal forwarded packets with each listener's SRTP keys in the SFU
     /// (the fast path; see `fastpath.rs`). `false` (the default) writes
     /// them through the listener's str0m `Rtc`. The fast path is about 2.5×
-    /// cheaper per copy but not yet the default: the real-audio tests lost
-    /// packets on it in 2 of 6 runs, cause not found.
+    /// cheaper per copy but not yet the default: a real-audio test failed
+    /// on it in 4 of 10 runs (speech correlation 0.52–0.60), cause not
+    /// found (BENCHMARKS.md).
     pub direct_send: bool,
 }
 
