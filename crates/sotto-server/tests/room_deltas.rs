@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Db, TestServer};
-use sotto_client::Channel;
+use sotto_client::{Channel, Client};
 use sotto_proto::UserId;
 use sotto_proto::channel::ServerMessage;
 use sotto_proto::room::{MemberView, Role, RoomKind, RoomView};
@@ -41,34 +41,53 @@ async fn next_room_frame(ch: &mut Channel, view: &mut RoomView) -> (ServerMessag
     }
 }
 
+/// A new user, `host`, and the room they just started.
+async fn hosted_room(
+    srv: &TestServer,
+    host: &str,
+    title: &str,
+    kind: RoomKind,
+) -> (Client, RoomView) {
+    let (host, _) = srv.user(host).await;
+    let room = host.create_room(title, kind, None).await.unwrap();
+    (host, room)
+}
+
+/// A new user who joined `room`, and their id.
+async fn joiner(srv: &TestServer, name: &str, room: &RoomView) -> (Client, UserId) {
+    let (c, _) = srv.user(name).await;
+    c.join(&room.id).await.unwrap();
+    let id = c.me().await.unwrap().id;
+    (c, id)
+}
+
+/// `who`'s channel, subscribed to `room`; the room as the first frame
+/// gave it, that frame and its size.
+async fn watching(who: &Client, room: &RoomView) -> (Channel, RoomView, ServerMessage, usize) {
+    let mut ch = Channel::connect(who).await.unwrap();
+    ch.subscribe(&room.id).await.unwrap();
+    let mut view = room.clone();
+    let (first, bytes) = next_room_frame(&mut ch, &mut view).await;
+    (ch, view, first, bytes)
+}
+
 /// Bytes a listener's channel receives when one more listener joins a
 /// room of `others` listeners, and whether it came as a delta.
 async fn join_cost(srv: &TestServer, tag: &str, others: usize) -> (usize, bool) {
-    let (host, _) = srv.user(&format!("{tag}host")).await;
-    let room = host
-        .create_room("Deltas", RoomKind::Open, None)
-        .await
-        .unwrap();
+    let (host, room) = hosted_room(srv, &format!("{tag}host"), "Deltas", RoomKind::Open).await;
     for i in 0..others {
-        let (c, _) = srv.user(&format!("{tag}l{i}")).await;
-        c.join(&room.id).await.unwrap();
+        joiner(srv, &format!("{tag}l{i}"), &room).await;
     }
-    let (bob, _) = srv.user(&format!("{tag}bob")).await;
-    bob.join(&room.id).await.unwrap();
-    let mut ch = Channel::connect(&bob).await.unwrap();
-    ch.subscribe(&room.id).await.unwrap();
-    let mut view = room.clone();
-    let (first, whole) = next_room_frame(&mut ch, &mut view).await;
+    let (bob, _) = joiner(srv, &format!("{tag}bob"), &room).await;
+    let (mut ch, mut view, first, whole) = watching(&bob, &room).await;
     assert!(
         matches!(first, ServerMessage::RoomState { .. }),
         "subscribe answers with the whole room"
     );
     assert_eq!(view.members.len(), others + 2);
 
-    let (carol, _) = srv.user(&format!("{tag}carol")).await;
-    carol.join(&room.id).await.unwrap();
+    let (_, carol_id) = joiner(srv, &format!("{tag}carol"), &room).await;
     let (msg, bytes) = next_room_frame(&mut ch, &mut view).await;
-    let carol_id = carol.me().await.unwrap().id;
     assert!(has(&view, &carol_id));
     // What the client built equals the server's view.
     assert_eq!(view, host.room(&room.id).await.unwrap());
@@ -109,20 +128,10 @@ async fn deltas_do_not_grow_with_the_room_postgres() {
 #[tokio::test]
 async fn hands_stage_and_mutes_arrive_as_deltas() {
     let srv = TestServer::start(Db::Sqlite).await;
-    let (host, _) = srv.user("host").await;
-    let room = host
-        .create_room("Deltas", RoomKind::Open, None)
-        .await
-        .unwrap();
-    let (bob, _) = srv.user("bob").await;
-    let bob_id = bob.me().await.unwrap().id;
-    bob.join(&room.id).await.unwrap();
-    let (carol, _) = srv.user("carol").await;
-    carol.join(&room.id).await.unwrap();
-    let mut ch = Channel::connect(&carol).await.unwrap();
-    ch.subscribe(&room.id).await.unwrap();
-    let mut view = room.clone();
-    next_room_frame(&mut ch, &mut view).await;
+    let (host, room) = hosted_room(&srv, "host", "Deltas", RoomKind::Open).await;
+    let (bob, bob_id) = joiner(&srv, "bob", &room).await;
+    let (carol, _) = joiner(&srv, "carol", &room).await;
+    let (mut ch, mut view, _, _) = watching(&carol, &room).await;
 
     let mut sizes = Vec::new();
     let steps: [(&str, Check); 4] = [
@@ -159,13 +168,8 @@ async fn hands_stage_and_mutes_arrive_as_deltas() {
 #[tokio::test]
 async fn a_client_that_misses_a_delta_resyncs() {
     let srv = TestServer::start(Db::Sqlite).await;
-    let (host, _) = srv.user("host").await;
-    let room = host
-        .create_room("Deltas", RoomKind::Open, None)
-        .await
-        .unwrap();
-    let (bob, _) = srv.user("bob").await;
-    bob.join(&room.id).await.unwrap();
+    let (host, room) = hosted_room(&srv, "host", "Deltas", RoomKind::Open).await;
+    let (bob, _) = joiner(&srv, "bob", &room).await;
     let mut ch = Channel::connect(&bob).await.unwrap();
     ch.subscribe(&room.id).await.unwrap();
     ch.wait_for(WAIT, |m| matches!(m, ServerMessage::RoomState { .. }))
@@ -173,14 +177,10 @@ async fn a_client_that_misses_a_delta_resyncs() {
         .unwrap();
 
     ch.drop_next_delta();
-    let (carol, _) = srv.user("carol").await;
-    let carol_id = carol.me().await.unwrap().id;
-    carol.join(&room.id).await.unwrap();
+    let (carol, carol_id) = joiner(&srv, "carol", &room).await;
     // Carol's join is lost; Dave's delta then does not start where this
     // client stands.
-    let (dave, _) = srv.user("dave").await;
-    let dave_id = dave.me().await.unwrap().id;
-    dave.join(&room.id).await.unwrap();
+    let (_, dave_id) = joiner(&srv, "dave", &room).await;
     let msg = ch
         .wait_for(
             WAIT,
@@ -218,11 +218,7 @@ async fn a_client_that_misses_a_delta_resyncs() {
 async fn audience_pages(db: Db) {
     use sotto_proto::api::AudienceQuery;
     let srv = TestServer::start(db).await;
-    let (host, _) = srv.user("host").await;
-    let room = host
-        .create_room("Pages", RoomKind::Open, None)
-        .await
-        .unwrap();
+    let (host, room) = hosted_room(&srv, "host", "Pages", RoomKind::Open).await;
     let mut joined = Vec::new();
     let mut first = None;
     for i in 0..25 {
@@ -231,9 +227,8 @@ async fn audience_pages(db: Db) {
         } else {
             format!("amy{i}")
         };
-        let (c, _) = srv.user(&name).await;
-        c.join(&room.id).await.unwrap();
-        joined.push(c.me().await.unwrap().id);
+        let (c, id) = joiner(&srv, &name, &room).await;
+        joined.push(id);
         first.get_or_insert(c);
     }
     // The first to join goes on stage: no longer in the audience.
@@ -321,10 +316,7 @@ async fn audience_pages(db: Db) {
         assert_eq!(body["error"]["code"], "malformed_request", "{bad}: {body}");
     }
     // Someone who may not enter a closed room may not read its audience.
-    let closed = host
-        .create_room("Closed", RoomKind::Closed, None)
-        .await
-        .unwrap();
+    let (_, closed) = hosted_room(&srv, "closer", "Closed", RoomKind::Closed).await;
     let (outsider, _) = srv.user("outsider").await;
     let r = outsider
         .audience(&closed.id, &AudienceQuery::default())
@@ -348,22 +340,12 @@ async fn audience_pages_postgres() {
 #[tokio::test]
 async fn hands_are_a_queue() {
     let srv = TestServer::start(Db::Sqlite).await;
-    let (host, _) = srv.user("host").await;
-    let room = host
-        .create_room("Hands", RoomKind::Open, None)
-        .await
-        .unwrap();
+    let (host, room) = hosted_room(&srv, "host", "Hands", RoomKind::Open).await;
     let mut people = Vec::new();
     for name in ["ann", "ben", "cat"] {
-        let (c, _) = srv.user(name).await;
-        c.join(&room.id).await.unwrap();
-        let id = c.me().await.unwrap().id;
-        people.push((c, id));
+        people.push(joiner(&srv, name, &room).await);
     }
-    let mut ch = Channel::connect(&host).await.unwrap();
-    ch.subscribe(&room.id).await.unwrap();
-    let mut view = room.clone();
-    next_room_frame(&mut ch, &mut view).await;
+    let (mut ch, mut view, _, _) = watching(&host, &room).await;
 
     // Joined ann, ben, cat; hands go up cat, ann, ben; then ann lowers
     // and raises again.

@@ -24,8 +24,9 @@ pub(crate) struct Slot {
     /// m-line and the id the peer uses for the RFC 6464 audio level.
     pub(crate) ssrc: Option<u32>,
     pub(crate) level_id: Option<u8>,
-    /// The id the peer uses for the MID header extension.
-    pub(crate) mid_id: Option<u8>,
+    /// The id the peer uses for the MID header extension, and the MID's
+    /// bytes (kept here so a forwarded copy does not re-read them).
+    pub(crate) mid_ext: Option<(u8, Box<[u8]>)>,
 }
 
 #[derive(Debug)]
@@ -109,7 +110,9 @@ impl Peer {
                 .map(|tx| *tx.ssrc());
             let exts = self.rtc.media(mid).map(|m| m.remote_extmap());
             slot.level_id = exts.and_then(|e| e.id_of(Extension::AudioLevel));
-            slot.mid_id = exts.and_then(|e| e.id_of(Extension::RtpMid));
+            slot.mid_ext = exts
+                .and_then(|e| e.id_of(Extension::RtpMid))
+                .map(|id| (id, mid.as_bytes().into()));
         }
         self.srtp = Some(srtp);
     }

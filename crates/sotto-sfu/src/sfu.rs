@@ -208,7 +208,7 @@ impl Sfu {
                 rewriter: SlotRewriter::new(r as u16, (r >> 32) as u32, self.config.rebase_gap),
                 ssrc: None,
                 level_id: None,
-                mid_id: None,
+                mid_ext: None,
             });
         }
 
@@ -719,7 +719,7 @@ impl Sfu {
                         ts,
                         ssrc,
                         level,
-                        slot.mid_id.map(|id| (id, slot.mid.as_bytes())),
+                        slot.mid_ext.as_ref().map(|(id, m)| (*id, &m[..])),
                     );
                     let mut contents = self.free.pop().unwrap_or_else(|| {
                         Vec::with_capacity(self.header.len() + pkt.payload.len() + 16)

@@ -28,6 +28,10 @@ pub struct RoomAccess {
 type StageEntry = (Role, i64, UserSummary);
 
 const MEMBER_COLUMNS: &str = "user_id, role, hand_raised, muted, invited_to_stage, joined_seq";
+/// A member with what others see of them (`member_view_from_row`), from
+/// `room_members m JOIN users u`.
+const MEMBER_VIEW_COLUMNS: &str = "m.user_id, m.role, m.hand_raised, m.muted, m.invited_to_stage, \
+     m.joined_seq, u.username, u.display_name, m.hand_seq";
 
 impl Store {
     pub async fn create_room(
@@ -131,8 +135,7 @@ impl Store {
         let total: i64 = q.fetch_one(&mut *tx).await?.get(0);
         let limit_at = if pattern.is_some() { "$4" } else { "$3" };
         let page_sql = format!(
-            "SELECT m.user_id, m.role, m.hand_raised, m.muted, m.invited_to_stage, m.joined_seq, u.username, u.display_name, m.hand_seq \
-             FROM room_members m JOIN users u ON u.id = m.user_id \
+            "SELECT {MEMBER_VIEW_COLUMNS} FROM room_members m JOIN users u ON u.id = m.user_id \
              WHERE m.room_id = $1 AND m.role = 'listener' AND m.joined_seq > $2{} \
              ORDER BY m.joined_seq LIMIT {limit_at}",
             search(3)
@@ -149,18 +152,9 @@ impl Store {
         let mut members = Vec::with_capacity(rows.len().min(limit as usize));
         let mut last = None;
         for r in rows.iter().take(limit as usize) {
-            let m = member_from_row(r)?;
-            last = Some(m.joined_seq);
-            members.push(MemberView {
-                user_id: m.user_id,
-                username: r.get(6),
-                display_name: r.get(7),
-                role: m.role,
-                hand_raised: m.hand_raised,
-                muted: m.muted,
-                invited_to_stage: m.invited_to_stage,
-                hand_order: r.get(8),
-            });
+            let (seq, m) = member_view_from_row(r)?;
+            last = Some(seq);
+            members.push(m);
         }
         let total = u32::try_from(total).unwrap_or(u32::MAX);
         Ok((members, total, last.filter(|_| more)))
@@ -634,6 +628,25 @@ async fn write_member(tx: &mut Tx, room: &RoomId, m: &Member) -> Result<(), ApiE
     Ok(())
 }
 
+/// A member as participants see it, from a row of [`MEMBER_VIEW_COLUMNS`],
+/// with its join sequence.
+fn member_view_from_row(r: &sqlx::any::AnyRow) -> Result<(i64, MemberView), ApiError> {
+    let m = member_from_row(r)?;
+    Ok((
+        m.joined_seq,
+        MemberView {
+            user_id: m.user_id,
+            username: r.get(6),
+            display_name: r.get(7),
+            role: m.role,
+            hand_raised: m.hand_raised,
+            muted: m.muted,
+            invited_to_stage: m.invited_to_stage,
+            hand_order: r.get(8),
+        },
+    ))
+}
+
 async fn load_view(tx: &mut Tx, room: &RoomId) -> Result<RoomView, ApiError> {
     let row = sqlx::query(
         "SELECT id, title, description, kind, ended_at, version FROM rooms WHERE id = $1",
@@ -642,31 +655,17 @@ async fn load_view(tx: &mut Tx, room: &RoomId) -> Result<RoomView, ApiError> {
     .fetch_optional(&mut **tx)
     .await?
     .ok_or(ErrorCode::RoomNotFound)?;
-    let rows = sqlx::query(
-        "SELECT m.user_id, m.role, m.hand_raised, m.muted, m.invited_to_stage, m.joined_seq, u.username, u.display_name, m.hand_seq \
-         FROM room_members m JOIN users u ON u.id = m.user_id WHERE m.room_id = $1",
-    )
-    .bind(room.0.clone())
-    .fetch_all(&mut **tx)
-    .await?;
+    let sql = format!(
+        "SELECT {MEMBER_VIEW_COLUMNS} FROM room_members m JOIN users u ON u.id = m.user_id \
+         WHERE m.room_id = $1"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(room.0.clone())
+        .fetch_all(&mut **tx)
+        .await?;
     let mut members = rows
         .iter()
-        .map(|r| {
-            let m = member_from_row(r)?;
-            Ok((
-                m.joined_seq,
-                MemberView {
-                    user_id: m.user_id,
-                    username: r.get(6),
-                    display_name: r.get(7),
-                    role: m.role,
-                    hand_raised: m.hand_raised,
-                    muted: m.muted,
-                    invited_to_stage: m.invited_to_stage,
-                    hand_order: r.get(8),
-                },
-            ))
-        })
+        .map(member_view_from_row)
         .collect::<Result<Vec<_>, ApiError>>()?;
     members.sort_by_key(|(seq, m)| (std::cmp::Reverse(m.role), *seq));
     Ok(RoomView {
