@@ -1,5 +1,5 @@
-//! Sealed audience-key deliveries, key statements and rosters as a listener
-//! receives them.
+//! Sealed audience-key deliveries, key statements, rosters and roster
+//! proofs as a listener receives them; roster chunks as the server does.
 #![no_main]
 
 use std::cell::RefCell;
@@ -34,6 +34,9 @@ fuzz_target!(|data: &[u8]| {
         let trusted = [id.public()];
         let _ = l.verify_statement(data, &trusted);
         let _ = l.accept_roster(data, &trusted);
+        let _ = sotto_e2ee::roster::RosterProofs::parse(data);
+        let _ = sotto_e2ee::roster::RosterLeaves::parse(data);
+        let _ = sotto_e2ee::roster::parse_proof_request(data);
         // a genuine statement for the claimed generation, so that arbitrary
         // bytes reach the HPKE open
         let stmt = sign_key_statement(id, b"room", &test_audience_key(generation, [2; 32]));

@@ -19,7 +19,7 @@
 //! statement must become a [`VerifiedKeyStatement`] before
 //! [`Listener::open`] takes it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::{
@@ -36,6 +36,7 @@ use crate::error::{
 use crate::frame::{KeyRing, Suite};
 use crate::identity::{DeviceIdentity, Fingerprint, IdentityKey, MAX_ID_LEN};
 use crate::keys::{AudienceKey, KeyGeneration};
+use crate::roster::{RosterHeader, RosterLeaves, RosterProofs, RosterTree};
 use crate::secret::Secret32;
 
 const HPKE: HpkeConfig = HpkeConfig(
@@ -44,7 +45,7 @@ const HPKE: HpkeConfig = HpkeConfig(
     HpkeAeadType::AesGcm128,
 );
 const JOIN_DOMAIN: &[u8] = b"sotto listener join request v1\0";
-const ROSTER_DOMAIN: &[u8] = b"sotto listener roster v3\0";
+const ROSTER_DOMAIN: &[u8] = b"sotto listener roster v4\0";
 const STATEMENT_DOMAIN: &[u8] = b"sotto audience key statement v1\0";
 const SEAL_INFO: &[u8] = b"sotto audience key v1";
 
@@ -503,6 +504,19 @@ pub struct Distributor {
     statement: Vec<u8>,
     roster_seq: u64,
     stage: StageMap,
+    /// The listeners behind the last roster uploaded, and its version: the
+    /// next upload sends only the changes (None: the whole list).
+    uploaded: Option<(RosterVersion, BTreeSet<Fingerprint>)>,
+}
+
+/// A signed roster and the chunks of listener fingerprints the server
+/// needs to answer proofs against it: send the chunks first, in order.
+#[derive(Debug, Clone)]
+pub struct RosterUpload {
+    /// [`RosterLeaves`] chunks (`E2eeUp::RosterLeaves`), at least one.
+    pub leaves: Vec<Vec<u8>>,
+    /// The signed roster (`E2eeUp::Roster`).
+    pub roster: Vec<u8>,
 }
 
 impl std::fmt::Debug for Distributor {
@@ -535,6 +549,7 @@ impl Distributor {
             statement,
             roster_seq: 0,
             stage: StageMap::default(),
+            uploaded: None,
         }
     }
 
@@ -669,27 +684,28 @@ impl Distributor {
         self.stage = stage;
     }
 
-    /// Sign the roster of admitted listeners and the stage map with the
-    /// distributor's identity. Its version is (current generation, next
-    /// sequence number).
+    /// Sign the roster of admitted listeners — their count and the root of
+    /// the tree over their fingerprints ([`crate::roster`]) — and the stage
+    /// map with the distributor's identity. Its version is (current
+    /// generation, next sequence number). Send it with
+    /// [`Self::roster_upload`]; this alone is the signed header.
     pub fn roster(&mut self, signer: &DeviceIdentity) -> Vec<u8> {
         self.roster_seq = self.roster_seq.saturating_add(1);
         let g = self.generation().unwrap_or(KeyGeneration {
             epoch: 0,
             rotation: 0,
         });
+        let tree = RosterTree::new(self.listeners.keys().copied().collect());
         let mut w = Writer::default();
-        w.raw(b"SRS3")
+        w.raw(b"SRS4")
             .bytes16(&self.room_id)
             .raw(&signer.public().to_bytes())
             .u64(g.epoch)
             .u32(g.rotation)
             .u64(self.roster_seq)
-            .u32(u32::try_from(self.listeners.len()).unwrap_or(u32::MAX));
-        for fp in self.listeners.keys() {
-            w.raw(&fp.0);
-        }
-        w.u64(self.stage.epoch)
+            .u32(u32::try_from(tree.len()).unwrap_or(u32::MAX))
+            .raw(&tree.root())
+            .u64(self.stage.epoch)
             .u16(u16::try_from(self.stage.members.len()).unwrap_or(u16::MAX));
         for (leaf, key) in &self.stage.members {
             w.u32(*leaf).raw(key);
@@ -699,6 +715,90 @@ impl Distributor {
         w.raw(&sig);
         w.buf
     }
+
+    /// A new signed roster, and the listener fingerprints the server needs
+    /// for it: the changes since the last upload, or the whole list after
+    /// [`Self::forget_upload`] (or the first time).
+    pub fn roster_upload(&mut self, signer: &DeviceIdentity) -> RosterUpload {
+        let roster = self.roster(signer);
+        let now: BTreeSet<Fingerprint> = self.listeners.keys().copied().collect();
+        let base = self.uploaded.as_ref().map(|(v, set)| (*v, set));
+        let leaves = RosterLeaves::chunks(base, &now);
+        let version = roster_header(&roster).map(|h| h.version).unwrap_or_default();
+        self.uploaded = Some((version, now));
+        RosterUpload { leaves, roster }
+    }
+
+    /// The server lost (or never had) the list behind the last upload: the
+    /// next [`Self::roster_upload`] sends all of it.
+    pub fn forget_upload(&mut self) {
+        self.uploaded = None;
+    }
+}
+
+struct ParsedRoster<'a> {
+    room: &'a [u8],
+    signer: [u8; 32],
+    header: RosterHeader,
+    stage: StageMap,
+    signed: &'a [u8],
+    sig: [u8; 64],
+}
+
+fn parse_roster(bytes: &[u8]) -> Result<ParsedRoster<'_>, WireError> {
+    let mut r = Reader::new(bytes);
+    r.magic(b"SRS4")?;
+    let room = r.bytes16(MAX_ID_LEN)?;
+    let signer = r.array::<32>()?;
+    let version = RosterVersion {
+        epoch: r.u64()?,
+        rotation: r.u32()?,
+        seq: r.u64()?,
+    };
+    let count = r.u32()?;
+    if count as usize > MAX_ROSTER_LEN {
+        return Err(WireError::TooLong);
+    }
+    let root = r.array::<32>()?;
+    let stage_epoch = r.u64()?;
+    let stage_len = usize::from(r.u16()?);
+    if stage_len > MAX_STAGE_MAP_LEN {
+        return Err(WireError::TooLong);
+    }
+    let mut members = Vec::with_capacity(stage_len);
+    for _ in 0..stage_len {
+        members.push((r.u32()?, r.array::<32>()?));
+    }
+    if !members.is_sorted_by(|a, b| a.0 < b.0) {
+        return Err(WireError::Unordered);
+    }
+    let code_digest = r.array::<32>()?;
+    let signed_len = bytes.len().saturating_sub(64);
+    let sig = r.array::<64>()?;
+    r.finish()?;
+    Ok(ParsedRoster {
+        room,
+        signer,
+        header: RosterHeader {
+            version,
+            count,
+            root,
+        },
+        stage: StageMap {
+            epoch: stage_epoch,
+            members,
+            code_digest,
+        },
+        signed: &bytes[..signed_len],
+        sig,
+    })
+}
+
+/// A roster's version, count and root, read **without** checking its
+/// signature: for the server, which keeps its proofs in step with what the
+/// distributor signed (clients use [`VerifiedRoster::verify`]).
+pub fn roster_header(bytes: &[u8]) -> Result<RosterHeader, WireError> {
+    parse_roster(bytes).map(|p| p.header)
 }
 
 /// A roster whose signature, signer and room were checked.
@@ -706,7 +806,8 @@ impl Distributor {
 pub struct VerifiedRoster {
     signer: IdentityKey,
     version: RosterVersion,
-    listeners: Vec<Fingerprint>,
+    count: u32,
+    root: [u8; 32],
     stage: StageMap,
 }
 
@@ -721,73 +822,52 @@ impl VerifiedRoster {
         trusted: &[IdentityKey],
         last_seen: RosterVersion,
     ) -> Result<Self, RosterError> {
-        let mut r = Reader::new(bytes);
-        r.magic(b"SRS3")?;
-        let room = r.bytes16(MAX_ID_LEN)?;
-        let signer = r.array::<32>()?;
-        let epoch = r.u64()?;
-        let rotation = r.u32()?;
-        let seq = r.u64()?;
-        let version = RosterVersion {
-            epoch,
-            rotation,
-            seq,
-        };
-        let count = r.u32()? as usize;
-        if count > MAX_ROSTER_LEN {
-            return Err(RosterError::Malformed(WireError::TooLong));
-        }
-        let fps = r.take(count.checked_mul(32).ok_or(WireError::TooLong)?)?;
-        let stage_epoch = r.u64()?;
-        let stage_len = usize::from(r.u16()?);
-        if stage_len > MAX_STAGE_MAP_LEN {
-            return Err(RosterError::Malformed(WireError::TooLong));
-        }
-        let mut members = Vec::with_capacity(stage_len);
-        for _ in 0..stage_len {
-            members.push((r.u32()?, r.array::<32>()?));
-        }
-        if !members.is_sorted_by(|a, b| a.0 < b.0) {
-            return Err(RosterError::Malformed(WireError::Unordered));
-        }
-        let code_digest = r.array::<32>()?;
-        let signed_len = bytes.len().saturating_sub(64);
-        let sig = r.array::<64>()?;
-        r.finish()?;
-        let signer = IdentityKey::from_bytes(&signer).ok_or(RosterError::BadSignature)?;
+        let p = parse_roster(bytes)?;
+        let signer = IdentityKey::from_bytes(&p.signer).ok_or(RosterError::BadSignature)?;
         if !trusted.contains(&signer) {
             return Err(RosterError::UntrustedSigner);
         }
-        if !signer.verify(ROSTER_DOMAIN, &bytes[..signed_len], &sig) {
+        if !signer.verify(ROSTER_DOMAIN, p.signed, &p.sig) {
             return Err(RosterError::BadSignature);
         }
-        if room != room_id {
+        if p.room != room_id {
             return Err(RosterError::WrongRoom);
         }
+        let version = p.header.version;
         if version <= last_seen {
             return Err(RosterError::Rollback {
                 got: version,
                 seen: last_seen,
             });
         }
-        let listeners = fps
-            .chunks_exact(32)
-            .map(|c| {
-                let mut a = [0u8; 32];
-                a.copy_from_slice(c);
-                Fingerprint(a)
-            })
-            .collect();
         Ok(Self {
             signer,
             version,
-            listeners,
-            stage: StageMap {
-                epoch: stage_epoch,
-                members,
-                code_digest,
-            },
+            count: p.header.count,
+            root: p.header.root,
+            stage: p.stage,
         })
+    }
+
+    /// Checks the server's answers to a proof request against this roster:
+    /// each fingerprint with whether it is listed. Answers for another
+    /// version are [`RosterError::OtherVersion`] (ask again); any proof
+    /// that does not verify makes the whole answer
+    /// [`RosterError::BadProof`] — the server lied.
+    pub fn check_proofs(&self, bytes: &[u8]) -> Result<Vec<(Fingerprint, bool)>, RosterError> {
+        let answer = RosterProofs::parse(bytes)?;
+        if answer.version != self.version {
+            return Err(RosterError::OtherVersion);
+        }
+        answer
+            .proofs
+            .iter()
+            .map(|(fp, proof)| {
+                crate::roster::check_proof(&self.root, self.count, fp, proof)
+                    .map(|listed| (*fp, listed))
+                    .ok_or(RosterError::BadProof)
+            })
+            .collect()
     }
 
     /// The stage map it carries (None if it lists no stage member).
@@ -807,13 +887,13 @@ impl VerifiedRoster {
     pub fn generation(&self) -> KeyGeneration {
         self.version.generation()
     }
-    /// The listed listener fingerprints.
-    pub fn listeners(&self) -> &[Fingerprint] {
-        &self.listeners
+    /// How many listeners it lists.
+    pub fn count(&self) -> u32 {
+        self.count
     }
-    /// Whether `fp` is listed.
-    pub fn contains(&self, fp: &Fingerprint) -> bool {
-        self.listeners.binary_search(fp).is_ok() || self.listeners.contains(fp)
+    /// The root of the tree over the listed fingerprints.
+    pub fn root(&self) -> &[u8; 32] {
+        &self.root
     }
 }
 

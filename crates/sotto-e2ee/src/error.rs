@@ -227,6 +227,13 @@ pub enum RosterError {
         /// newest version seen
         seen: crate::audience::RosterVersion,
     },
+    /// A proof that does not verify against the signed roster: the server
+    /// answered with something the distributor did not sign.
+    #[error("roster proof does not verify")]
+    BadProof,
+    /// Proofs against another roster version than the one held (ask again).
+    #[error("roster proofs are for another version")]
+    OtherVersion,
 }
 
 /// Why a stage invitation was rejected.

@@ -66,6 +66,7 @@ pub mod frame;
 pub mod identity;
 pub mod invitation;
 pub mod keys;
+pub mod roster;
 pub mod stage;
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use sotto_e2ee::{
     frame::{DEFAULT_GRACE_MS, Suite},
     identity::DeviceIdentity,
     keys::{KeyGeneration, split_kid, test_audience_key},
+    roster::{RosterStore, RosterTree, encode_proof_request},
 };
 
 #[test]
@@ -120,15 +121,29 @@ fn thousand_listeners_one_banned_rest_decrypt_without_gap() {
     );
     // the banned listener is not on the new roster; the others are
     let host_pk = net.host_identity();
-    let roster = net
+    let upload = net
         .distributor
         .as_mut()
         .unwrap()
-        .roster(net.members[0].stage.identity());
-    let v = listeners[0].1.accept_roster(&roster, &[host_pk]).unwrap();
-    assert_eq!(v.listeners().len(), 999);
-    assert!(!v.contains(&banned_fp));
-    assert!(v.contains(&listeners[0].0.public().fingerprint()));
+        .roster_upload(net.members[0].stage.identity());
+    let v = listeners[0].1.accept_roster(&upload.roster, &[host_pk]).unwrap();
+    assert_eq!(v.count(), 999);
+    // The server rebuilds the tree from the uploaded chunks and proves
+    // membership and absence against the signed root.
+    let mut store = RosterStore::default();
+    for chunk in &upload.leaves {
+        store.stage(b"host", chunk).unwrap();
+    }
+    store.commit(b"host", &upload.roster).unwrap();
+    let kept = listeners[0].0.public().fingerprint();
+    let answer = store
+        .prove(&encode_proof_request(&[banned_fp, kept]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        v.check_proofs(&answer).unwrap(),
+        vec![(banned_fp, false), (kept, true)]
+    );
     // a banned listener cannot be admitted again
     let (req, _) =
         JoinRequest::create(&listeners[banned].0, ROOM, net.now + 1000, &mut net.rng).unwrap();
@@ -655,7 +670,10 @@ fn roster_versions_continue_across_distributors() {
     assert_eq!(v.generation(), key.generation());
     assert_eq!(v.version().seq, 1);
     assert!(v.version() > last);
-    assert!(v.contains(&alice.public().fingerprint()));
+    // It commits to the listeners the successor holds, Alice among them.
+    let held: Vec<_> = d2.listeners().map(|l| l.fingerprint()).collect();
+    assert!(held.contains(&alice.public().fingerprint()));
+    assert_eq!(v.root(), &RosterTree::new(held).root());
     // and the old host's rosters are now rollbacks for Alice
     let stale = net
         .distributor

@@ -74,6 +74,21 @@ proptest! {
         let _ = decode_credential_identity(&bytes);
         let _ = sotto_e2ee::binding::VerifiedBinding::verify(&bytes, ROOM, &[]);
     }
+
+    /// What the server takes from a distributor (chunks, rosters, proof
+    /// requests) and what a participant takes from the server (proofs).
+    #[test]
+    fn roster_chunks_proofs_and_requests(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        use sotto_e2ee::roster::{RosterLeaves, RosterProofs, RosterStore, parse_proof_request};
+        let _ = RosterProofs::parse(&bytes);
+        let _ = RosterLeaves::parse(&bytes);
+        let _ = parse_proof_request(&bytes);
+        let _ = sotto_e2ee::audience::roster_header(&bytes);
+        let mut store = RosterStore::default();
+        let _ = store.stage(b"s", &bytes);
+        let _ = store.commit(b"s", &bytes);
+        let _ = store.prove(&bytes);
+    }
 }
 
 #[test]
