@@ -29,11 +29,13 @@
 //! - Sans-IO: no sockets, no clock, no threads. The caller passes bytes in and
 //!   takes bytes out.
 
+pub mod codec;
 mod error;
 mod key_packages;
 mod mailbox;
 mod proposer;
 mod room;
+pub mod roster;
 
 pub use error::DeliveryError;
 pub use key_packages::KeyPackageStore;

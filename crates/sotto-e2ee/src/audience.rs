@@ -36,7 +36,7 @@ use crate::error::{
 use crate::frame::{KeyRing, Suite};
 use crate::identity::{DeviceIdentity, Fingerprint, IdentityKey, MAX_ID_LEN};
 use crate::keys::{AudienceKey, KeyGeneration};
-use crate::roster::{RosterHeader, RosterLeaves, RosterProofs, RosterTree};
+use crate::roster::{RosterLeaves, RosterProofs, RosterTree};
 use crate::secret::Secret32;
 
 const HPKE: HpkeConfig = HpkeConfig(
@@ -53,10 +53,10 @@ const SEAL_INFO: &[u8] = b"sotto audience key v1";
 pub const MAX_JOIN_REQUEST_TTL_MS: u64 = 10 * 60 * 1000;
 /// Length of a sealed delivery on the wire, in bytes.
 pub const SEALED_DELIVERY_LEN: usize = 4 + 8 + 4 + 32 + 48;
-/// Most listeners a roster may list.
-pub const MAX_ROSTER_LEN: usize = 100_000;
-/// Most stage members a roster's stage map may list.
-pub const MAX_STAGE_MAP_LEN: usize = 1_000;
+pub use sotto_delivery::roster::{
+    MAX_ROSTER_LEN, MAX_STAGE_MAP_LEN, RosterVersion, SignedRoster, parse_signed_roster,
+    roster_header,
+};
 /// Length of a key statement for a room id of `room_id_len` bytes.
 pub const fn key_statement_len(room_id_len: usize) -> usize {
     4 + 2 + room_id_len + 8 + 4 + 32 + 32 + 64
@@ -422,32 +422,6 @@ pub struct Rotation {
     pub deliveries: Vec<SealedDelivery>,
 }
 
-/// The order of rosters, the same for every distributor of a room: the key
-/// generation (stage epoch, then rotation counter — which all stage members
-/// agree on) and a sequence number within that generation. A successor
-/// distributor therefore continues where its predecessor stopped as soon as
-/// it rotates (and a change of distributor by host succession is a stage
-/// epoch change, which rotates), or after [`Distributor::resume_after`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RosterVersion {
-    /// Stage epoch of the generation the roster describes.
-    pub epoch: u64,
-    /// Rotation counter of that generation.
-    pub rotation: u32,
-    /// Roster number within the generation (from 1).
-    pub seq: u64,
-}
-
-impl RosterVersion {
-    /// The key generation of this version.
-    pub fn generation(&self) -> KeyGeneration {
-        KeyGeneration {
-            epoch: self.epoch,
-            rotation: self.rotation,
-        }
-    }
-}
-
 /// The stage group as the distributor saw it when it signed a roster: each
 /// member's leaf (the sender part of its frames' KIDs) and device key, and
 /// the epoch's room code digest ([`crate::identity::room_code_digest`]).
@@ -646,7 +620,7 @@ impl Distributor {
     /// member takes over distribution without a rotation). Rosters of a
     /// later generation need nothing: they are newer anyway.
     pub fn resume_after(&mut self, last: RosterVersion) {
-        if self.generation() == Some(last.generation()) {
+        if self.generation() == Some(KeyGeneration::from(last)) {
             self.roster_seq = self.roster_seq.max(last.seq);
         }
     }
@@ -736,71 +710,6 @@ impl Distributor {
     }
 }
 
-struct ParsedRoster<'a> {
-    room: &'a [u8],
-    signer: [u8; 32],
-    header: RosterHeader,
-    stage: StageMap,
-    signed: &'a [u8],
-    sig: [u8; 64],
-}
-
-fn parse_roster(bytes: &[u8]) -> Result<ParsedRoster<'_>, WireError> {
-    let mut r = Reader::new(bytes);
-    r.magic(b"SRS4")?;
-    let room = r.bytes16(MAX_ID_LEN)?;
-    let signer = r.array::<32>()?;
-    let version = RosterVersion {
-        epoch: r.u64()?,
-        rotation: r.u32()?,
-        seq: r.u64()?,
-    };
-    let count = r.u32()?;
-    if count as usize > MAX_ROSTER_LEN {
-        return Err(WireError::TooLong);
-    }
-    let root = r.array::<32>()?;
-    let stage_epoch = r.u64()?;
-    let stage_len = usize::from(r.u16()?);
-    if stage_len > MAX_STAGE_MAP_LEN {
-        return Err(WireError::TooLong);
-    }
-    let mut members = Vec::with_capacity(stage_len);
-    for _ in 0..stage_len {
-        members.push((r.u32()?, r.array::<32>()?));
-    }
-    if !members.is_sorted_by(|a, b| a.0 < b.0) {
-        return Err(WireError::Unordered);
-    }
-    let code_digest = r.array::<32>()?;
-    let signed_len = bytes.len().saturating_sub(64);
-    let sig = r.array::<64>()?;
-    r.finish()?;
-    Ok(ParsedRoster {
-        room,
-        signer,
-        header: RosterHeader {
-            version,
-            count,
-            root,
-        },
-        stage: StageMap {
-            epoch: stage_epoch,
-            members,
-            code_digest,
-        },
-        signed: &bytes[..signed_len],
-        sig,
-    })
-}
-
-/// A roster's version, count and root, read **without** checking its
-/// signature: for the server, which keeps its proofs in step with what the
-/// distributor signed (clients use [`VerifiedRoster::verify`]).
-pub fn roster_header(bytes: &[u8]) -> Result<RosterHeader, WireError> {
-    parse_roster(bytes).map(|p| p.header)
-}
-
 /// A roster whose signature, signer and room were checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedRoster {
@@ -822,7 +731,7 @@ impl VerifiedRoster {
         trusted: &[IdentityKey],
         last_seen: RosterVersion,
     ) -> Result<Self, RosterError> {
-        let p = parse_roster(bytes)?;
+        let p = parse_signed_roster(bytes)?;
         let signer = IdentityKey::from_bytes(&p.signer).ok_or(RosterError::BadSignature)?;
         if !trusted.contains(&signer) {
             return Err(RosterError::UntrustedSigner);
@@ -845,7 +754,11 @@ impl VerifiedRoster {
             version,
             count: p.header.count,
             root: p.header.root,
-            stage: p.stage,
+            stage: StageMap {
+                epoch: p.stage_epoch,
+                members: p.stage_members,
+                code_digest: p.code_digest,
+            },
         })
     }
 
@@ -863,7 +776,7 @@ impl VerifiedRoster {
             .proofs
             .iter()
             .map(|(fp, proof)| {
-                crate::roster::check_proof(&self.root, self.count, fp, proof)
+                sotto_delivery::roster::check_proof(&self.root, self.count, fp, proof)
                     .map(|listed| (*fp, listed))
                     .ok_or(RosterError::BadProof)
             })
@@ -885,7 +798,7 @@ impl VerifiedRoster {
     }
     /// The key generation it describes.
     pub fn generation(&self) -> KeyGeneration {
-        self.version.generation()
+        KeyGeneration::from(self.version)
     }
     /// How many listeners it lists.
     pub fn count(&self) -> u32 {

@@ -2,26 +2,7 @@
 //! wrong, what the caller did wrong, and internal bugs. Nothing a peer sends
 //! leads to a panic.
 
-/// A sotto wire structure could not be parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WireError {
-    /// The input ended early.
-    #[error("truncated")]
-    Truncated,
-    /// The input has bytes after the structure.
-    #[error("trailing bytes")]
-    TrailingBytes,
-    /// The input does not start with the expected magic/version.
-    #[error("bad magic or version")]
-    BadMagic,
-    /// A length field is over its limit.
-    #[error("field too long")]
-    TooLong,
-    /// A list that must be in strictly increasing order is not.
-    #[error("entries out of order")]
-    Unordered,
-}
+pub use sotto_delivery::codec::WireError;
 
 /// Why an SFrame frame could not be encrypted or decrypted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -49,19 +49,7 @@ impl IdentityKey {
     }
 }
 
-/// SHA-256 fingerprint of an identity key: what rosters list.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Fingerprint(pub [u8; 32]);
-
-impl std::fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Fingerprint(")?;
-        for b in &self.0[..6] {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, "…)")
-    }
-}
+pub use sotto_delivery::roster::Fingerprint;
 
 /// A device's identity: its Ed25519 signing key plus the opaque account id
 /// and device id the server assigned. The signing key is zeroized on drop

@@ -109,3 +109,13 @@ impl AudienceKey {
 pub fn test_audience_key(generation: KeyGeneration, secret: [u8; 32]) -> AudienceKey {
     AudienceKey::new(generation, Secret32(secret))
 }
+
+impl From<crate::audience::RosterVersion> for KeyGeneration {
+    /// The key generation a roster version describes.
+    fn from(v: crate::audience::RosterVersion) -> Self {
+        KeyGeneration {
+            epoch: v.epoch,
+            rotation: v.rotation,
+        }
+    }
+}

@@ -56,7 +56,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod codec;
+use sotto_delivery::codec;
 mod secret;
 
 pub mod audience;
@@ -66,7 +66,7 @@ pub mod frame;
 pub mod identity;
 pub mod invitation;
 pub mod keys;
-pub mod roster;
+pub use sotto_delivery::roster;
 pub mod stage;
 
 #[cfg(test)]

@@ -161,8 +161,8 @@ fn the_server_keeps_its_tree_from_changes_and_asks_for_the_whole_list_when_lost(
     );
 
     // A restarted server holds nothing: changes do not apply, it asks for
-    // the whole list; a roster replayed or sent without its chunks is not
-    // taken either.
+    // the whole list; a roster sent again without its chunks is not taken
+    // either.
     let mut fresh = RosterStore::default();
     let up = net
         .distributor
@@ -179,7 +179,7 @@ fn the_server_keeps_its_tree_from_changes_and_asks_for_the_whole_list_when_lost(
     assert_eq!(fresh.current().unwrap().1.len(), 5);
     assert_eq!(
         fresh.commit(b"dist", &whole),
-        Err(RosterStoreError::Stale)
+        Err(RosterStoreError::Resync)
     );
     // Chunks from one sender do not count for a roster another commits.
     let up = net

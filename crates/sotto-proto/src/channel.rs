@@ -188,8 +188,16 @@ pub enum E2eeUp {
         statement: String,
         deliveries: Vec<SealedFor>,
     },
-    /// The signed roster of admitted listeners, for everyone in the room.
+    /// The signed roster of admitted listeners (their count and a Merkle
+    /// root), for everyone in the room. Sent after the `roster_leaves`
+    /// chunks it commits to; the server keeps it only if they add up.
     Roster { roster: String },
+    /// (The key distributor) one chunk of the listener fingerprints behind
+    /// the next roster: changes since the last one, or the whole list.
+    RosterLeaves { leaves: String },
+    /// Ask which of these key fingerprints the latest roster lists; the
+    /// answer is `roster_proofs` (any participant).
+    RosterProof { fingerprints: String },
 }
 
 /// One sealed audience key for one listener device.
@@ -313,6 +321,12 @@ pub enum E2eeDown {
     },
     /// The signed roster of admitted listeners.
     Roster { roster: String, from: E2eePeer },
+    /// (The key distributor) the server does not hold what the last
+    /// roster's changes apply to: send the whole list with the next one.
+    RosterResync {},
+    /// Proofs, against the latest roster the server holds, of whether each
+    /// fingerprint asked about is listed.
+    RosterProofs { proofs: String },
     /// You are (or are no longer) the room's key distributor and committer.
     Distributor { active: bool },
     /// (The key distributor) a device was revoked or logged out: drop it

@@ -42,10 +42,9 @@ pub enum Alert {
     UnknownOwnDevice { count: usize },
     /// The server shows the room as another kind than its host created it.
     RoomKindChanged { bound: String, shown: String },
-    /// (The key distributor) the signed roster of this many listeners is
-    /// too large for one channel message: not published, so listeners
-    /// cannot check who holds the key.
-    RosterTooLarge { listeners: usize },
+    /// The server answered a roster question with a proof that does not
+    /// verify against the signed roster: it lied about who holds the key.
+    ForgedRosterProof,
 }
 
 impl std::fmt::Display for Alert {
@@ -91,10 +90,9 @@ impl std::fmt::Display for Alert {
             Alert::AccessRefused { user, why } => {
                 write!(f, "refused the room key to account {}: {why}", user.short())
             }
-            // No count in the text: one alert, not one per admission.
-            Alert::RosterTooLarge { .. } => write!(
+            Alert::ForgedRosterProof => write!(
                 f,
-                "the roster is too large to publish (over ~1,500 listeners): listeners cannot check who holds the room key"
+                "the server answered a roster check with a FORGED proof: it lies about who holds the room key"
             ),
             Alert::UnknownOwnDevice { count } => write!(
                 f,

@@ -63,13 +63,14 @@ use sotto_e2ee::frame::parse_header;
 use sotto_e2ee::identity::{DeviceIdentity, Fingerprint, IdentityKey};
 use sotto_e2ee::invitation::{VerifiedInvitation, create_invitation};
 use sotto_e2ee::keys::KeyGeneration;
+use sotto_e2ee::roster::{ROSTER_PROOF_BATCH, encode_proof_request};
 use sotto_e2ee::stage::{
     CommitOut, ExternalSenderInfo, StageCandidate, StageConfig, StageEvent, StageMember,
 };
 use sotto_proto::access::{AccessError, AccessStatement, AccessVerb};
 use sotto_proto::chain::{ChainError, VerifiedChain};
 use sotto_proto::channel::{
-    ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, MAX_MESSAGE_BYTES, SealedFor,
+    ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, SealedFor,
     ServerMessage, SignedAccess, decode_payload, encode_payload,
 };
 use sotto_proto::room::{Role, RoomKind, RoomView};
@@ -95,8 +96,6 @@ const LISTENER_FALLBACK_MS: u64 = 5_000;
 const ROSTER_DELAY_MS: u64 = 1_000;
 /// Sealed deliveries per `sealed` message (stays under 64 KiB of JSON).
 const SEALED_BATCH: usize = 200;
-/// The JSON around a roster in its channel message (room id, tags).
-const ROSTER_ENVELOPE_BYTES: usize = 256;
 /// Stage maps a listener keeps (epochs whose frames may still arrive).
 const STAGE_MAPS_KEPT: usize = 3;
 /// A commit the server has not answered after this long is dropped and
@@ -208,6 +207,17 @@ pub struct RosterEntry {
 }
 
 /// Who can decrypt the room.
+///
+/// The signed roster is a count and a Merkle root; listeners are known one
+/// proof at a time ([`RoomCrypto::check_roster`] asks the server for
+/// proofs about the devices of the room's members). `entries` holds the
+/// stage and the listeners proven on the roster. `hidden` is what the
+/// proofs so far *show*: signed key holders that cannot be devices of
+/// anyone in the room. Exact once every member device is checked
+/// (`unchecked` 0: always so up to [`ROSTER_PROOF_SAMPLE`] devices); in
+/// larger rooms each check proves a random sample, so a server that swaps
+/// a hidden listener for a shown one is caught with a probability that
+/// grows with every check and every participant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RosterReport {
     pub entries: Vec<RosterEntry>,
@@ -215,7 +225,15 @@ pub struct RosterReport {
     pub hidden: usize,
     /// The version of the signed roster the listeners come from.
     pub roster_version: Option<RosterVersion>,
+    /// How many listener keys the signed roster lists.
+    pub listed: u32,
+    /// Devices of the room's members not (yet) checked against it.
+    pub unchecked: usize,
 }
+
+/// Most member devices proven against one roster version by one check:
+/// every device in rooms up to this size, a fresh random sample above.
+pub const ROSTER_PROOF_SAMPLE: usize = 256;
 
 /// A listener's keys: the ring of its current join request, and the one
 /// before it (its refresh is still in flight).
@@ -403,6 +421,13 @@ pub struct RoomCrypto {
     invitations: Vec<(Vec<u8>, E2eePeer, IdentityKey)>,
     roster: Option<VerifiedRoster>,
     roster_seen: RosterVersion,
+    /// Proofs about member devices against `roster`: listed or not, and
+    /// those asked and not yet answered. Both cleared with each roster.
+    proven: HashMap<Fingerprint, bool>,
+    asked: HashSet<Fingerprint>,
+    /// A driver asked for roster checks: new rosters and proofs re-run
+    /// them.
+    checking_roster: bool,
     /// The stage maps of the last few epochs, from verified rosters (for a
     /// listener: who holds which leaf), and the accounts they name, by
     /// (epoch, leaf): rebuilt when a map or a chain comes, looked up per frame.
@@ -475,6 +500,9 @@ impl RoomCrypto {
             invitations: Vec::new(),
             roster: None,
             roster_seen: RosterVersion::default(),
+            proven: HashMap::new(),
+            asked: HashSet::new(),
+            checking_roster: false,
             stage_maps: Vec::new(),
             senders: HashMap::new(),
             bans: HashSet::new(),
@@ -727,9 +755,11 @@ impl RoomCrypto {
     }
 
     /// Who can decrypt the room, as far as this device can tell: the stage
-    /// group's members (if this device is in it) and the latest verified
-    /// roster's listeners, each named by the chains this device verified,
-    /// and the key holders no chain names (hidden listeners).
+    /// group's members (if this device is in it, else the signed stage
+    /// map's), and the listeners proven on the latest verified roster, each
+    /// named by the chains this device verified; and how many key holders
+    /// cannot be anyone in the room (hidden listeners). See
+    /// [`RosterReport`].
     pub fn roster_report(&self) -> RosterReport {
         let owners = self.key_owners();
         let name = |fp: &Fingerprint| owners.get(fp).map(|u| (*u).clone());
@@ -753,20 +783,49 @@ impl RoomCrypto {
                 entries.push(self.roster_entry(Some(m.user_id.clone()), true));
             }
         }
-        if let Some(r) = &self.roster {
-            for fp in r.listeners() {
-                entries.push(self.roster_entry(name(fp), false));
-            }
-        }
-        let hidden = entries
+        let stage_hidden = entries
             .iter()
             .filter(|e| e.user.as_ref().is_none_or(|u| !in_room(u)))
             .count();
+        let (mut listed, mut unchecked, mut listeners_hidden) = (0, 0, 0);
+        if let Some(r) = &self.roster {
+            listed = r.count();
+            let candidates = self.member_devices(&owners);
+            let mut proven_listed = 0usize;
+            for fp in &candidates {
+                match self.proven.get(fp) {
+                    Some(true) => {
+                        proven_listed += 1;
+                        entries.push(self.roster_entry(name(fp), false));
+                    }
+                    Some(false) => {}
+                    None => unchecked += 1,
+                }
+            }
+            // At most `proven_listed + unchecked` signed keys can be
+            // devices of members; the rest are someone else's.
+            listeners_hidden = (listed as usize).saturating_sub(proven_listed + unchecked);
+        }
         RosterReport {
             entries,
-            hidden,
+            hidden: stage_hidden + listeners_hidden,
             roster_version: self.roster.as_ref().map(|r| r.version()),
+            listed,
+            unchecked,
         }
+    }
+
+    /// The key fingerprints of the room's members' devices, from the
+    /// chains this device verified (`owners`: fingerprint → account).
+    fn member_devices(&self, owners: &HashMap<Fingerprint, &UserId>) -> Vec<Fingerprint> {
+        let in_room: HashSet<&UserId> = self.view.members.iter().map(|m| &m.user_id).collect();
+        let mut fps: Vec<Fingerprint> = owners
+            .iter()
+            .filter(|(_, u)| in_room.contains(**u))
+            .map(|(fp, _)| *fp)
+            .collect();
+        fps.sort_unstable();
+        fps
     }
 
     /// Checks the devices the server lists for this device's own account
@@ -802,12 +861,39 @@ impl RoomCrypto {
         Ok(unknown)
     }
 
-    /// [`Self::roster_report`], and an alert if it shows hidden listeners.
-    /// Drivers call it once the chains of the room's members are learnt
+    /// [`Self::roster_report`], and an alert if it shows hidden listeners;
+    /// asks the server for proofs about member devices not checked yet
+    /// against the latest roster (all of them up to
+    /// [`ROSTER_PROOF_SAMPLE`], a random sample of that many above), and
+    /// checks again as the proofs and later rosters come. Drivers call it
+    /// once the chains of the room's members are learnt
     /// ([`Self::learn_chain`]): a key holder no chain of anyone in the room
     /// holds is then someone the server keeps out of sight (e.g. a banned
     /// listener it still shows to the distributor only).
     pub fn check_roster(&mut self) -> RosterReport {
+        self.checking_roster = true;
+        let budget = ROSTER_PROOF_SAMPLE.saturating_sub(self.asked.len() + self.proven.len());
+        if self.roster.is_some() && budget > 0 {
+            let owners = self.key_owners();
+            let mut todo = self.member_devices(&owners);
+            todo.retain(|fp| !self.proven.contains_key(fp) && !self.asked.contains(fp));
+            if todo.len() > budget {
+                // A fresh random sample (partial Fisher–Yates): the server
+                // cannot know which devices this check will ask about.
+                for i in 0..budget {
+                    let left = (todo.len() - i) as u64;
+                    let j = i + usize::try_from(self.rng.next_u64() % left).unwrap_or(0);
+                    todo.swap(i, j);
+                }
+                todo.truncate(budget);
+            }
+            for batch in todo.chunks(ROSTER_PROOF_BATCH) {
+                self.asked.extend(batch.iter().copied());
+                self.up(E2eeUp::RosterProof {
+                    fingerprints: encode_payload(&encode_proof_request(batch)),
+                });
+            }
+        }
         let report = self.roster_report();
         if report.hidden > 0 {
             self.alert(Alert::HiddenListener {
@@ -815,6 +901,36 @@ impl RoomCrypto {
             });
         }
         report
+    }
+
+    /// The server's answer to a proof request: checked against the latest
+    /// roster. A proof that does not verify is the server lying.
+    fn accept_proofs(&mut self, proofs: &[u8]) -> Result<(), CryptoError> {
+        let Some(r) = &self.roster else {
+            return Ok(());
+        };
+        match r.check_proofs(proofs) {
+            Ok(answers) => {
+                for (fp, listed) in answers {
+                    if self.asked.remove(&fp) {
+                        self.proven.insert(fp, listed);
+                    }
+                }
+                if self.checking_roster {
+                    self.check_roster();
+                }
+                Ok(())
+            }
+            // Against another roster (one came meanwhile): asked again
+            // with the next check.
+            Err(RosterError::OtherVersion) => Ok(()),
+            Err(e) => {
+                if matches!(e, RosterError::BadProof) {
+                    self.alert(Alert::ForgedRosterProof);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     fn roster_entry(&self, user: Option<UserId>, stage: bool) -> RosterEntry {
@@ -1323,6 +1439,16 @@ impl RoomCrypto {
                 from,
             } => self.open_sealed(now, &b64(sealed)?, &b64(statement)?, from),
             E2eeDown::Roster { roster, from } => self.accept_roster(&b64(roster)?, from),
+            E2eeDown::RosterProofs { proofs } => self.accept_proofs(&b64(proofs)?),
+            E2eeDown::RosterResync {} => {
+                // The server lost the list behind our rosters: send all of
+                // it with a roster now.
+                if let Part::Distributor(_, d) = &mut self.part {
+                    d.dist.forget_upload();
+                    d.roster_at = Some(now);
+                }
+                Ok(())
+            }
             E2eeDown::DeviceGone { device_id } => self.device_gone(now, device_id),
             E2eeDown::Distributor { active } => match &mut self.part {
                 // Elected before its Welcome arrived: distributes on joining.
@@ -2081,7 +2207,6 @@ impl RoomCrypto {
         if self.newest_generation().is_none_or(|g| r.generation() > g) {
             return Err(CryptoError::RosterAhead);
         }
-        self.roster_seen = r.version();
         if let Some(map) = r.stage() {
             self.stage_maps.retain(|m| m.epoch != map.epoch);
             self.stage_maps.push(map.clone());
@@ -2090,9 +2215,20 @@ impl RoomCrypto {
             self.stage_maps.drain(..old);
             self.name_senders();
         }
-        self.roster = Some(r);
-        self.last_roster_at = self.last_now;
+        self.set_roster(r, self.last_now);
         Ok(())
+    }
+
+    /// A newer verified roster: proofs about the last one no longer count.
+    fn set_roster(&mut self, r: VerifiedRoster, now: u64) {
+        self.roster_seen = r.version();
+        self.roster = Some(r);
+        self.last_roster_at = now;
+        self.proven.clear();
+        self.asked.clear();
+        if self.checking_roster {
+            self.check_roster();
+        }
     }
 
     /// Work that waits on time or state: due rotations, rosters.
@@ -2113,27 +2249,25 @@ impl RoomCrypto {
         if d.roster_at.is_some_and(|t| t <= now) {
             d.roster_at = None;
             d.dist.set_stage(m.stage.stage_map());
-            let roster = d.dist.roster(m.stage.identity());
-            if let Ok(v) = VerifiedRoster::verify(
-                &roster,
+            let upload = d.dist.roster_upload(m.stage.identity());
+            let own = VerifiedRoster::verify(
+                &upload.roster,
                 &self.room,
                 &[m.stage.identity().public()],
                 self.roster_seen,
-            ) {
-                self.roster_seen = v.version();
-                self.roster = Some(v);
-                self.last_roster_at = now;
+            );
+            // The fingerprints first (the server rebuilds its tree from
+            // them), then the signed count and root, for everyone.
+            for leaves in &upload.leaves {
+                self.up(E2eeUp::RosterLeaves {
+                    leaves: encode_payload(leaves),
+                });
             }
-            // A roster that cannot travel in one channel message (about
-            // 1,500 listeners) is not sent: the server would refuse it.
-            // Saying so beats a session that dies on it; rosters that scale
-            // are the 10,000-listener work.
-            let text = encode_payload(&roster);
-            if text.len() + ROSTER_ENVELOPE_BYTES > MAX_MESSAGE_BYTES {
-                let listeners = d.admitted.len();
-                self.alert(Alert::RosterTooLarge { listeners });
-            } else {
-                self.up(E2eeUp::Roster { roster: text });
+            self.up(E2eeUp::Roster {
+                roster: encode_payload(&upload.roster),
+            });
+            if let Ok(v) = own {
+                self.set_roster(v, now);
             }
         }
     }

@@ -16,7 +16,9 @@
 //! - listeners' latest join requests (public: signed, carrying an HPKE
 //!   *public* key), handed to each new distributor with the signed
 //!   statements that let the listener in (a moderator's allow, the host's
-//!   and moderators' follows), and the latest roster;
+//!   and moderators' follows), and the latest roster with the listener
+//!   fingerprints behind it (as a Merkle tree, [`RosterStore`]), from which
+//!   it answers anyone's proof requests;
 //! - moderators' signed bans, handed to each distributor.
 //!
 //! Sealed keys are forwarded, never stored. Nothing here decrypts media:
@@ -33,6 +35,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use sotto_delivery::roster::{RosterStore, RosterStoreError};
 use sotto_delivery::{
     AcceptedKind, DeliveryError, KeyPackageStore, MAX_SEALED_DELIVERY_LEN, RoomDelivery,
     ServerProposer,
@@ -134,6 +137,9 @@ struct RoomRelay {
     /// Moderators' signed bans in this room.
     bans: Vec<SignedAccess>,
     roster: Option<(Vec<u8>, E2eePeer)>,
+    /// The listener fingerprints behind `roster`, as a tree, and the
+    /// chunks staged for the next one: what proofs are answered from.
+    roster_store: RosterStore,
     distributor: Option<u64>,
     /// The host's signed binding of the current stage group to the room.
     binding: Option<GroupBinding>,
@@ -224,6 +230,8 @@ enum Need {
     Moderates,
     StageMember,
     Listener,
+    /// Anyone in the room (with a channel that said hello).
+    Participant,
 }
 
 impl E2eeRelay {
@@ -411,7 +419,9 @@ impl E2eeRelay {
             | E2eeUp::GroupInfo { .. }
             | E2eeUp::Welcome { .. }
             | E2eeUp::Sealed { .. }
-            | E2eeUp::Roster { .. } => Need::StageMember,
+            | E2eeUp::Roster { .. }
+            | E2eeUp::RosterLeaves { .. } => Need::StageMember,
+            E2eeUp::RosterProof { .. } => Need::Participant,
         };
         // Whether the sender may send it, and whether the room is open
         // (what lets a listener in is read from the database, between the
@@ -568,6 +578,9 @@ impl E2eeRelay {
                 .filter_map(|b| decode_payload(&b.statement).ok()),
         );
         held.extend(room.roster.as_ref().map(|(r, _)| r.clone()));
+        if let Some((_, leaves)) = room.roster_store.current() {
+            held.extend(leaves.iter().map(|fp| fp.0.to_vec()));
+        }
         Some(RelaySnapshot {
             group_id: room
                 .delivery
@@ -655,11 +668,13 @@ impl RoomRelay {
             Need::OnStage | Need::StageMember => role.is_some_and(Role::on_stage),
             Need::Moderates => role.is_some_and(Role::moderates),
             Need::Listener => role == Some(Role::Listener),
+            Need::Participant => role.is_some(),
         };
         if !ok {
             let code = match need {
                 Need::Host | Need::Moderates => ErrorCode::NotPermitted,
                 Need::Listener => ErrorCode::AlreadyOnStage,
+                Need::Participant => ErrorCode::NotPermitted,
                 Need::OnStage | Need::StageMember => ErrorCode::NotOnStage,
             };
             return Err(err(code, "your role does not allow this E2EE message"));
@@ -1436,6 +1451,18 @@ impl RoomRelay {
             }
             E2eeUp::Roster { roster } => {
                 let r = decode(&roster, max)?;
+                match self.roster_store.commit(&conn.id.to_be_bytes(), &r) {
+                    Ok(_) => {}
+                    Err(RosterStoreError::Resync) => {
+                        // Changes on a base this relay does not hold (it
+                        // restarted, or chunks were lost): ask for all.
+                        self.send(conn.id, E2eeDown::RosterResync {}, room_id);
+                        return Ok(());
+                    }
+                    Err(RosterStoreError::Malformed(e)) => {
+                        return Err(err(ErrorCode::E2eeInvalid, format!("roster: {e}")));
+                    }
+                }
                 let to = self.conns_where(|c| c.id != conn.id);
                 for c in to {
                     self.send(
@@ -1448,6 +1475,28 @@ impl RoomRelay {
                     );
                 }
                 self.roster = Some((r, conn.peer()));
+                Ok(())
+            }
+            E2eeUp::RosterLeaves { leaves } => {
+                let chunk = decode(&leaves, max)?;
+                self.roster_store
+                    .stage(&conn.id.to_be_bytes(), &chunk)
+                    .map_err(|e| err(ErrorCode::E2eeInvalid, format!("roster leaves: {e}")))
+            }
+            E2eeUp::RosterProof { fingerprints } => {
+                let request = decode(&fingerprints, MAX_SMALL_BLOB)?;
+                let proofs = self
+                    .roster_store
+                    .prove(&request)
+                    .map_err(|e| err(ErrorCode::E2eeInvalid, format!("roster proof: {e}")))?
+                    .ok_or_else(|| err(ErrorCode::E2eeNoGroup, "no roster yet"))?;
+                self.send(
+                    conn.id,
+                    E2eeDown::RosterProofs {
+                        proofs: encode_payload(&proofs),
+                    },
+                    room_id,
+                );
                 Ok(())
             }
         }

@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use ed25519_dalek::SigningKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
+use sotto_delivery::roster::{RosterStore, RosterStoreError};
 use sotto_delivery::{AcceptedKind, RoomDelivery, ServerProposer};
 use sotto_proto::access::{AccessVerb, sign_access};
 use sotto_proto::chain::{DeviceLink, LinkOp, encode_chain};
@@ -94,6 +95,7 @@ pub struct Net {
     /// requests (as the server does from its `room_access` and `follows`).
     pub grants: HashMap<usize, Vec<SignedAccess>>,
     pub roster: Option<(Vec<u8>, E2eePeer)>,
+    pub roster_store: RosterStore,
     pub distributor: Option<usize>,
     pub queue: VecDeque<(usize, ServerMessage)>,
     pub hook: Hook,
@@ -142,6 +144,7 @@ impl Net {
             join_requests: HashMap::new(),
             grants: HashMap::new(),
             roster: None,
+            roster_store: RosterStore::default(),
             distributor: None,
             queue: VecDeque::new(),
             hook: Box::new(|_, _| Verdict::Deliver),
@@ -454,7 +457,31 @@ impl Net {
                     }
                 }
             }
+            E2eeUp::RosterLeaves { leaves } => {
+                self.roster_store
+                    .stage(&(i as u64).to_be_bytes(), &b(&leaves))
+                    .unwrap();
+            }
+            E2eeUp::RosterProof { fingerprints } => {
+                if let Some(proofs) = self.roster_store.prove(&b(&fingerprints)).unwrap() {
+                    self.e2ee(
+                        i,
+                        E2eeDown::RosterProofs {
+                            proofs: encode_payload(&proofs),
+                        },
+                    );
+                }
+            }
             E2eeUp::Roster { roster } => {
+                // As the server: kept only if the chunks add up to it.
+                match self.roster_store.commit(&(i as u64).to_be_bytes(), &b(&roster)) {
+                    Ok(_) => {}
+                    Err(RosterStoreError::Resync) => {
+                        self.e2ee(i, E2eeDown::RosterResync {});
+                        return;
+                    }
+                    Err(e) => panic!("roster refused: {e}"),
+                }
                 self.roster = Some((b(&roster), peer.clone()));
                 for j in 0..self.devs.len() {
                     if j != i {
@@ -570,6 +597,7 @@ impl Net {
         self.join_requests.clear();
         self.candidates.clear();
         self.roster = None;
+        self.roster_store = RosterStore::default();
         self.distributor = None;
         if !kept {
             self.delivery = None;

@@ -3,7 +3,7 @@
 //! The distributor does not sign the list of admitted listeners: it signs a
 //! **commitment** to it — the count and the root of a Merkle tree over the
 //! listeners' fingerprints, sorted — once per change batch
-//! ([`crate::audience::Distributor::roster_upload`]). The signed header is a
+//! (sotto-e2ee's `Distributor::roster_upload`). The signed header is a
 //! few hundred bytes whatever the size of the room, and it is all every
 //! participant receives.
 //!
@@ -11,7 +11,7 @@
 //! in chunks ([`RosterLeaves`]); the server rebuilds the tree
 //! ([`RosterStore`]) and answers a participant's question "is this key on
 //! the signed roster?" with a proof ([`RosterProof`]) that the participant
-//! checks against the signed root ([`crate::audience::VerifiedRoster::check`]).
+//! checks against the signed root (sotto-e2ee's `VerifiedRoster::check_proofs`).
 //! A server that lies cannot make a proof verify: a listener it hides from
 //! the room's member list is still counted in the signed count, and one it
 //! shows but the distributor did not admit has no inclusion proof. Because
@@ -22,13 +22,125 @@
 //! `H(0x01 ‖ left ‖ right)`, split at the largest power of two), built
 //! bottom-up: a level's last node without a sibling moves up unchanged,
 //! which gives the same tree. Nothing here panics on peer input.
+//!
+//! It lives here, with the server's other public state, so that the server
+//! links none of sotto-e2ee: it parses a signed roster but never verifies
+//! or makes one.
 
 use sha2::{Digest, Sha256};
 
-use crate::audience::{MAX_ROSTER_LEN, RosterVersion};
-use crate::codec::{Reader, Writer};
-use crate::error::WireError;
-use crate::identity::Fingerprint;
+use crate::codec::{Reader, WireError, Writer};
+
+/// Most listeners a roster may list.
+pub const MAX_ROSTER_LEN: usize = 100_000;
+/// Most stage members a roster's stage map may list.
+pub const MAX_STAGE_MAP_LEN: usize = 1_000;
+/// Longest room id in a signed structure.
+const MAX_ROOM_ID_LEN: usize = 256;
+
+/// SHA-256 fingerprint of an identity key: what rosters list.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fingerprint(")?;
+        for b in &self.0[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, "…)")
+    }
+}
+
+/// The order of rosters, the same for every distributor of a room: the key
+/// generation (stage epoch, then rotation counter — which all stage members
+/// agree on) and a sequence number within that generation. A successor
+/// distributor therefore continues where its predecessor stopped as soon as
+/// it rotates (and a change of distributor by host succession is a stage
+/// epoch change, which rotates), or after `Distributor::resume_after`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RosterVersion {
+    /// Stage epoch of the generation the roster describes.
+    pub epoch: u64,
+    /// Rotation counter of that generation.
+    pub rotation: u32,
+    /// Roster number within the generation (from 1).
+    pub seq: u64,
+}
+
+/// A signed roster's fields, parsed but **not verified** (sotto-e2ee's
+/// `VerifiedRoster::verify` checks the signature; the server never needs
+/// to).
+#[derive(Debug, Clone)]
+pub struct SignedRoster<'a> {
+    /// The room it is for.
+    pub room: &'a [u8],
+    /// The signer's identity key.
+    pub signer: [u8; 32],
+    /// Version, count, root.
+    pub header: RosterHeader,
+    /// The stage epoch of the stage map.
+    pub stage_epoch: u64,
+    /// The stage map: each member's leaf and device key, by leaf.
+    pub stage_members: Vec<(u32, [u8; 32])>,
+    /// The epoch's room code digest.
+    pub code_digest: [u8; 32],
+    /// The bytes the signature covers.
+    pub signed: &'a [u8],
+    /// The signature.
+    pub sig: [u8; 64],
+}
+
+/// Parses a signed roster ("SRS4"). Facing the network; fuzzed.
+pub fn parse_signed_roster(bytes: &[u8]) -> Result<SignedRoster<'_>, WireError> {
+    let mut r = Reader::new(bytes);
+    r.magic(b"SRS4")?;
+    let room = r.bytes16(MAX_ROOM_ID_LEN)?;
+    let signer = r.array::<32>()?;
+    let version = read_version(&mut r)?;
+    let count = r.u32()?;
+    if count as usize > MAX_ROSTER_LEN {
+        return Err(WireError::TooLong);
+    }
+    let root = r.array::<32>()?;
+    let stage_epoch = r.u64()?;
+    let stage_len = usize::from(r.u16()?);
+    if stage_len > MAX_STAGE_MAP_LEN {
+        return Err(WireError::TooLong);
+    }
+    let mut stage_members = Vec::with_capacity(stage_len);
+    for _ in 0..stage_len {
+        stage_members.push((r.u32()?, r.array::<32>()?));
+    }
+    if !stage_members.is_sorted_by(|a, b| a.0 < b.0) {
+        return Err(WireError::Unordered);
+    }
+    let code_digest = r.array::<32>()?;
+    let signed_len = bytes.len().saturating_sub(64);
+    let sig = r.array::<64>()?;
+    r.finish()?;
+    Ok(SignedRoster {
+        room,
+        signer,
+        header: RosterHeader {
+            version,
+            count,
+            root,
+        },
+        stage_epoch,
+        stage_members,
+        code_digest,
+        signed: &bytes[..signed_len],
+        sig,
+    })
+}
+
+/// A roster's version, count and root, read **without** checking its
+/// signature: for the server, which keeps its proofs in step with what the
+/// distributor signed.
+pub fn roster_header(bytes: &[u8]) -> Result<RosterHeader, WireError> {
+    parse_signed_roster(bytes).map(|p| p.header)
+}
 
 /// Fingerprints per [`RosterLeaves`] chunk: one chunk stays well inside a
 /// channel message (64 KiB, base64 in JSON) — 1,400 × 32 B = 44.8 KB.
@@ -227,7 +339,7 @@ fn root_from_path(index: u64, size: u64, leaf: &Fingerprint, path: &[Hash]) -> O
 /// Checks `proof` for `fp` against a roster of `count` listeners with
 /// `root`: `Some(true)` listed, `Some(false)` proven absent, None if the
 /// proof is not one of this roster.
-pub(crate) fn check_proof(
+pub fn check_proof(
     root: &Hash,
     count: u32,
     fp: &Fingerprint,
@@ -508,9 +620,6 @@ pub enum RosterStoreError {
     /// add up to the signed root: the distributor must send the whole list.
     #[error("roster changes do not apply; send the whole list")]
     Resync,
-    /// Not newer than the roster held: ignored.
-    #[error("roster is not newer than the one held")]
-    Stale,
 }
 
 /// What the server keeps of a room's roster: the latest signed roster,
@@ -548,13 +657,10 @@ impl RosterStore {
     /// and root. [`RosterStoreError::Resync`]: tell the sender to send the
     /// whole list.
     pub fn commit(&mut self, sender: &[u8], roster: &[u8]) -> Result<RosterHeader, RosterStoreError> {
-        let header = crate::audience::roster_header(roster)?;
+        let header = roster_header(roster)?;
+        // No check that it is newer: a host that starts a new group starts
+        // its versions over, and rollbacks are for clients to refuse.
         let staged = self.staged.take();
-        if let Some((h, _)) = &self.current {
-            if header.version <= h.version {
-                return Err(RosterStoreError::Stale);
-            }
-        }
         let Some((_, base, added, removed)) = staged.filter(|s| s.0 == sender) else {
             return Err(RosterStoreError::Resync);
         };
