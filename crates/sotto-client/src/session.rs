@@ -206,6 +206,9 @@ pub async fn run(
     let mut report = tokio::time::interval(Duration::from_secs(1));
     let deadline = config.stop_after.map(|d| tokio::time::Instant::now() + d);
     let mut roster_checked = None;
+    // Whether the roster check started: its proofs come later, so the
+    // hidden count is read again at each report and at the end.
+    let mut roster_checking = false;
     let (chains_tx, mut chains_rx) =
         tokio::sync::mpsc::channel::<Option<(sotto_proto::UserId, Vec<u8>)>>(256);
     let mut view = view;
@@ -434,7 +437,10 @@ pub async fn run(
                 }
                 // Every member's chain is in: name the key holders, and
                 // warn about any that belongs to no one in the room.
-                None => outcome.stats.hidden_listeners = crypto.check_roster().hidden,
+                None => {
+                    roster_checking = true;
+                    outcome.stats.hidden_listeners = crypto.check_roster().hidden;
+                }
             },
             _ = own_check.tick() => {
                 let (client, tx, username) = (client.clone(), own_tx.clone(), me.username.clone());
@@ -456,6 +462,9 @@ pub async fn run(
             },
             _ = report.tick() => {
                 outcome.stats.media_drops = media.drops.total();
+                if roster_checking {
+                    outcome.stats.hidden_listeners = crypto.roster_report().hidden;
+                }
                 on_tick(&outcome.stats);
             }
         }
@@ -477,6 +486,9 @@ pub async fn run(
         .stats
         .alerts
         .extend(crypto.take_alerts().iter().map(ToString::to_string));
+    if roster_checking {
+        outcome.stats.hidden_listeners = crypto.roster_report().hidden;
+    }
     outcome.crypto = Some(crypto);
     Ok(outcome)
 }

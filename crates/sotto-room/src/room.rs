@@ -227,7 +227,8 @@ pub struct RosterReport {
     pub roster_version: Option<RosterVersion>,
     /// How many listener keys the signed roster lists.
     pub listed: u32,
-    /// Devices of the room's members not (yet) checked against it.
+    /// Devices of the room's members not (yet) checked against it (a
+    /// member whose chain is not learnt counts as one).
     pub unchecked: usize,
 }
 
@@ -791,6 +792,16 @@ impl RoomCrypto {
         if let Some(r) = &self.roster {
             listed = r.count();
             let candidates = self.member_devices(&owners);
+            // A member whose chain is not learnt may hold a listed key too:
+            // counted as one unchecked device (a full check learns every
+            // chain; the native session learns the first 200).
+            let known: HashSet<&UserId> = owners.values().copied().collect();
+            unchecked += self
+                .view
+                .members
+                .iter()
+                .filter(|m| !known.contains(&m.user_id))
+                .count();
             let mut proven_listed = 0usize;
             for fp in &candidates {
                 match self.proven.get(fp) {

@@ -253,6 +253,10 @@ struct Status {
     can_encrypt: bool,
     roster: Vec<RosterEntry>,
     hidden: usize,
+    /// Listener keys the signed roster lists (its count).
+    listed: u32,
+    /// Member devices not (yet) proven on or off the signed roster.
+    unchecked: usize,
     room_code: Option<String>,
     alerts: Vec<String>,
     exposure_window_ms: u64,
@@ -269,9 +273,9 @@ struct Status {
 pub struct Room {
     core: RoomCrypto,
     out: Vec<ClientMessage>,
-    /// Key holders no chain of anyone in the room holds, at the last
-    /// [`Room::check_roster`] (None before the first check).
-    hidden: Option<usize>,
+    /// Whether [`Room::check_roster`] ran: before it, no hidden count is
+    /// shown (the members' chains are not learnt yet).
+    checked: bool,
     frames_decrypted: u64,
     decrypt_failures: u64,
     frames_encrypted: u64,
@@ -311,7 +315,7 @@ impl Room {
         Ok(Room {
             core,
             out,
-            hidden: None,
+            checked: false,
             frames_decrypted: 0,
             decrypt_failures: 0,
             frames_encrypted: 0,
@@ -417,14 +421,15 @@ impl Room {
         self.core.mark_verified(&UserId(user_id.to_owned()))
     }
 
-    /// Once the chains of the room's members are learnt: names the roster's
-    /// key holders and raises the hidden-listener alert if some are nobody
-    /// in the room. Returns how many are hidden.
+    /// Once the chains of the room's members are learnt: asks the server
+    /// for proofs about their devices against the signed roster (take the
+    /// outgoing messages), names the key holders and raises the
+    /// hidden-listener alert if some are nobody in the room — again as the
+    /// proofs come. Returns how many are hidden so far.
     #[wasm_bindgen(js_name = checkRoster)]
     pub fn check_roster(&mut self) -> usize {
-        let hidden = self.core.check_roster().hidden;
-        self.hidden = Some(hidden);
-        hidden
+        self.checked = true;
+        self.core.check_roster().hidden
     }
 
     /// Checks the devices the server lists for this device's own account
@@ -461,7 +466,9 @@ impl Room {
             can_decrypt: self.core.can_decrypt(),
             can_encrypt: self.core.can_encrypt(),
             roster,
-            hidden: self.hidden.unwrap_or(0),
+            hidden: if self.checked { report.hidden } else { 0 },
+            listed: report.listed,
+            unchecked: report.unchecked,
             room_code: self.core.room_code(),
             alerts: self
                 .core

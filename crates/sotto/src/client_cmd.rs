@@ -413,16 +413,21 @@ async fn roster(conn: &Conn, room: String, wait: std::time::Duration) -> anyhow:
         .iter()
         .filter(|m| m.role == sotto_proto::room::Role::Listener)
         .count();
-    let on_roster = report.entries.iter().filter(|e| !e.stage).count();
+    let proven = report.entries.iter().filter(|e| !e.stage).count();
+    println!(
+        "The signed roster lists {} listener key(s); {proven} proven on it by this check, {} member device(s) not checked.",
+        report.listed, report.unchecked
+    );
     if report.hidden > 0 {
         println!(
             "WARNING: {} key holder(s) on the roster are not in the room: HIDDEN LISTENER.",
             report.hidden
         );
     }
-    if on_roster > listeners_in_room {
+    if report.listed as usize > listeners_in_room {
         println!(
-            "WARNING: the roster lists {on_roster} listener devices, the room shows {listeners_in_room} listeners."
+            "Note: the roster lists {} listener keys, the room shows {listeners_in_room} listeners (an account may listen from several devices).",
+            report.listed
         );
     }
     Ok(())

@@ -42,6 +42,10 @@ export interface E2eeStatus {
   roster: RosterEntry[];
   /** Key holders that are no device of anyone in the room. */
   hidden: number;
+  /** Listener keys the signed roster lists (its count; listeners are proven one by one). */
+  listed: number;
+  /** Member devices not (yet) proven on or off the signed roster (a random sample is checked in large rooms). */
+  unchecked: number;
   /** The room's safety code (same for everyone in the same group), if known. */
   roomCode: string | null;
   /** Failed checks, in plain words, newest last (hidden listener, stale key, ...). */

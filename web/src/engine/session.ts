@@ -26,6 +26,8 @@ function emptyStatus(): E2eeStatus {
     canEncrypt: false,
     roster: [],
     hidden: 0,
+    listed: 0,
+    unchecked: 0,
     roomCode: null,
     alerts: [],
     exposureWindowMs: 0,

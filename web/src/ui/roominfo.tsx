@@ -59,6 +59,10 @@ export function RoomInfo(props: {
           ))}
 
           <h3 id="who-can-decrypt">Who can decrypt</h3>
+          <p class="muted small roster-count">
+            {plural(s.listed, "The signed roster lists {n} listener key", "The signed roster lists {n} listener keys")}
+            {s.unchecked > 0 ? `; ${s.unchecked} member device(s) not checked against it yet.` : "."}
+          </p>
           <ul class="roster" aria-labelledby="who-can-decrypt">
             {s.roster.map((r, i) => {
               const name = r.userId !== null ? props.names.get(r.userId) : undefined;

@@ -124,6 +124,8 @@ function normalizeStatus(s: any): E2eeStatus {
     canEncrypt: !!s?.canEncrypt,
     roster,
     hidden: n(s?.hidden),
+    listed: n(s?.listed),
+    unchecked: n(s?.unchecked),
     roomCode: typeof s?.roomCode === "string" ? s.roomCode : null,
     alerts: Array.isArray(s?.alerts) ? s.alerts.map(String) : [],
     exposureWindowMs: n(s?.exposureWindowMs),
@@ -389,6 +391,8 @@ const methods: { [M in keyof CoreMethods]: (...args: Parameters<CoreMethods[M]>)
     const r = rooms.get(key);
     if (!r) return;
     r.room.checkRoster();
+    // Its proof requests go out with the next timeout (due now).
+    schedule(key);
     report(key);
   },
 
