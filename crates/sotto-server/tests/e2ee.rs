@@ -423,6 +423,19 @@ async fn garbage_and_unauthorised_e2ee_messages_get_typed_errors() {
             },
             ErrorCode::NotOnStage,
         ),
+        (
+            E2eeUp::RosterLeaves {
+                leaves: junk.clone(),
+            },
+            ErrorCode::NotOnStage,
+        ),
+        // Anyone may ask for roster proofs, but not with junk.
+        (
+            E2eeUp::RosterProof {
+                fingerprints: junk.clone(),
+            },
+            ErrorCode::E2eeInvalid,
+        ),
     ] {
         expect_error(&mut lis, e2ee(msg), code).await;
     }
@@ -480,6 +493,18 @@ async fn garbage_and_unauthorised_e2ee_messages_get_typed_errors() {
                 }],
             },
             ErrorCode::PayloadTooLarge,
+        ),
+        (
+            E2eeUp::RosterLeaves {
+                leaves: junk.clone(),
+            },
+            ErrorCode::E2eeInvalid,
+        ),
+        (
+            E2eeUp::Roster {
+                roster: junk.clone(),
+            },
+            ErrorCode::E2eeInvalid,
         ),
     ] {
         expect_error(&mut host, e2ee(msg), code).await;
