@@ -23,8 +23,6 @@ pub enum WireError {
     Unordered,
 }
 
-
-
 /// Reads a wire structure; every read is bounds-checked.
 pub struct Reader<'a> {
     buf: &'a [u8],

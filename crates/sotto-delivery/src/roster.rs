@@ -339,14 +339,10 @@ fn root_from_path(index: u64, size: u64, leaf: &Fingerprint, path: &[Hash]) -> O
 /// Checks `proof` for `fp` against a roster of `count` listeners with
 /// `root`: `Some(true)` listed, `Some(false)` proven absent, None if the
 /// proof is not one of this roster.
-pub fn check_proof(
-    root: &Hash,
-    count: u32,
-    fp: &Fingerprint,
-    proof: &RosterProof,
-) -> Option<bool> {
+pub fn check_proof(root: &Hash, count: u32, fp: &Fingerprint, proof: &RosterProof) -> Option<bool> {
     let size = u64::from(count);
-    let at = |n: &Neighbour| root_from_path(u64::from(n.index), size, &n.fp, &n.path) == Some(*root);
+    let at =
+        |n: &Neighbour| root_from_path(u64::from(n.index), size, &n.fp, &n.path) == Some(*root);
     match proof {
         RosterProof::Included { index, path } => {
             (root_from_path(u64::from(*index), size, fp, path) == Some(*root)).then_some(true)
@@ -576,7 +572,11 @@ impl RosterLeaves {
             ),
             None => (None, to.iter().copied().collect(), Vec::new()),
         };
-        let n = added.len().max(removed.len()).div_ceil(ROSTER_LEAVES_CHUNK).max(1);
+        let n = added
+            .len()
+            .max(removed.len())
+            .div_ceil(ROSTER_LEAVES_CHUNK)
+            .max(1);
         (0..n)
             .map(|i| {
                 let part = |v: &[Fingerprint]| {
@@ -628,8 +628,15 @@ pub enum RosterStoreError {
 #[derive(Debug, Default)]
 pub struct RosterStore {
     current: Option<(RosterHeader, RosterTree)>,
-    /// Chunks received for the next roster: from whom, on what base.
-    staged: Option<(Vec<u8>, Option<RosterVersion>, Vec<Fingerprint>, Vec<Fingerprint>)>,
+    /// Chunks received for the next roster.
+    staged: Option<Staged>,
+}
+
+/// The chunks one sender sent for its next roster, on one base.
+#[derive(Debug)]
+struct Staged {
+    sender: Vec<u8>,
+    changes: RosterLeaves,
 }
 
 impl RosterStore {
@@ -638,16 +645,23 @@ impl RosterStore {
     pub fn stage(&mut self, sender: &[u8], chunk: &[u8]) -> Result<(), RosterStoreError> {
         let c = RosterLeaves::parse(chunk)?;
         match &mut self.staged {
-            Some((s, base, added, removed))
-                if s == sender
-                    && *base == c.base
-                    && added.len() + c.added.len() <= MAX_ROSTER_LEN
-                    && removed.len() + c.removed.len() <= MAX_ROSTER_LEN =>
-            {
-                added.extend(c.added);
-                removed.extend(c.removed);
+            Some(st) if st.sender == sender && st.changes.base == c.base => {
+                let ch = &mut st.changes;
+                if ch.added.len() + c.added.len() > MAX_ROSTER_LEN
+                    || ch.removed.len() + c.removed.len() > MAX_ROSTER_LEN
+                {
+                    self.staged = None;
+                    return Err(WireError::TooLong.into());
+                }
+                ch.added.extend(c.added);
+                ch.removed.extend(c.removed);
             }
-            _ => self.staged = Some((sender.to_vec(), c.base, c.added, c.removed)),
+            _ => {
+                self.staged = Some(Staged {
+                    sender: sender.to_vec(),
+                    changes: c,
+                })
+            }
         }
         Ok(())
     }
@@ -656,12 +670,21 @@ impl RosterStore {
     /// and keeps the result if it adds up to the signed `roster`'s count
     /// and root. [`RosterStoreError::Resync`]: tell the sender to send the
     /// whole list.
-    pub fn commit(&mut self, sender: &[u8], roster: &[u8]) -> Result<RosterHeader, RosterStoreError> {
+    pub fn commit(
+        &mut self,
+        sender: &[u8],
+        roster: &[u8],
+    ) -> Result<RosterHeader, RosterStoreError> {
         let header = roster_header(roster)?;
         // No check that it is newer: a host that starts a new group starts
         // its versions over, and rollbacks are for clients to refuse.
         let staged = self.staged.take();
-        let Some((_, base, added, removed)) = staged.filter(|s| s.0 == sender) else {
+        let Some(RosterLeaves {
+            base,
+            added,
+            removed,
+        }) = staged.filter(|s| s.sender == sender).map(|s| s.changes)
+        else {
             return Err(RosterStoreError::Resync);
         };
         let mut set: std::collections::BTreeSet<Fingerprint> = match (base, &self.current) {
@@ -790,7 +813,10 @@ mod tests {
                 rotation: 1,
                 seq: 9,
             },
-            proofs: [fp(7), fp(70), fp(3)].iter().map(|f| (*f, tree.prove(f))).collect(),
+            proofs: [fp(7), fp(70), fp(3)]
+                .iter()
+                .map(|f| (*f, tree.prove(f)))
+                .collect(),
         };
         assert_eq!(RosterProofs::parse(&proofs.encode()), Ok(proofs));
         let set: std::collections::BTreeSet<_> = (0..3000).map(fp).collect();

@@ -698,7 +698,9 @@ impl Distributor {
         let now: BTreeSet<Fingerprint> = self.listeners.keys().copied().collect();
         let base = self.uploaded.as_ref().map(|(v, set)| (*v, set));
         let leaves = RosterLeaves::chunks(base, &now);
-        let version = roster_header(&roster).map(|h| h.version).unwrap_or_default();
+        let version = roster_header(&roster)
+            .map(|h| h.version)
+            .unwrap_or_default();
         self.uploaded = Some((version, now));
         RosterUpload { leaves, roster }
     }

@@ -126,7 +126,10 @@ fn thousand_listeners_one_banned_rest_decrypt_without_gap() {
         .as_mut()
         .unwrap()
         .roster_upload(net.members[0].stage.identity());
-    let v = listeners[0].1.accept_roster(&upload.roster, &[host_pk]).unwrap();
+    let v = listeners[0]
+        .1
+        .accept_roster(&upload.roster, &[host_pk])
+        .unwrap();
     assert_eq!(v.count(), 999);
     // The server rebuilds the tree from the uploaded chunks and proves
     // membership and absence against the signed root.

@@ -11,8 +11,8 @@ use sotto_e2ee::{
     error::RosterError,
     identity::{DeviceIdentity, Fingerprint},
     roster::{
-        ROSTER_LEAVES_CHUNK, RosterLeaves, RosterProof, RosterProofs, RosterStore, RosterStoreError,
-        RosterTree, encode_proof_request,
+        ROSTER_LEAVES_CHUNK, RosterLeaves, RosterProof, RosterProofs, RosterStore,
+        RosterStoreError, RosterTree, encode_proof_request,
     },
 };
 
@@ -177,10 +177,7 @@ fn the_server_keeps_its_tree_from_changes_and_asks_for_the_whole_list_when_lost(
     net.distributor.as_mut().unwrap().forget_upload();
     let whole = upload_to(&mut fresh, &mut net);
     assert_eq!(fresh.current().unwrap().1.len(), 5);
-    assert_eq!(
-        fresh.commit(b"dist", &whole),
-        Err(RosterStoreError::Resync)
-    );
+    assert_eq!(fresh.commit(b"dist", &whole), Err(RosterStoreError::Resync));
     // Chunks from one sender do not count for a roster another commits.
     let up = net
         .distributor

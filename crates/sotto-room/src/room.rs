@@ -70,8 +70,8 @@ use sotto_e2ee::stage::{
 use sotto_proto::access::{AccessError, AccessStatement, AccessVerb};
 use sotto_proto::chain::{ChainError, VerifiedChain};
 use sotto_proto::channel::{
-    ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, SealedFor,
-    ServerMessage, SignedAccess, decode_payload, encode_payload,
+    ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, SealedFor, ServerMessage,
+    SignedAccess, decode_payload, encode_payload,
 };
 use sotto_proto::room::{Role, RoomKind, RoomView};
 use sotto_proto::{DeviceId, ErrorCode, RoomId, UserId};
@@ -215,7 +215,8 @@ pub struct RosterEntry {
 /// proofs so far *show*: signed key holders that cannot be devices of
 /// anyone in the room. Exact once every member device is checked
 /// (`unchecked` 0: always so up to [`ROSTER_PROOF_SAMPLE`] devices); in
-/// larger rooms each check proves a random sample, so a server that swaps
+/// larger rooms each check proves a random sample of
+/// [`ROSTER_PROOF_SAMPLE_LARGE`], so a server that swaps
 /// a hidden listener for a shown one is caught with a probability that
 /// grows with every check and every participant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,9 +233,16 @@ pub struct RosterReport {
     pub unchecked: usize,
 }
 
-/// Most member devices proven against one roster version by one check:
-/// every device in rooms up to this size, a fresh random sample above.
+/// Rooms of up to this many member devices are checked in full against
+/// each roster version.
 pub const ROSTER_PROOF_SAMPLE: usize = 256;
+/// Above that, each check proves a fresh random sample of this many (one
+/// proof request, ~16 KB of answers at 10,000 listeners)...
+pub const ROSTER_PROOF_SAMPLE_LARGE: usize = 32;
+/// ... and a new roster starts a check at most this often, so that 10,000
+/// participants checking cost the server a few MB/s, not a burst per
+/// admission.
+pub const ROSTER_RECHECK_MS: u64 = 60_000;
 
 /// A listener's keys: the ring of its current join request, and the one
 /// before it (its refresh is still in flight).
@@ -429,6 +437,8 @@ pub struct RoomCrypto {
     /// A driver asked for roster checks: new rosters and proofs re-run
     /// them.
     checking_roster: bool,
+    /// When a new roster last started a check (large rooms).
+    roster_checked_at: Option<u64>,
     /// The stage maps of the last few epochs, from verified rosters (for a
     /// listener: who holds which leaf), and the accounts they name, by
     /// (epoch, leaf): rebuilt when a map or a chain comes, looked up per frame.
@@ -504,6 +514,7 @@ impl RoomCrypto {
             proven: HashMap::new(),
             asked: HashSet::new(),
             checking_roster: false,
+            roster_checked_at: None,
             stage_maps: Vec::new(),
             senders: HashMap::new(),
             bans: HashSet::new(),
@@ -875,18 +886,25 @@ impl RoomCrypto {
     /// [`Self::roster_report`], and an alert if it shows hidden listeners;
     /// asks the server for proofs about member devices not checked yet
     /// against the latest roster (all of them up to
-    /// [`ROSTER_PROOF_SAMPLE`], a random sample of that many above), and
-    /// checks again as the proofs and later rosters come. Drivers call it
+    /// [`ROSTER_PROOF_SAMPLE`], a random sample of
+    /// [`ROSTER_PROOF_SAMPLE_LARGE`] above), and checks again as the proofs
+    /// and later rosters come (in large rooms at most every
+    /// [`ROSTER_RECHECK_MS`]). Drivers call it
     /// once the chains of the room's members are learnt
     /// ([`Self::learn_chain`]): a key holder no chain of anyone in the room
     /// holds is then someone the server keeps out of sight (e.g. a banned
     /// listener it still shows to the distributor only).
     pub fn check_roster(&mut self) -> RosterReport {
         self.checking_roster = true;
-        let budget = ROSTER_PROOF_SAMPLE.saturating_sub(self.asked.len() + self.proven.len());
-        if self.roster.is_some() && budget > 0 {
+        if self.roster.is_some() {
             let owners = self.key_owners();
             let mut todo = self.member_devices(&owners);
+            let sample = if todo.len() <= ROSTER_PROOF_SAMPLE {
+                todo.len()
+            } else {
+                ROSTER_PROOF_SAMPLE_LARGE
+            };
+            let budget = sample.saturating_sub(self.asked.len() + self.proven.len());
             todo.retain(|fp| !self.proven.contains_key(fp) && !self.asked.contains(fp));
             if todo.len() > budget {
                 // A fresh random sample (partial Fisher–Yates): the server
@@ -2237,7 +2255,12 @@ impl RoomCrypto {
         self.last_roster_at = now;
         self.proven.clear();
         self.asked.clear();
-        if self.checking_roster {
+        let small = self.view.members.len() <= ROSTER_PROOF_SAMPLE;
+        let due = self
+            .roster_checked_at
+            .is_none_or(|t| now.saturating_sub(t) >= ROSTER_RECHECK_MS);
+        if self.checking_roster && (small || due) {
+            self.roster_checked_at = Some(now);
             self.check_roster();
         }
     }

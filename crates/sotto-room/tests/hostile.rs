@@ -1027,7 +1027,7 @@ fn a_roster_of_1600_listeners_is_published_and_checked_with_proofs() {
     let roster = net.devs[l].crypto.roster().expect("a verified roster");
     assert_eq!(roster.count(), 1_601);
     // The listener learns the members' chains (as its driver would) and
-    // checks: 256 proofs (a random sample), all good, nothing hidden.
+    // checks: 32 proofs (a random sample), all good, nothing hidden.
     for i in [h, l] {
         chains.push((net.devs[i].user.clone(), encode_chain(&net.devs[i].links)));
     }
@@ -1040,8 +1040,10 @@ fn a_roster_of_1600_listeners_is_published_and_checked_with_proofs() {
     let report = net.devs[l].crypto.roster_report();
     assert_eq!(report.hidden, 0, "{:?}", net.devs[l].alerts);
     let proven = report.entries.iter().filter(|e| !e.stage).count();
+    // 32 of the 1,602 member devices were asked about; the host's is not
+    // a listener key (proven absent), the rest are listed.
     assert!(
-        (200..=256).contains(&proven),
+        (31..=32).contains(&proven),
         "{proven} listeners proven on the roster"
     );
     assert_eq!(report.unchecked + proven, first.unchecked);

@@ -474,7 +474,10 @@ impl Net {
             }
             E2eeUp::Roster { roster } => {
                 // As the server: kept only if the chunks add up to it.
-                match self.roster_store.commit(&(i as u64).to_be_bytes(), &b(&roster)) {
+                match self
+                    .roster_store
+                    .commit(&(i as u64).to_be_bytes(), &b(&roster))
+                {
                     Ok(_) => {}
                     Err(RosterStoreError::Resync) => {
                         self.e2ee(i, E2eeDown::RosterResync {});
