@@ -131,7 +131,7 @@ fn bench_rotation(rng: &mut ChaCha20Rng, n: usize) {
     let _ = half;
     let dt2 = t2.elapsed();
     println!(
-        "rotation: {n} listeners: {:.0} ms one distributor incl. the one key-statement signature ({:.1} µs/listener), {} bytes/listener incl. 32-byte mailbox id ({} sealed only), total {:.2} MB + one {}-byte statement; two shards sequentially {:.0} ms; key statement alone {:.1} µs",
+        "rotation: {n} listeners: {:.0} ms one distributor (sealing on every core) incl. the one key-statement signature ({:.1} µs/listener), {} bytes/listener incl. 32-byte mailbox id ({} sealed only), total {:.2} MB + one {}-byte statement; on one thread (two shards one after the other) {:.0} ms; key statement alone {:.1} µs",
         dt.as_secs_f64() * 1e3,
         us(dt, n),
         bytes / n.max(1),

@@ -51,6 +51,9 @@ const SEAL_INFO: &[u8] = b"sotto audience key v1";
 
 /// Longest lifetime of a join request, in milliseconds (10 minutes).
 pub const MAX_JOIN_REQUEST_TTL_MS: u64 = 10 * 60 * 1000;
+/// From this many listeners a rotation seals on several threads.
+#[cfg(not(target_arch = "wasm32"))]
+const PARALLEL_SEAL_MIN: usize = 256;
 /// Length of a sealed delivery on the wire, in bytes.
 pub const SEALED_DELIVERY_LEN: usize = 4 + 8 + 4 + 32 + 48;
 pub use sotto_delivery::roster::{
@@ -602,7 +605,7 @@ impl Distributor {
         key: AudienceKey,
         signer: &DeviceIdentity,
     ) -> Result<Rotation, AdmitError> {
-        let deliveries = self.seal_shard(&key, 0, 1)?;
+        let deliveries = self.seal_all(&key)?;
         let statement = sign_key_statement(signer, &self.room_id, &key);
         if self.generation() != Some(key.generation()) {
             self.roster_seq = 0;
@@ -623,6 +626,43 @@ impl Distributor {
         if self.generation() == Some(KeyGeneration::from(last)) {
             self.roster_seq = self.roster_seq.max(last.seq);
         }
+    }
+
+    /// Seal `key` to every admitted listener: on as many threads as the
+    /// machine has cores (up to 8) when there are enough listeners for it
+    /// to pay (native builds; the browser seals on one).
+    fn seal_all(&self, key: &AudienceKey) -> Result<Vec<SealedDelivery>, AdmitError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let threads = std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(8);
+            if threads > 1 && self.listeners.len() >= PARALLEL_SEAL_MIN {
+                let all: Vec<&AdmittedListener> = self.listeners.values().collect();
+                let per = all.len().div_ceil(threads);
+                return std::thread::scope(|s| {
+                    let parts: Vec<_> = all
+                        .chunks(per)
+                        .map(|part| {
+                            s.spawn(move || {
+                                part.iter()
+                                    .map(|l| seal(&self.crypto, &self.room_id, l, key))
+                                    .collect::<Result<Vec<_>, _>>()
+                            })
+                        })
+                        .collect();
+                    let mut out = Vec::with_capacity(all.len());
+                    for p in parts {
+                        let sealed = p
+                            .join()
+                            .map_err(|_| AdmitError::Seal("a sealing thread panicked".into()))?;
+                        out.extend(sealed?);
+                    }
+                    Ok(out)
+                });
+            }
+        }
+        self.seal_shard(key, 0, 1)
     }
 
     /// Seal `key` to the listeners of shard `index` of `count`, so that the
