@@ -29,6 +29,9 @@ async fn start(loss: f64) -> World {
     config.auth_per_minute = 0;
     config.media = Some(MediaConfig {
         inject_loss: loss,
+        // `SOTTO_TEST_DIRECT=1`: the SFU's opt-in fast path (it fails
+        // these tests when both cores are busy; BENCHMARKS.md).
+        direct_send: std::env::var_os("SOTTO_TEST_DIRECT").is_some(),
         ..MediaConfig::default()
     });
     let server = sotto_server::start(config).await.unwrap();
