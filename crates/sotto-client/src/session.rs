@@ -206,6 +206,9 @@ pub async fn run(
     let mut report = tokio::time::interval(Duration::from_secs(1));
     let deadline = config.stop_after.map(|d| tokio::time::Instant::now() + d);
     let mut roster_checked = None;
+    // When every member's chain was last fetched: between full fetches, a
+    // new roster fetches only the chains not learnt yet.
+    let mut chains_fetched_at: Option<Instant> = None;
     // Whether the roster check started: its proofs come later, so the
     // hidden count is read again at each report and at the end.
     let mut roster_checking = false;
@@ -285,7 +288,18 @@ pub async fn run(
             // beside the media loop (never blocking playout) and checked as
             // they arrive.
             roster_checked = roster;
-            fetch_room_chains(client, &view, chains_tx.clone());
+            let all = chains_fetched_at.is_none_or(|t| t.elapsed() >= CHAINS_REFRESH);
+            let learnt: std::collections::HashSet<sotto_proto::UserId> = if all {
+                chains_fetched_at = Some(Instant::now());
+                Default::default()
+            } else {
+                view.members
+                    .iter()
+                    .filter(|m| crypto.knows_chain(&m.user_id))
+                    .map(|m| m.user_id.clone())
+                    .collect()
+            };
+            fetch_room_chains(client, &view, &learnt, chains_tx.clone());
         }
         let crypto_due = crypto
             .poll_timeout()
@@ -531,13 +545,19 @@ async fn connect_room(
 /// Most room members whose device chains a session fetches to name the
 /// roster's key holders (beyond that, `sotto room roster` does it).
 const MAX_CHAIN_FETCHES: usize = 200;
+/// How often a new roster fetches every member's chain again (a member may
+/// have added a device); in between only chains not learnt yet are
+/// fetched, so a busy room's rosters (one a second while people join) do
+/// not cost a profile request per member each.
+const CHAINS_REFRESH: Duration = Duration::from_secs(60);
 
-/// Fetches the device chains of the room's members in a task of its own and
-/// hands them to `tx`, so that the roster report can name every key holder
+/// Fetches the device chains of the room's members (but those in
+/// `learnt`) in a task of its own and hands them to `tx`, so that the roster report can name every key holder
 /// (and count hidden ones).
 pub fn fetch_room_chains(
     client: &Client,
     view: &sotto_proto::room::RoomView,
+    learnt: &std::collections::HashSet<sotto_proto::UserId>,
     tx: tokio::sync::mpsc::Sender<Option<(sotto_proto::UserId, Vec<u8>)>>,
 ) {
     let client = client.clone();
@@ -545,6 +565,7 @@ pub fn fetch_room_chains(
         .members
         .iter()
         .take(MAX_CHAIN_FETCHES)
+        .filter(|m| !learnt.contains(&m.user_id))
         .map(|m| (m.user_id.clone(), m.username.clone()))
         .collect();
     tokio::spawn(async move {

@@ -750,6 +750,11 @@ impl RoomCrypto {
         self.trust.mark_verified(user)
     }
 
+    /// Whether a verified chain of `user` is held (from [`Self::learn_chain`]).
+    pub fn knows_chain(&self, user: &UserId) -> bool {
+        self.chains.contains_key(user)
+    }
+
     /// Check and remember `user`'s device chain (fetched by the driver,
     /// e.g. from the user's profile), for naming roster entries.
     pub fn learn_chain(&mut self, user: &UserId, chain: &[u8]) -> Result<(), CryptoError> {
