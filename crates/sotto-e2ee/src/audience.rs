@@ -705,18 +705,15 @@ impl Distributor {
     /// [`Self::roster_upload`]; this alone is the signed header.
     pub fn roster(&mut self, signer: &DeviceIdentity) -> Vec<u8> {
         self.roster_seq = self.roster_seq.saturating_add(1);
-        let g = self.generation().unwrap_or(KeyGeneration {
-            epoch: 0,
-            rotation: 0,
-        });
+        let v = self.roster_version();
         let tree = RosterTree::new(self.listeners.keys().copied().collect());
         let mut w = Writer::default();
         w.raw(b"SRS4")
             .bytes16(&self.room_id)
             .raw(&signer.public().to_bytes())
-            .u64(g.epoch)
-            .u32(g.rotation)
-            .u64(self.roster_seq)
+            .u64(v.epoch)
+            .u32(v.rotation)
+            .u64(v.seq)
             .u32(u32::try_from(tree.len()).unwrap_or(u32::MAX))
             .raw(&tree.root())
             .u64(self.stage.epoch)
@@ -738,11 +735,22 @@ impl Distributor {
         let now: BTreeSet<Fingerprint> = self.listeners.keys().copied().collect();
         let base = self.uploaded.as_ref().map(|(v, set)| (*v, set));
         let leaves = RosterLeaves::chunks(base, &now);
-        let version = roster_header(&roster)
-            .map(|h| h.version)
-            .unwrap_or_default();
-        self.uploaded = Some((version, now));
+        self.uploaded = Some((self.roster_version(), now));
         RosterUpload { leaves, roster }
+    }
+
+    /// The version of the roster signed last: (current generation, its
+    /// sequence number).
+    fn roster_version(&self) -> RosterVersion {
+        let g = self.generation().unwrap_or(KeyGeneration {
+            epoch: 0,
+            rotation: 0,
+        });
+        RosterVersion {
+            epoch: g.epoch,
+            rotation: g.rotation,
+            seq: self.roster_seq,
+        }
     }
 
     /// The server lost (or never had) the list behind the last upload: the

@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use sotto_e2ee::{
-    audience::{RoomKind, VerifiedRoster},
+    audience::{RoomKind, RosterUpload, VerifiedRoster},
     error::RosterError,
     identity::{DeviceIdentity, Fingerprint},
     roster::{
@@ -16,12 +16,14 @@ use sotto_e2ee::{
     },
 };
 
+/// The distributor's next roster upload.
+fn upload(net: &mut Net) -> RosterUpload {
+    let signer = net.members[0].stage.identity();
+    net.distributor.as_mut().unwrap().roster_upload(signer)
+}
+
 fn upload_to(store: &mut RosterStore, net: &mut Net) -> Vec<u8> {
-    let up = net
-        .distributor
-        .as_mut()
-        .unwrap()
-        .roster_upload(net.members[0].stage.identity());
+    let up = upload(net);
     for c in &up.leaves {
         store.stage(b"dist", c).unwrap();
     }
@@ -141,11 +143,7 @@ fn the_server_keeps_its_tree_from_changes_and_asks_for_the_whole_list_when_lost(
     upload_to(&mut store, &mut net);
     // A ban: the next upload carries one removal, not the list.
     net.distributor.as_mut().unwrap().ban(ids[2]);
-    let up = net
-        .distributor
-        .as_mut()
-        .unwrap()
-        .roster_upload(net.members[0].stage.identity());
+    let up = upload(&mut net);
     assert_eq!(up.leaves.len(), 1);
     let chunk = RosterLeaves::parse(&up.leaves[0]).unwrap();
     assert!(chunk.base.is_some());
@@ -164,11 +162,7 @@ fn the_server_keeps_its_tree_from_changes_and_asks_for_the_whole_list_when_lost(
     // the whole list; a roster sent again without its chunks is not taken
     // either.
     let mut fresh = RosterStore::default();
-    let up = net
-        .distributor
-        .as_mut()
-        .unwrap()
-        .roster_upload(net.members[0].stage.identity());
+    let up = upload(&mut net);
     fresh.stage(b"dist", &up.leaves[0]).unwrap();
     assert_eq!(
         fresh.commit(b"dist", &up.roster),
@@ -179,11 +173,7 @@ fn the_server_keeps_its_tree_from_changes_and_asks_for_the_whole_list_when_lost(
     assert_eq!(fresh.current().unwrap().1.len(), 5);
     assert_eq!(fresh.commit(b"dist", &whole), Err(RosterStoreError::Resync));
     // Chunks from one sender do not count for a roster another commits.
-    let up = net
-        .distributor
-        .as_mut()
-        .unwrap()
-        .roster_upload(net.members[0].stage.identity());
+    let up = upload(&mut net);
     fresh.stage(b"other", &up.leaves[0]).unwrap();
     assert_eq!(
         fresh.commit(b"dist", &up.roster),
@@ -202,11 +192,7 @@ fn a_large_roster_goes_up_in_chunks() {
         .map(|i| net.join_listener(i).0.public().fingerprint())
         .last()
         .unwrap();
-    let up = net
-        .distributor
-        .as_mut()
-        .unwrap()
-        .roster_upload(net.members[0].stage.identity());
+    let up = upload(&mut net);
     assert_eq!(up.leaves.len(), 2);
     // Each chunk fits one channel message once base64'd into JSON.
     assert!(up.leaves.iter().all(|c| c.len() * 4 / 3 + 256 < 64 * 1024));

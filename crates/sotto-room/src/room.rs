@@ -958,12 +958,11 @@ impl RoomCrypto {
             // Against another roster (one came meanwhile): asked again
             // with the next check.
             Err(RosterError::OtherVersion) => Ok(()),
-            Err(e) => {
-                if matches!(e, RosterError::BadProof) {
-                    self.alert(Alert::ForgedRosterProof);
-                }
-                Err(e.into())
+            Err(RosterError::BadProof) => {
+                self.alert(Alert::ForgedRosterProof);
+                Err(RosterError::BadProof.into())
             }
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -1463,18 +1463,19 @@ impl RoomRelay {
                         return Err(err(ErrorCode::E2eeInvalid, format!("roster: {e}")));
                     }
                 }
-                let to = self.conns_where(|c| c.id != conn.id);
-                for c in to {
+                // Encoded once for the whole room, not once per recipient.
+                let (text, from) = (encode_payload(&r), conn.peer());
+                for c in self.conns_where(|c| c.id != conn.id) {
                     self.send(
                         c,
                         E2eeDown::Roster {
-                            roster: encode_payload(&r),
-                            from: conn.peer(),
+                            roster: text.clone(),
+                            from: from.clone(),
                         },
                         room_id,
                     );
                 }
-                self.roster = Some((r, conn.peer()));
+                self.roster = Some((r, from));
                 Ok(())
             }
             E2eeUp::RosterLeaves { leaves } => {
