@@ -117,8 +117,14 @@ pub struct RoomView {
     #[ts(type = "number")]
     pub version: i64,
     /// By role (host, moderators, speakers, then the audience), each role in
-    /// order of joining.
+    /// order of joining. In a room of more than [`AUDIENCE_IN_VIEW`]
+    /// listeners, the audience here is partial (see [`RoomView::light`]):
+    /// the rest is paged over HTTP (`GET /api/rooms/{id}/audience`).
     pub members: Vec<MemberView>,
+    /// How many listeners (members in the audience) the room has, shown
+    /// in `members` or not.
+    #[serde(default)]
+    pub audience_count: u32,
 }
 
 /// A live room in the hallway.
@@ -228,6 +234,10 @@ pub struct RoomDelta {
     #[ts(optional)]
     pub about: Option<RoomAbout>,
     pub changes: Vec<MemberChange>,
+    /// The room's new audience count, when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub audience_count: Option<u32>,
 }
 
 /// Why a [`RoomDelta`] could not be applied. Either way the client's view
@@ -245,7 +255,56 @@ pub enum DeltaError {
 /// Past this many member changes a full view is cheaper to send and to apply.
 pub const MAX_DELTA_CHANGES: usize = 64;
 
+/// A room's view on the session channel shows at most this many plain
+/// listeners (no hand up, no stage invitation), the earliest to join; a
+/// listener joining or leaving beyond them changes only the audience
+/// count, which the channel sends at most once a second. So a join in a
+/// room of 10,000 costs each participant a few dozen bytes, not a member
+/// entry, and a room of up to this many listeners is shown in full.
+pub const AUDIENCE_IN_VIEW: usize = 50;
+
 impl RoomView {
+    /// The view participants are sent: the stage, every listener with a
+    /// hand up or a stage invitation, and the first [`AUDIENCE_IN_VIEW`]
+    /// other listeners, in the same order as in `self`; with the audience
+    /// count of the whole room. Costs one pass over the members.
+    pub fn light(&self) -> RoomView {
+        let mut plain = 0usize;
+        let members = self
+            .members
+            .iter()
+            .filter(|m| {
+                if m.role != Role::Listener || m.hand_raised || m.invited_to_stage {
+                    return true;
+                }
+                plain += 1;
+                plain <= AUDIENCE_IN_VIEW
+            })
+            .cloned()
+            .collect();
+        RoomView {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            kind: self.kind,
+            ended: self.ended,
+            version: self.version,
+            members,
+            audience_count: self.audience_count,
+        }
+    }
+
+    /// How many listeners the room has that `members` does not show.
+    pub fn audience_unshown(&self) -> u32 {
+        let shown = self
+            .members
+            .iter()
+            .filter(|m| m.role == Role::Listener)
+            .count();
+        self.audience_count
+            .saturating_sub(u32::try_from(shown).unwrap_or(u32::MAX))
+    }
+
     /// The delta from `old` to `self`, or `None` when there is none to send
     /// (another room, not newer, or more than [`MAX_DELTA_CHANGES`]
     /// changes: send the full view). Applying it to `old` gives `self`.
@@ -310,6 +369,8 @@ impl RoomView {
             version: self.version,
             about: changed.then_some(about),
             changes,
+            audience_count: (self.audience_count != old.audience_count)
+                .then_some(self.audience_count),
         })
     }
 
@@ -386,6 +447,9 @@ impl RoomView {
             self.description.clone_from(&a.description);
             self.kind = a.kind;
             self.ended = a.ended;
+        }
+        if let Some(count) = delta.audience_count {
+            self.audience_count = count;
         }
         self.version = delta.version;
         Ok(())

@@ -5,7 +5,8 @@
 use proptest::prelude::*;
 use sotto_proto::channel::{ServerEnvelope, ServerMessage};
 use sotto_proto::room::{
-    DeltaError, MAX_DELTA_CHANGES, MemberChange, MemberView, Role, RoomKind, RoomView,
+    AUDIENCE_IN_VIEW, DeltaError, MAX_DELTA_CHANGES, MemberChange, MemberView, Role, RoomKind,
+    RoomView,
 };
 use sotto_proto::{RoomId, UserId};
 
@@ -34,6 +35,8 @@ fn view(version: i64, members: Vec<MemberView>) -> RoomView {
         kind: RoomKind::Open,
         ended: false,
         version,
+        audience_count: u32::try_from(members.iter().filter(|m| m.role == Role::Listener).count())
+            .unwrap(),
         members,
     }
 }
@@ -261,4 +264,59 @@ fn a_raised_hand_is_one_flag() {
         &delta.changes[..],
         [MemberChange::Put { at: 1, .. }]
     ));
+}
+
+/// The light view: the stage, every raised hand and stage invitation, the
+/// first `AUDIENCE_IN_VIEW` other listeners, in the room's order, with the
+/// count of the whole audience; a room that fits is shown whole.
+#[test]
+fn the_light_view_shows_the_stage_the_hands_and_the_first_listeners() {
+    let mut all = vec![member(0, Role::Host, false, false)];
+    all.push(member(1, Role::Speaker, false, true));
+    for n in 2..(AUDIENCE_IN_VIEW as u8 + 20) {
+        // Every 7th listener has a hand up (one of them beyond the first page).
+        all.push(member(n, Role::Listener, n % 7 == 0, false));
+    }
+    let mut invited = member(200, Role::Listener, false, false);
+    invited.invited_to_stage = true;
+    all.push(invited);
+    let full = view(9, all.clone());
+    let light = full.light();
+    assert_eq!(light.audience_count, full.audience_count);
+    assert_eq!(light.version, full.version);
+    let plain = light
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Listener && !m.hand_raised && !m.invited_to_stage)
+        .count();
+    assert_eq!(plain, AUDIENCE_IN_VIEW);
+    let flagged = all
+        .iter()
+        .filter(|m| m.role.on_stage() || m.hand_raised || m.invited_to_stage)
+        .count();
+    assert_eq!(light.members.len(), flagged + AUDIENCE_IN_VIEW);
+    // The same order as the room's.
+    let order: Vec<&UserId> = all
+        .iter()
+        .map(|m| &m.user_id)
+        .filter(|u| light.members.iter().any(|m| &m.user_id == *u))
+        .collect();
+    let shown: Vec<&UserId> = light.members.iter().map(|m| &m.user_id).collect();
+    assert_eq!(order, shown);
+    assert_eq!(
+        light.audience_unshown() as usize,
+        full.audience_count as usize - (light.members.len() - 2)
+    );
+    // A room that fits is its own light view.
+    let small = view(9, all[..AUDIENCE_IN_VIEW].to_vec());
+    assert_eq!(small.light(), small);
+    assert_eq!(small.audience_unshown(), 0);
+
+    // A join beyond the shown listeners changes the light view's count only.
+    let mut bigger = all.clone();
+    bigger.push(member(201, Role::Listener, false, false));
+    let after = view(10, bigger).light();
+    let d = after.diff_from(&light).unwrap();
+    assert!(d.changes.is_empty() && d.about.is_none());
+    assert_eq!(d.audience_count, Some(full.audience_count + 1));
 }

@@ -74,6 +74,7 @@ fn main() {
         ended: false,
         version: 1,
         members: vec![member(&host, Role::Host)],
+        audience_count: 0,
     };
     let listeners: Vec<Listener> = (0..n)
         .map(|_| {

@@ -818,6 +818,9 @@ impl RoomCrypto {
                 .iter()
                 .filter(|m| !known.contains(&m.user_id))
                 .count();
+            // Listeners the light view does not show count as one
+            // unchecked device each, as the server counts them.
+            unchecked += self.view.audience_unshown() as usize;
             let mut proven_listed = 0usize;
             for fp in &candidates {
                 match self.proven.get(fp) {
@@ -1213,8 +1216,13 @@ impl RoomCrypto {
         }
     }
 
+    /// This device's account's role. A listener the room's light view
+    /// does not show (one of its unshown audience, see
+    /// [`RoomView::light`]) is a listener: the server says so by keeping
+    /// this account's channel subscribed (a departure ends it).
     fn my_role(&self) -> Option<Role> {
         self.role_of(&self.me)
+            .or_else(|| (self.view.audience_unshown() > 0).then_some(Role::Listener))
     }
 
     fn role_of(&self, user: &UserId) -> Option<Role> {

@@ -1,6 +1,14 @@
 //! The event bus between request handlers and session channels. One node:
 //! an in-process broadcast. (Several nodes will put NATS behind the same
 //! `publish`/`subscribe`.)
+//!
+//! Two streams: every change in full for the server's own followers (the
+//! E2EE relay, the media plane), and the changes of the *light* view
+//! ([`RoomView::light`]) for session channels. A listener joining or leaving
+//! beyond the light view's audience changes only the audience count: that
+//! goes to no channel as it happens; each channel reads the count once a
+//! second ([`Bus::count`]) and sends it if it changed. A room of 10,000
+//! filling up thus wakes each channel about once a second, not 10,000 times.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,27 +20,53 @@ use tokio::sync::broadcast;
 /// A room changed; `view` is its state after the change.
 #[derive(Debug)]
 pub struct RoomEvent {
+    /// The whole room (on [`Bus::subscribe_full`]), or its light view (on
+    /// [`Bus::subscribe`]).
     pub view: RoomView,
-    /// The change from the room's previously published view, made once
-    /// here for every channel (`None`: the first view of the room, an
-    /// older view than one already published, or too big a change).
+    /// The change from the room's previously published view (of the same
+    /// kind), made once here for every subscriber (`None`: the first view
+    /// of the room, an older view than one already published, or too big
+    /// a change).
     pub delta: Option<RoomDelta>,
     /// Someone left through this change, and whether they were banned.
     pub departed: Option<(UserId, bool)>,
+    /// Light stream only: the light view did not change but for the
+    /// audience count (sent for `departed`; channels leave the count to
+    /// their next [`Bus::count`]).
+    pub count_only: bool,
+}
+
+/// A room's audience count as of `version`; the light view last changed
+/// at `light_version` (≤ `version`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AudienceCount {
+    pub version: i64,
+    pub count: u32,
+    pub light_version: i64,
+}
+
+#[derive(Default, Debug)]
+struct Published {
+    /// The last full view per live room, to make the next full delta.
+    full: HashMap<RoomId, RoomView>,
+    /// The last light view that changed but for its count.
+    light: HashMap<RoomId, RoomView>,
+    counts: HashMap<RoomId, AudienceCount>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Bus {
-    tx: broadcast::Sender<Arc<RoomEvent>>,
-    /// The last view published per live room, to make the next delta.
-    last: Arc<Mutex<HashMap<RoomId, RoomView>>>,
+    full_tx: broadcast::Sender<Arc<RoomEvent>>,
+    light_tx: broadcast::Sender<Arc<RoomEvent>>,
+    published: Arc<Mutex<Published>>,
 }
 
 impl Default for Bus {
     fn default() -> Self {
         Bus {
-            tx: broadcast::channel(1024).0,
-            last: Arc::default(),
+            full_tx: broadcast::channel(1024).0,
+            light_tx: broadcast::channel(1024).0,
+            published: Arc::default(),
         }
     }
 }
@@ -41,31 +75,77 @@ impl Bus {
     /// Publishes a room's new state. Events leave in the order their deltas
     /// were made, so each delta starts where the previous one ended.
     pub fn publish(&self, view: RoomView, departed: Option<(UserId, bool)>) {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let delta = match last.get(&view.id) {
-            Some(old) if old.version >= view.version => None,
-            Some(old) => {
-                let delta = view.diff_from(old);
-                last.insert(view.id.clone(), view.clone());
-                delta
-            }
-            None => {
-                last.insert(view.id.clone(), view.clone());
-                None
-            }
+        let mut p = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let id = view.id.clone();
+        let stale = p
+            .full
+            .get(&id)
+            .is_some_and(|old| old.version >= view.version);
+        let delta = match p.full.get(&id) {
+            Some(old) if !stale => view.diff_from(old),
+            _ => None,
         };
+        let light = view.light();
+        let mut light_delta = None;
+        let mut count_only = false;
+        if !stale {
+            light_delta = p.light.get(&id).and_then(|old| light.diff_from(old));
+            count_only = light_delta
+                .as_ref()
+                .is_some_and(|d| d.changes.is_empty() && d.about.is_none());
+            let light_version = match p.counts.get(&id) {
+                Some(c) if count_only => c.light_version,
+                _ => view.version,
+            };
+            p.counts.insert(
+                id.clone(),
+                AudienceCount {
+                    version: view.version,
+                    count: view.audience_count,
+                    light_version,
+                },
+            );
+            if !count_only {
+                p.light.insert(id.clone(), light.clone());
+            }
+            p.full.insert(id.clone(), view.clone());
+        }
         if view.ended {
-            last.remove(&view.id);
+            p.full.remove(&id);
+            p.light.remove(&id);
+            p.counts.remove(&id);
         }
         // No subscriber is not an error.
-        let _ = self.tx.send(Arc::new(RoomEvent {
+        if !count_only || departed.is_some() {
+            let _ = self.light_tx.send(Arc::new(RoomEvent {
+                view: light,
+                delta: light_delta.filter(|_| !count_only),
+                departed: departed.clone(),
+                count_only,
+            }));
+        }
+        let _ = self.full_tx.send(Arc::new(RoomEvent {
             view,
             delta,
             departed,
+            count_only: false,
         }));
     }
 
+    /// The light view's changes, for session channels.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<RoomEvent>> {
-        self.tx.subscribe()
+        self.light_tx.subscribe()
+    }
+
+    /// Every change in full, for the server's own followers.
+    pub fn subscribe_full(&self) -> broadcast::Receiver<Arc<RoomEvent>> {
+        self.full_tx.subscribe()
+    }
+
+    /// The room's latest audience count (`None`: nothing published since
+    /// the server started, or the room ended).
+    pub fn count(&self, room: &RoomId) -> Option<AudienceCount> {
+        let p = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        p.counts.get(room).copied()
     }
 }

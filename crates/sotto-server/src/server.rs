@@ -92,10 +92,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         e2ee,
     );
     if let Some(media) = media {
-        tokio::spawn(follow_rooms(state.bus.subscribe(), media));
+        tokio::spawn(follow_rooms(state.bus.subscribe_full(), media));
     }
     tokio::spawn(crate::e2ee_relay::follow_rooms(
-        state.bus.subscribe(),
+        state.bus.subscribe_full(),
         state.e2ee.clone(),
     ));
     let now = config.clock.now_ms();

@@ -57,5 +57,6 @@ export function applyDelta(view: RoomView, delta: RoomDelta): RoomView | null {
     ended: about.ended,
     version: delta.version,
     members,
+    audience_count: delta.audience_count ?? view.audience_count,
   };
 }

@@ -363,6 +363,9 @@ export function RoomPage(props: { roomId: string }) {
   const stage = view.members.filter((m) => onStage(m.role));
   const audience = view.members.filter((m) => !onStage(m.role));
   const moderating = myRole === "host" || myRole === "moderator";
+  // A large audience is shown in part (the first listeners to join, and
+  // every raised hand); the rest is a count.
+  const unshown = Math.max(0, view.audience_count - audience.filter((m) => m.role === "listener").length);
   // The hand queue: who raised first comes first.
   const hands = audience
     .filter((m) => m.hand_raised)
@@ -495,6 +498,11 @@ export function RoomPage(props: { roomId: string }) {
               />
             ))}
           </ul>
+        )}
+        {unshown > 0 && (
+          <p class="muted audience-more">
+            and {unshown} more {unshown === 1 ? "listener" : "listeners"}
+          </p>
         )}
       </section>
 

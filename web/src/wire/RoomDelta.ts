@@ -9,4 +9,8 @@ import type { RoomId } from "./RoomId";
  * holding version `from` applies it; a client holding anything else
  * missed a change and subscribes again for a full view.
  */
-export type RoomDelta = { room_id: RoomId, from: number, version: number, about?: RoomAbout, changes: Array<MemberChange>, };
+export type RoomDelta = { room_id: RoomId, from: number, version: number, about?: RoomAbout, changes: Array<MemberChange>, 
+/**
+ * The room's new audience count, when it changed.
+ */
+audience_count?: number, };

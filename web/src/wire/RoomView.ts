@@ -14,6 +14,13 @@ export type RoomView = { id: RoomId, title: string, description: string, kind: R
 version: number, 
 /**
  * By role (host, moderators, speakers, then the audience), each role in
- * order of joining.
+ * order of joining. In a room of more than [`AUDIENCE_IN_VIEW`]
+ * listeners, the audience here is partial (see [`RoomView::light`]):
+ * the rest is paged over HTTP (`GET /api/rooms/{id}/audience`).
  */
-members: Array<MemberView>, };
+members: Array<MemberView>, 
+/**
+ * How many listeners (members in the audience) the room has, shown
+ * in `members` or not.
+ */
+audience_count: number, };

@@ -131,6 +131,7 @@ impl Net {
                 ended: false,
                 version: 1,
                 members: Vec::new(),
+                audience_count: 0,
             },
             room,
             now: START,

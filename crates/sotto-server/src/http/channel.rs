@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use sotto_proto::channel::{
     ClientMessage, MAX_MESSAGE_BYTES, ServerEnvelope, ServerMessage, parse_client_message,
 };
+use sotto_proto::room::{RoomDelta, RoomView};
 use sotto_proto::{ErrorCode, RoomId, UserId};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -27,6 +28,35 @@ use crate::error::ApiError;
 use crate::store::AuthedSession;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a channel sends a changed audience count (see [`crate::bus`]).
+const AUDIENCE_COUNT_EVERY: Duration = Duration::from_secs(1);
+
+/// The version and audience count of a room as a channel last sent it,
+/// and whether it sends the whole room (to someone on its stage: whoever
+/// distributes the audience's keys must see every listener) or its light
+/// view ([`RoomView::light`], to the audience).
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    version: i64,
+    count: u32,
+    full: bool,
+}
+
+impl Sent {
+    fn of(view: &RoomView, full: bool) -> Sent {
+        Sent {
+            version: view.version,
+            count: view.audience_count,
+            full,
+        }
+    }
+}
+
+fn on_stage(view: &RoomView, user: &UserId) -> bool {
+    view.members
+        .iter()
+        .any(|m| &m.user_id == user && m.role.on_stage())
+}
 /// Largest frame the socket reads; over it the channel closes.
 const SOCKET_READ_LIMIT: usize = 4 * MAX_MESSAGE_BYTES;
 /// The socket's read buffer (it grows for a larger message, up to
@@ -91,7 +121,11 @@ struct Channel {
     e2ee_rx: tokio::sync::mpsc::Receiver<ServerMessage>,
     /// The subscribed rooms, each with the version of the last state sent
     /// (a delta goes out only to a channel at the version it starts from).
-    rooms: HashMap<RoomId, i64>,
+    /// What this channel last told its client of each room it follows.
+    rooms: HashMap<RoomId, Sent>,
+    /// Every change in full, while this channel follows a room whose
+    /// stage it is on (listeners' channels wake only for the light view).
+    full_events: Option<tokio::sync::broadcast::Receiver<Arc<RoomEvent>>>,
     /// This session's token hash (a logout closes the channel).
     token_hash: Vec<u8>,
     /// This session's media peers, one per room.
@@ -128,6 +162,7 @@ async fn run(mut socket: WebSocket, state: AppState) {
             e2ee_tx,
             e2ee_rx,
             rooms: HashMap::new(),
+            full_events: None,
             token_hash: session.token_hash,
             media: HashMap::new(),
         };
@@ -189,6 +224,8 @@ impl Channel {
         let mut events = self.state.bus.subscribe();
         let mut revocations = self.state.revocations.subscribe();
         let mut presence = tokio::time::interval(self.state.config.presence_refresh);
+        let mut counts = tokio::time::interval(AUDIENCE_COUNT_EVERY);
+        counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut draining = self.state.draining.subscribe();
         let mut gone = self.state.media.as_ref().map(|m| m.gone_peers());
         if *draining.borrow_and_update() {
@@ -209,6 +246,9 @@ impl Channel {
                         self.going_away().await;
                         return;
                     }
+                }
+                _ = counts.tick(), if !self.rooms.is_empty() => {
+                    if self.send_counts().await.is_err() { return; }
                 }
                 _ = presence.tick() => {
                     let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
@@ -245,9 +285,17 @@ impl Channel {
                     Err(RecvError::Closed) => {}
                 },
                 event = events.recv() => match event {
-                    Ok(event) => if self.deliver(&event).await.is_err() { return; },
+                    Ok(event) => if self.deliver(&event, false).await.is_err() { return; },
                     Err(RecvError::Lagged(_)) => if self.resync().await.is_err() { return; },
                     Err(RecvError::Closed) => return,
+                },
+                event = async { self.full_events.as_mut()?.recv().await.ok() }, if self.full_events.is_some() => match event {
+                    Some(event) => if self.deliver(&event, true).await.is_err() { return; },
+                    // Lagged (or closed): every room afresh.
+                    None => {
+                        self.full_events = Some(self.state.bus.subscribe_full());
+                        if self.resync().await.is_err() { return; }
+                    }
                 },
             }
         }
@@ -366,10 +414,7 @@ impl Channel {
                     return self.refuse(e.code, e.message).await;
                 }
                 match self.state.store.room_for(&room_id, &self.user).await {
-                    Ok(room) => {
-                        self.rooms.insert(room_id, room.version);
-                        self.send(ServerMessage::RoomState { room }).await
-                    }
+                    Ok(room) => self.send_state(room).await,
                     Err(e) => self.refuse(e.code, e.message).await,
                 }
             }
@@ -428,11 +473,34 @@ impl Channel {
         }
     }
 
-    async fn deliver(&mut self, event: &Arc<RoomEvent>) -> Result<(), axum::Error> {
+    /// Sends a room's whole state (`room` in full): in full to someone on
+    /// its stage, else its light view. Follows every change in full from
+    /// then on while this channel needs it.
+    async fn send_state(&mut self, room: RoomView) -> Result<(), axum::Error> {
+        let full = on_stage(&room, &self.user);
+        if full && self.full_events.is_none() {
+            self.full_events = Some(self.state.bus.subscribe_full());
+        }
+        let room = if full { room } else { room.light() };
+        self.rooms.insert(room.id.clone(), Sent::of(&room, full));
+        if !full && self.rooms.values().all(|s| !s.full) {
+            self.full_events = None;
+        }
+        self.send(ServerMessage::RoomState { room }).await
+    }
+
+    /// A room changed (`full`: an event of the full stream, else of the
+    /// light one). Each room follows the stream its `Sent::full` says; a
+    /// change that moves this channel's user on or off the stage switches
+    /// the room to the other stream, with the whole room.
+    async fn deliver(&mut self, event: &Arc<RoomEvent>, full: bool) -> Result<(), axum::Error> {
         let room_id = &event.view.id;
         let Some(sent) = self.rooms.get(room_id).copied() else {
             return Ok(());
         };
+        if sent.full != full {
+            return Ok(());
+        }
         if let Some((_, banned)) = event
             .departed
             .as_ref()
@@ -448,10 +516,38 @@ impl Channel {
                 })
                 .await;
         }
-        if event.view.version > sent {
-            self.rooms.insert(room_id.clone(), event.view.version);
+        if event.count_only {
+            // Sent with the next audience count.
+            return Ok(());
+        }
+        if event.view.version > sent.version && on_stage(&event.view, &self.user) != full {
+            let room = if full {
+                Ok(event.view.clone())
+            } else {
+                // Onto the stage: the whole room from the store.
+                self.state.store.room_for(room_id, &self.user).await
+            };
+            match room {
+                Ok(room) => self.send_state(room).await?,
+                Err(e) => self.refuse(e.code, e.message).await?,
+            }
+        } else if event.view.version > sent.version {
+            self.rooms
+                .insert(room_id.clone(), Sent::of(&event.view, full));
             let msg = match &event.delta {
-                Some(delta) if delta.from == sent => ServerMessage::RoomDelta(delta.clone()),
+                Some(delta) if full && delta.from == sent.version => {
+                    ServerMessage::RoomDelta(delta.clone())
+                }
+                // Nothing but the count changed between the delta's start
+                // and what this channel sent last (count-only changes are
+                // never broadcast, see `crate::bus`): it applies from there.
+                Some(delta) if !full && delta.from <= sent.version => {
+                    let mut delta = delta.clone();
+                    delta.from = sent.version;
+                    delta.audience_count = (event.view.audience_count != sent.count)
+                        .then_some(event.view.audience_count);
+                    ServerMessage::RoomDelta(delta)
+                }
                 // This channel holds another version (it subscribed
                 // between two changes, or events came out of order): the
                 // whole room.
@@ -472,6 +568,44 @@ impl Channel {
         Ok(())
     }
 
+    /// Each followed room's audience count, if it changed since this
+    /// channel last said and nothing else changed that the client has not
+    /// been sent yet (that change is on its way, with the count).
+    async fn send_counts(&mut self) -> Result<(), axum::Error> {
+        let mut due = Vec::new();
+        for (room_id, sent) in self.rooms.iter().filter(|(_, s)| !s.full) {
+            let Some(now) = self.state.bus.count(room_id) else {
+                continue;
+            };
+            if now.version > sent.version
+                && now.light_version <= sent.version
+                && now.count != sent.count
+            {
+                due.push((room_id.clone(), *sent, now));
+            }
+        }
+        for (room_id, sent, now) in due {
+            self.rooms.insert(
+                room_id.clone(),
+                Sent {
+                    version: now.version,
+                    count: now.count,
+                    full: false,
+                },
+            );
+            self.send(ServerMessage::RoomDelta(RoomDelta {
+                room_id,
+                from: sent.version,
+                version: now.version,
+                about: None,
+                changes: Vec::new(),
+                audience_count: Some(now.count),
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
     /// After missing events, send each subscribed room's state afresh.
     async fn resync(&mut self) -> Result<(), axum::Error> {
         let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
@@ -485,8 +619,7 @@ impl Channel {
                         .await
                         .unwrap_or(false) =>
                 {
-                    self.rooms.insert(room_id, room.version);
-                    self.send(ServerMessage::RoomState { room }).await?
+                    self.send_state(room).await?
                 }
                 _ => {
                     self.rooms.remove(&room_id);

@@ -20,8 +20,10 @@ use crate::rooms::Action;
 use crate::store::RoomAccess;
 
 impl AppState {
+    /// Publishes the change; returns the room's light view (as the
+    /// session channel shows it).
     pub(crate) fn announce(&self, access: RoomAccess) -> RoomView {
-        let view = access.view.clone();
+        let view = access.view.light();
         self.bus.publish(access.view, access.departed);
         view
     }
@@ -69,7 +71,10 @@ pub async fn hallway(
     Ok(Json(state.store.hallway(&session.user_id).await?))
 }
 
-/// A room's live state (members, or those who may enter).
+/// A room's live state (members, or those who may enter): the stage, the
+/// listeners with a hand up or a stage invitation, the first 50 other
+/// listeners and the audience count; the rest of the audience is paged at
+/// `/api/rooms/{room_id}/audience`.
 #[utoipa::path(get, path = "/api/rooms/{room_id}", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = String, Path)),
     responses((status = 200, body = RoomView)))]
@@ -82,7 +87,8 @@ pub async fn get(
         state
             .store
             .room_for(&RoomId(room_id), &session.user_id)
-            .await?,
+            .await?
+            .light(),
     ))
 }
 

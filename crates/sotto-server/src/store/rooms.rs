@@ -668,6 +668,10 @@ async fn load_view(tx: &mut Tx, room: &RoomId) -> Result<RoomView, ApiError> {
         .map(member_view_from_row)
         .collect::<Result<Vec<_>, ApiError>>()?;
     members.sort_by_key(|(seq, m)| (std::cmp::Reverse(m.role), *seq));
+    let audience = members
+        .iter()
+        .filter(|(_, m)| m.role == sotto_proto::room::Role::Listener)
+        .count();
     Ok(RoomView {
         id: RoomId(row.get(0)),
         title: row.get(1),
@@ -676,5 +680,6 @@ async fn load_view(tx: &mut Tx, room: &RoomId) -> Result<RoomView, ApiError> {
         ended: row.get::<Option<i64>, _>(4).is_some(),
         version: row.get(5),
         members: members.into_iter().map(|(_, m)| m).collect(),
+        audience_count: u32::try_from(audience).unwrap_or(u32::MAX),
     })
 }
