@@ -20,6 +20,9 @@ pub struct Channel {
     views: HashMap<RoomId, RoomView>,
     /// Test hook: forget the next delta, as if it were lost.
     skip_delta: bool,
+    /// Bytes of text frames received: room state (`room_state`,
+    /// `room_delta`) and everything else.
+    received: (u64, u64),
 }
 
 impl Channel {
@@ -45,6 +48,7 @@ impl Channel {
             user_id: UserId(String::new()),
             views: HashMap::new(),
             skip_delta: false,
+            received: (0, 0),
         };
         channel.send(ClientMessage::Hello { token }).await?;
         match channel.next(Duration::from_secs(10)).await? {
@@ -112,6 +116,13 @@ impl Channel {
                 Some(Ok(Message::Text(text))) => {
                     let msg =
                         parse_server_message(&text).map_err(|(_, e)| ClientError::Channel(e))?;
+                    let bytes = text.len() as u64;
+                    match msg {
+                        ServerMessage::RoomState { .. } | ServerMessage::RoomDelta(_) => {
+                            self.received.0 += bytes;
+                        }
+                        _ => self.received.1 += bytes,
+                    }
                     return Ok((msg, text.len()));
                 }
                 Some(Ok(Message::Close(_))) | None => {
@@ -164,6 +175,12 @@ impl Channel {
             }
             other => Ok(Some(other)),
         }
+    }
+
+    /// Bytes of text frames received so far: of room state, and of
+    /// everything else (E2EE, errors, media signaling).
+    pub fn received_bytes(&self) -> (u64, u64) {
+        self.received
     }
 
     /// Test hook: lose the next room delta, as a client with a bug or a

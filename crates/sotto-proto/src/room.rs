@@ -255,30 +255,31 @@ pub enum DeltaError {
 /// Past this many member changes a full view is cheaper to send and to apply.
 pub const MAX_DELTA_CHANGES: usize = 64;
 
-/// A room's view on the session channel shows at most this many plain
-/// listeners (no hand up, no stage invitation), the earliest to join; a
-/// listener joining or leaving beyond them changes only the audience
-/// count, which the channel sends at most once a second. So a join in a
-/// room of 10,000 costs each participant a few dozen bytes, not a member
-/// entry, and a room of up to this many listeners is shown in full.
+/// A room's view on the session channel shows the first this many
+/// listeners to join (and, beyond them, every listener with a hand up or a
+/// stage invitation); a listener joining or leaving beyond them changes
+/// only the audience count, which the channel sends at most once a second.
+/// So a join in a room of 10,000 costs each participant a few dozen bytes,
+/// not a member entry, and a room of up to this many listeners is shown in
+/// full.
 pub const AUDIENCE_IN_VIEW: usize = 50;
 
 impl RoomView {
-    /// The view participants are sent: the stage, every listener with a
-    /// hand up or a stage invitation, and the first [`AUDIENCE_IN_VIEW`]
-    /// other listeners, in the same order as in `self`; with the audience
-    /// count of the whole room. Costs one pass over the members.
+    /// The view participants are sent: the stage, the first
+    /// [`AUDIENCE_IN_VIEW`] listeners and every other listener with a hand
+    /// up or a stage invitation, in the same order as in `self`; with the
+    /// audience count of the whole room. Costs one pass over the members.
     pub fn light(&self) -> RoomView {
-        let mut plain = 0usize;
+        let mut listeners = 0usize;
         let members = self
             .members
             .iter()
             .filter(|m| {
-                if m.role != Role::Listener || m.hand_raised || m.invited_to_stage {
+                if m.role != Role::Listener {
                     return true;
                 }
-                plain += 1;
-                plain <= AUDIENCE_IN_VIEW
+                listeners += 1;
+                listeners <= AUDIENCE_IN_VIEW || m.hand_raised || m.invited_to_stage
             })
             .cloned()
             .collect();

@@ -1121,6 +1121,11 @@ impl RoomCrypto {
             })
     }
 
+    /// The newest audience key generation this device holds.
+    pub fn key_generation(&self) -> Option<KeyGeneration> {
+        self.newest_generation()
+    }
+
     /// Whether this device can send (holds a stage send key).
     pub fn can_encrypt(&self) -> bool {
         self.part

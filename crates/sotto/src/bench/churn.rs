@@ -413,8 +413,9 @@ async fn stall_probe(mut phase: watch::Receiver<Phase>) -> Duration {
 }
 
 /// Registers `n` accounts named `{prefix}{i}`, a few at a time.
-async fn register_many(
-    args: &ChurnArgs,
+pub(super) async fn register_many(
+    server: &str,
+    invite: &str,
     dir: &std::path::Path,
     prefix: &str,
     n: usize,
@@ -422,7 +423,7 @@ async fn register_many(
     let gate = Arc::new(Semaphore::new(8));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
-        let (server, invite, gate) = (args.server.clone(), args.invite.clone(), gate.clone());
+        let (server, invite, gate) = (server.to_owned(), invite.to_owned(), gate.clone());
         let (dir, name) = (dir.to_path_buf(), format!("{prefix}{i}"));
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await?;
@@ -462,14 +463,27 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<ChurnReport> {
         .await
         .context("creating the churn room")?
         .id;
-    let stable_people = register_many(&args, dir.path(), &format!("c{tag}_s"), args.stable).await?;
+    let stable_people = register_many(
+        &args.server,
+        &args.invite,
+        dir.path(),
+        &format!("c{tag}_s"),
+        args.stable,
+    )
+    .await?;
     let accounts = args.accounts();
     eprintln!("registering {accounts} churning accounts");
-    let pool: Vec<Account> = register_many(&args, dir.path(), &format!("c{tag}_"), accounts)
-        .await?
-        .into_iter()
-        .map(|(person, profile)| Account { person, profile })
-        .collect();
+    let pool: Vec<Account> = register_many(
+        &args.server,
+        &args.invite,
+        dir.path(),
+        &format!("c{tag}_"),
+        accounts,
+    )
+    .await?
+    .into_iter()
+    .map(|(person, profile)| Account { person, profile })
+    .collect();
     let reference = Arc::new(reference.await.context("encoding the reference")??);
 
     // The host and the stable listeners are other devices: each side runs

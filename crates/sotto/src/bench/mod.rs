@@ -8,6 +8,8 @@
 //! - `churn`: listeners joining and leaving at a steady rate (`churner`)
 //!   around a speaking host and stable listeners that check every frame
 //!   (`stable`, `room_keys`).
+//! - `storm`: N listeners admitted into one E2EE room within a window;
+//!   bytes per listener per change; a ban's exposure window.
 
 mod churn;
 mod churner;
@@ -19,6 +21,7 @@ mod raw;
 mod room_keys;
 mod speaker;
 mod stable;
+mod storm;
 
 use clap::Subcommand;
 
@@ -33,6 +36,9 @@ pub enum BenchCommand {
     /// Listeners join and leave at a steady rate while a host speaks and
     /// stable listeners check every frame.
     Churn(churn::ChurnArgs),
+    /// N listeners join one E2EE room within a window (keys delivered);
+    /// then what a change costs each listener, and a ban's exposure.
+    Storm(storm::StormArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -56,6 +62,11 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             let report = janus::run(args).await?;
             report.print();
             append_row(markdown.as_deref(), &report)
+        }
+        BenchCommand::Storm(args) => {
+            let report = storm::run(args).await?;
+            report.print();
+            Ok(())
         }
         BenchCommand::Churn(args) => {
             churn::run(args).await?.print();

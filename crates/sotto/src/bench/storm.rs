@@ -1,0 +1,518 @@
+//! `sotto bench storm`: N listeners join one end-to-end encrypted room
+//! within a window (an admission storm), each through the real control
+//! path — `POST join`, a session channel subscribed to the room, the E2EE
+//! hello and a signed join request that the distributor (the host's real
+//! client session) verifies and answers with a sealed key. Then, with the
+//! room full: what one more join, a raised hand and a stage invitation
+//! cost each listener in bytes; and a ban: how long until every remaining
+//! listener holds the new key and the banned one is cut off.
+//!
+//! Listeners open no media (N WebRTC peers on this machine would measure
+//! the generator; `bench fanout` measures the media plane): every figure
+//! here is the control plane's and the E2EE's. Server memory per listener
+//! is therefore memory outside the SFU.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use sotto_client::session::{self, Mode, SessionConfig};
+use sotto_client::{Channel, Profile};
+use sotto_proto::RoomId;
+use sotto_proto::channel::ServerMessage;
+use sotto_proto::room::RoomKind;
+use tokio::sync::watch;
+
+use super::churn::register_many;
+use super::fanout::{Person, register};
+use super::probe;
+use super::room_keys::RoomKeys;
+
+#[derive(Args, Clone, Debug)]
+pub struct StormArgs {
+    /// The server's base URL (loopback).
+    #[arg(long)]
+    pub server: String,
+    /// An invite code good for listeners + 2 registrations; the server
+    /// should run with `--auth-rate-limit 0`.
+    #[arg(long)]
+    pub invite: String,
+    #[arg(long, default_value_t = 1000)]
+    pub listeners: usize,
+    /// The joins are spread evenly over this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub join_seconds: u64,
+    /// How long after the last join to wait for keys, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub key_timeout: u64,
+    /// The server's process id, for CPU and memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Write the figures as a Markdown table to this file.
+    #[arg(long)]
+    pub markdown: Option<std::path::PathBuf>,
+}
+
+/// What one listener saw, read while it runs.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Milliseconds from the storm's start: joined, keyed (0: not yet).
+    joined_ms: AtomicU64,
+    keyed_ms: AtomicU64,
+    /// The newest key generation held (epoch × 2³² + rotation), and when
+    /// it was installed (ms from the storm's start).
+    generation: AtomicU64,
+    generation_ms: AtomicU64,
+    /// Bytes received: room state, everything else.
+    room_bytes: AtomicU64,
+    other_bytes: AtomicU64,
+    /// The server told it it left (banned), at this ms.
+    left_ms: AtomicU64,
+    failed: AtomicBool,
+}
+
+fn ms_since(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// One listener: join, key, stay until `stop`.
+async fn listener(
+    person: Person,
+    profile: Profile,
+    room: RoomId,
+    t0: Instant,
+    seen: Arc<Seen>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    seen.joined_ms.store(ms_since(t0), Relaxed);
+    let view = person.client.join(&room).await.context("joining")?;
+    let mut channel = Channel::connect(&person.client).await?;
+    channel.subscribe(&room).await?;
+    let mut keys = RoomKeys::open(&profile, &person.user_id, &view, &mut channel).await?;
+    loop {
+        let due = keys.due();
+        tokio::select! {
+            _ = stop.changed() => break,
+            () = tokio::time::sleep_until(due) => keys.on_timeout(&mut channel).await?,
+            msg = channel.next(Duration::from_secs(3600)) => {
+                let msg = msg?;
+                match msg {
+                    ServerMessage::RoomLeft { .. } => {
+                        seen.left_ms.store(ms_since(t0), Relaxed);
+                        break;
+                    }
+                    ServerMessage::RoomEnded { .. } => break,
+                    _ => keys.on_message(&mut channel, &msg).await?,
+                }
+            }
+        }
+        let (room_bytes, other_bytes) = channel.received_bytes();
+        seen.room_bytes.store(room_bytes, Relaxed);
+        seen.other_bytes.store(other_bytes, Relaxed);
+        if let Some(g) = keys.crypto.key_generation() {
+            let g = (g.epoch << 32) | u64::from(g.rotation);
+            if seen.generation.swap(g, Relaxed) != g {
+                seen.generation_ms.store(ms_since(t0), Relaxed);
+            }
+        }
+        if keys.crypto.can_decrypt() && seen.keyed_ms.load(Relaxed) == 0 {
+            seen.keyed_ms.store(ms_since(t0), Relaxed);
+        }
+    }
+    // The banned listener's channel is closed by the server already.
+    channel.close().await;
+    Ok(())
+}
+
+/// Everything one storm measured.
+#[derive(Debug)]
+pub struct StormReport {
+    pub listeners: usize,
+    pub join_seconds: u64,
+    pub registration_s: f64,
+    pub keyed: usize,
+    pub failed: usize,
+    /// Seconds from the first join to the last listener keyed.
+    pub admission_s: Option<f64>,
+    /// Seconds from `POST join` to a key, sorted.
+    pub time_to_key: Vec<f64>,
+    pub server_cpu: Option<f64>,
+    pub storm_wall_s: f64,
+    pub rss_before_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    /// Bytes per listener (room state, E2EE and the rest) for one change.
+    pub per_change: Vec<(String, f64, f64)>,
+    /// Seconds from the ban to every remaining listener on a newer key, and
+    /// to the banned listener told it left; listeners not on a newer key
+    /// within the wait.
+    pub ban_rekeyed_s: Option<f64>,
+    pub ban_cut_off_s: Option<f64>,
+    pub ban_not_rekeyed: usize,
+}
+
+impl StormReport {
+    fn q(&self, q: f64) -> String {
+        probe::sample_quantile(&self.time_to_key, q).map_or("n/a".into(), |s| format!("{:.2} s", s))
+    }
+
+    fn rss_per_listener(&self) -> Option<f64> {
+        let (a, b) = (self.rss_before_kib?, self.rss_after_kib?);
+        Some((b as f64 - a as f64) / self.listeners.max(1) as f64)
+    }
+
+    fn rows(&self) -> Vec<(String, String)> {
+        let opt_s = |v: Option<f64>| v.map_or("n/a".into(), |s| format!("{s:.2} s"));
+        let mut rows = vec![
+            (
+                "registering the accounts (not part of the storm)".into(),
+                format!("{:.0} s", self.registration_s),
+            ),
+            (
+                "listeners joined / keyed / failed".into(),
+                format!("{} / {} / {}", self.listeners, self.keyed, self.failed),
+            ),
+            (
+                format!(
+                    "admission: first join to last key (joins spread over {} s)",
+                    self.join_seconds
+                ),
+                opt_s(self.admission_s),
+            ),
+            (
+                "time to key (POST join → key installed) p50 / p95 / max".into(),
+                format!("{} / {} / {}", self.q(0.5), self.q(0.95), self.q(1.0)),
+            ),
+            (
+                "server CPU during the storm".into(),
+                self.server_cpu.map_or("n/a".into(), |c| {
+                    format!(
+                        "{c:.1} CPU-s in {:.1} s ({:.0} % of one core)",
+                        self.storm_wall_s,
+                        100.0 * c / self.storm_wall_s.max(1e-9)
+                    )
+                }),
+            ),
+            (
+                "server RSS before / after; per listener (no media: outside the SFU)".into(),
+                format!(
+                    "{} / {} KiB; {}",
+                    self.rss_before_kib.map_or("n/a".into(), |k| k.to_string()),
+                    self.rss_after_kib.map_or("n/a".into(), |k| k.to_string()),
+                    self.rss_per_listener()
+                        .map_or("n/a".into(), |k| format!("{k:.1} KiB"))
+                ),
+            ),
+        ];
+        for (what, room, other) in &self.per_change {
+            rows.push((
+                format!("bytes per listener: {what}"),
+                format!("{room:.0} B room state + {other:.0} B E2EE"),
+            ));
+        }
+        rows.push((
+            "ban: every remaining listener on a newer key / the banned one told".into(),
+            format!(
+                "{} / {} ({} not on a newer key within 30 s)",
+                opt_s(self.ban_rekeyed_s),
+                opt_s(self.ban_cut_off_s),
+                self.ban_not_rekeyed
+            ),
+        ));
+        rows
+    }
+
+    pub fn print(&self) {
+        for (what, v) in self.rows() {
+            println!("{what:<72} {v}");
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("| What | Measured |\n|---|---|\n");
+        for (what, v) in self.rows() {
+            out.push_str(&format!("| {what} | {v} |\n"));
+        }
+        out
+    }
+}
+
+/// What each listener received since `before`, on average.
+fn per_listener(what: &str, before: (u64, u64), seen: &[Arc<Seen>]) -> (String, f64, f64) {
+    let after = bytes(seen);
+    let count = seen.len().max(1) as f64;
+    (
+        what.to_owned(),
+        after.0.saturating_sub(before.0) as f64 / count,
+        after.1.saturating_sub(before.1) as f64 / count,
+    )
+}
+
+/// Sum over listeners of (room, other) bytes.
+fn bytes(seen: &[Arc<Seen>]) -> (u64, u64) {
+    seen.iter().fold((0, 0), |(r, o), s| {
+        (
+            r + s.room_bytes.load(Relaxed),
+            o + s.other_bytes.load(Relaxed),
+        )
+    })
+}
+
+pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
+    let dir = tempfile::tempdir().context("a directory for the bench profiles")?;
+    let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let n = args.listeners;
+
+    let t_reg = Instant::now();
+    let host_name = format!("s{tag}_h");
+    let host = register(&args.server, dir.path(), &args.invite, &host_name).await?;
+    let host_profile = Profile::open(&dir.path().join(&host_name))?;
+    eprintln!("registering {} accounts", n + 1);
+    let mut people = register_many(
+        &args.server,
+        &args.invite,
+        dir.path(),
+        &format!("s{tag}_"),
+        n + 1,
+    )
+    .await?;
+    let extra = people.pop().context("the extra account")?;
+    let registration_s = t_reg.elapsed().as_secs_f64();
+    eprintln!("registered in {registration_s:.0} s");
+
+    let room = host
+        .client
+        .create_room("storm", RoomKind::Open, None)
+        .await
+        .context("creating the storm room")?
+        .id;
+    // The host: the real client session, on a thread of its own (another
+    // device), distributing the audience key.
+    let host_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("storm-host")
+        .enable_all()
+        .build()
+        .context("the host's runtime")?;
+    let host_task = {
+        let (client, room) = (host.client.clone(), room.clone());
+        host_rt.spawn(async move {
+            let mut config = SessionConfig::new(
+                room,
+                Mode::Speak {
+                    samples: sotto_audio::speech_like(7, 5.0),
+                    repeat: true,
+                },
+            );
+            config.stop_after = Some(Duration::from_secs(3600));
+            session::run(&client, &host_profile, config, |_| {}).await
+        })
+    };
+    // Until the host's device holds the key and distributes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let rss_before = args.server_pid.map(probe::rss_kib).transpose()?;
+    let cpu0 = args.server_pid.map(probe::cpu_seconds).transpose()?;
+    let t0 = Instant::now();
+    let (stop_tx, stop) = watch::channel(false);
+    let mut seen = Vec::with_capacity(n + 1);
+    let mut tasks = tokio::task::JoinSet::new();
+    let gap = Duration::from_secs_f64(args.join_seconds as f64 / n.max(1) as f64);
+    let mut ticker = tokio::time::interval(gap);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut progress = Instant::now();
+    let users: Vec<sotto_proto::UserId> = people.iter().map(|(p, _)| p.user_id.clone()).collect();
+    let clients: Vec<Arc<sotto_client::Client>> =
+        people.iter().map(|(p, _)| p.client.clone()).collect();
+    anyhow::ensure!(n >= 2, "a storm needs at least 2 listeners");
+    for (person, profile) in people {
+        ticker.tick().await;
+        let s = Arc::new(Seen::default());
+        seen.push(s.clone());
+        let (room, stop) = (room.clone(), stop.clone());
+        tasks.spawn(async move {
+            if let Err(e) = listener(person, profile, room, t0, s.clone(), stop).await {
+                s.failed.store(true, Relaxed);
+                eprintln!("a listener failed: {e:#}");
+            }
+        });
+        if progress.elapsed() > Duration::from_secs(10) {
+            progress = Instant::now();
+            let keyed = seen.iter().filter(|s| s.keyed_ms.load(Relaxed) > 0).count();
+            eprintln!(
+                "+{:.0} s: {} joined, {keyed} keyed",
+                t0.elapsed().as_secs_f64(),
+                seen.len()
+            );
+        }
+    }
+    // Every key, or the timeout.
+    let deadline = Instant::now() + Duration::from_secs(args.key_timeout);
+    loop {
+        let keyed = seen.iter().filter(|s| s.keyed_ms.load(Relaxed) > 0).count();
+        let failed = seen.iter().filter(|s| s.failed.load(Relaxed)).count();
+        if keyed + failed >= n || Instant::now() > deadline {
+            break;
+        }
+        if progress.elapsed() > Duration::from_secs(10) {
+            progress = Instant::now();
+            eprintln!(
+                "+{:.0} s: all joined, {keyed} keyed, {failed} failed",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let storm_wall_s = t0.elapsed().as_secs_f64();
+    let cpu1 = args.server_pid.map(probe::cpu_seconds).transpose()?;
+    // Let the last rosters land before memory is read.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_after = args.server_pid.map(probe::rss_kib).transpose()?;
+    let keyed_ms: Vec<u64> = seen
+        .iter()
+        .map(|s| s.keyed_ms.load(Relaxed))
+        .filter(|&k| k > 0)
+        .collect();
+    let mut time_to_key: Vec<f64> = seen
+        .iter()
+        .filter(|s| s.keyed_ms.load(Relaxed) > 0)
+        .map(|s| (s.keyed_ms.load(Relaxed) - s.joined_ms.load(Relaxed)) as f64 / 1e3)
+        .collect();
+    time_to_key.sort_by(f64::total_cmp);
+    let admission_s = (keyed_ms.len() == n).then(|| {
+        let first = seen
+            .iter()
+            .map(|s| s.joined_ms.load(Relaxed))
+            .min()
+            .unwrap_or(0);
+        (keyed_ms.iter().max().copied().unwrap_or(0) - first) as f64 / 1e3
+    });
+    eprintln!(
+        "storm over: {} of {n} keyed in {storm_wall_s:.1} s",
+        keyed_ms.len()
+    );
+
+    // One change at a time in the full room: what each listener receives.
+    let mut per_change = Vec::new();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = bytes(&seen);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    per_change.push(per_listener("nothing happens (2.5 s)", before, &seen));
+    // One more listener, through the whole path (its key is a roster change).
+    {
+        let s = Arc::new(Seen::default());
+        let (room, stop) = (room.clone(), stop.clone());
+        let (person, profile) = extra;
+        let before = bytes(&seen);
+        tasks.spawn(async move {
+            if let Err(e) = listener(person, profile, room, t0, s.clone(), stop).await {
+                s.failed.store(true, Relaxed);
+                eprintln!("the extra listener failed: {e:#}");
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(4_000)).await;
+        per_change.push(per_listener(
+            "one more listener joins and is keyed (4 s)",
+            before,
+            &seen,
+        ));
+    }
+    // A hand from the last listener to join (beyond the audience shown).
+    let before = bytes(&seen);
+    clients[n - 1]
+        .room_action(&room, "raise-hand")
+        .await
+        .context("raising a hand")?;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    per_change.push(per_listener("a raised hand (2.5 s)", before, &seen));
+    // A stage invitation for the second listener to join.
+    let before = bytes(&seen);
+    host.client
+        .member_action(&room, &users[1.min(n - 1)], "invite-to-stage")
+        .await
+        .context("inviting to the stage")?;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    per_change.push(per_listener("a stage invitation (2.5 s)", before, &seen));
+
+    // A ban of the first listener to join.
+    let victim = 0usize;
+    let gens: Vec<u64> = seen.iter().map(|s| s.generation.load(Relaxed)).collect();
+    let t_ban = ms_since(t0);
+    let before = bytes(&seen);
+    host.client
+        .member_action(&room, &users[victim], "ban")
+        .await
+        .context("banning")?;
+    let wait_until = Instant::now() + Duration::from_secs(30);
+    let pending = loop {
+        let pending = seen
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                *i != victim && !s.failed.load(Relaxed) && s.generation.load(Relaxed) <= gens[*i]
+            })
+            .count();
+        if (pending == 0 && seen[victim].left_ms.load(Relaxed) > 0) || Instant::now() > wait_until {
+            break pending;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    per_change.push(per_listener(
+        "a ban (until every listener holds the new key)",
+        before,
+        &seen,
+    ));
+    let ban_rekeyed_s = (pending == 0).then(|| {
+        let last = seen
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .map(|(_, s)| s.generation_ms.load(Relaxed))
+            .max()
+            .unwrap_or(t_ban);
+        last.saturating_sub(t_ban) as f64 / 1e3
+    });
+    let left = seen[victim].left_ms.load(Relaxed);
+    let ban_cut_off_s = (left > 0).then(|| left.saturating_sub(t_ban) as f64 / 1e3);
+    let ban_not_rekeyed = pending;
+
+    stop_tx.send(true).context("stopping the listeners")?;
+    host.client
+        .room_action(&room, "end")
+        .await
+        .context("ending the storm room")?;
+    while tasks.join_next().await.is_some() {}
+    if tokio::time::timeout(Duration::from_secs(10), host_task)
+        .await
+        .is_err()
+    {
+        eprintln!("the host's session did not end within 10 s of the room's end");
+    }
+    host_rt.shutdown_background();
+
+    let report = StormReport {
+        listeners: n,
+        join_seconds: args.join_seconds,
+        registration_s,
+        keyed: keyed_ms.len(),
+        failed: seen.iter().filter(|s| s.failed.load(Relaxed)).count(),
+        admission_s,
+        time_to_key,
+        server_cpu: cpu0.zip(cpu1).map(|(a, b)| b - a),
+        storm_wall_s,
+        rss_before_kib: rss_before,
+        rss_after_kib: rss_after,
+        per_change,
+        ban_rekeyed_s,
+        ban_cut_off_s,
+        ban_not_rekeyed,
+    };
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, report.markdown())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
+}
