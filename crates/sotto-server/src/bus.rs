@@ -13,7 +13,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sotto_proto::room::{RoomDelta, RoomView};
+use sotto_proto::room::{MemberChange, RoomDelta, RoomView};
+
+use crate::store::Joined;
 use sotto_proto::{RoomId, UserId};
 use tokio::sync::broadcast;
 
@@ -22,7 +24,7 @@ use tokio::sync::broadcast;
 pub struct RoomEvent {
     /// The whole room (on [`Bus::subscribe_full`]), or its light view (on
     /// [`Bus::subscribe`]).
-    pub view: RoomView,
+    pub view: Arc<RoomView>,
     /// The change from the room's previously published view (of the same
     /// kind), made once here for every subscriber (`None`: the first view
     /// of the room, an older view than one already published, or too big
@@ -45,10 +47,18 @@ pub struct AudienceCount {
     pub light_version: i64,
 }
 
+/// Why [`Bus::publish_join`] did not apply a join.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinNotApplied {
+    NoView,
+    EarlierChangePending,
+}
+
 #[derive(Default, Debug)]
 struct Published {
-    /// The last full view per live room, to make the next full delta.
-    full: HashMap<RoomId, RoomView>,
+    /// The last full view per live room, to make the next full delta,
+    /// apply the next join to and answer subscriptions from.
+    full: HashMap<RoomId, Arc<RoomView>>,
     /// The last light view that changed but for its count.
     light: HashMap<RoomId, RoomView>,
     counts: HashMap<RoomId, AudienceCount>,
@@ -76,15 +86,71 @@ impl Bus {
     /// were made, so each delta starts where the previous one ended.
     pub fn publish(&self, view: RoomView, departed: Option<(UserId, bool)>) {
         let mut p = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        let id = view.id.clone();
-        let stale = p
-            .full
-            .get(&id)
-            .is_some_and(|old| old.version >= view.version);
-        let delta = match p.full.get(&id) {
-            Some(old) if !stale => view.diff_from(old),
+        let delta = match p.full.get(&view.id) {
+            Some(old) if old.version < view.version => view.diff_from(old),
             _ => None,
         };
+        self.publish_locked(&mut p, Arc::new(view), delta, departed);
+    }
+
+    /// Publishes a join by applying it to the room's last published view:
+    /// no read of the room, and a delta made without comparing member
+    /// lists. Returns the room after it, or why this bus cannot apply it:
+    /// it holds no view of the room (the caller reads the room and
+    /// [`publish`](Self::publish)es it), or a change before this one has
+    /// not been published yet (the caller tries again: that change's
+    /// publisher is about to).
+    pub fn publish_join(&self, joined: &Joined) -> Result<Arc<RoomView>, JoinNotApplied> {
+        let mut p = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let old = p
+            .full
+            .get(&joined.room)
+            .ok_or(JoinNotApplied::NoView)?
+            .clone();
+        if old.version >= joined.version {
+            // Published already, within a newer state.
+            return Ok(old);
+        }
+        if old.version != joined.version - 1 {
+            return Err(JoinNotApplied::EarlierChangePending);
+        }
+        let mut view = (*old).clone();
+        view.version = joined.version;
+        let mut changes = Vec::new();
+        if let Some(m) = &joined.entered {
+            // The newest listener: last (listeners last, each role in order
+            // of joining).
+            let at = u32::try_from(view.members.len()).map_err(|_| JoinNotApplied::NoView)?;
+            view.members.push(m.clone());
+            view.audience_count = view.audience_count.saturating_add(1);
+            changes.push(MemberChange::Put {
+                at,
+                member: m.clone(),
+            });
+        }
+        let delta = RoomDelta {
+            room_id: view.id.clone(),
+            from: old.version,
+            version: view.version,
+            about: None,
+            changes,
+            audience_count: (view.audience_count != old.audience_count)
+                .then_some(view.audience_count),
+        };
+        let view = Arc::new(view);
+        self.publish_locked(&mut p, view.clone(), Some(delta), None);
+        Ok(view)
+    }
+
+    fn publish_locked(
+        &self,
+        p: &mut Published,
+        view: Arc<RoomView>,
+        delta: Option<RoomDelta>,
+        departed: Option<(UserId, bool)>,
+    ) {
+        let id = view.id.clone();
+        let stale = p.full.get(&id).is_some_and(|old| old.version >= view.version);
         let light = view.light();
         let mut light_delta = None;
         let mut count_only = false;
@@ -118,7 +184,7 @@ impl Bus {
         // No subscriber is not an error.
         if !count_only || departed.is_some() {
             let _ = self.light_tx.send(Arc::new(RoomEvent {
-                view: light,
+                view: Arc::new(light),
                 delta: light_delta.filter(|_| !count_only),
                 departed: departed.clone(),
                 count_only,
@@ -126,10 +192,17 @@ impl Bus {
         }
         let _ = self.full_tx.send(Arc::new(RoomEvent {
             view,
-            delta,
+            delta: delta.filter(|_| !stale),
             departed,
             count_only: false,
         }));
+    }
+
+    /// The room's last published state in full (`None`: nothing published
+    /// since the server started, or the room ended).
+    pub fn view(&self, room: &RoomId) -> Option<Arc<RoomView>> {
+        let p = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        p.full.get(room).cloned()
     }
 
     /// The light view's changes, for session channels.

@@ -125,7 +125,7 @@ enum Proposed {
 
 #[derive(Default)]
 struct RoomRelay {
-    view: Option<RoomView>,
+    view: Option<Arc<RoomView>>,
     delivery: Option<RoomDelivery>,
     conns: BTreeMap<u64, Registered>,
     key_owner: HashMap<[u8; 32], UserId>,
@@ -390,16 +390,30 @@ impl E2eeRelay {
     pub async fn handle(
         &self,
         store: &Store,
+        bus: &crate::bus::Bus,
         conn: &ConnInfo,
         tx: &Outbox,
         room_id: &RoomId,
         msg: E2eeUp,
     ) -> Result<(), RelayError> {
         if let E2eeUp::Hello {} = msg {
-            let view = store
-                .room_for(room_id, &conn.user)
-                .await
-                .map_err(|e| (e.code, e.message))?;
+            // A member: the room as last published (the relay follows it
+            // already; no read of the room). Anyone else: the store says
+            // whether they may see it.
+            let cached = match store.is_member(room_id, &conn.user).await {
+                Ok(true) => bus.view(room_id),
+                Ok(false) => None,
+                Err(e) => return Err((e.code, e.message)),
+            };
+            let view = match cached {
+                Some(view) => view,
+                None => Arc::new(
+                    store
+                        .room_for(room_id, &conn.user)
+                        .await
+                        .map_err(|e| (e.code, e.message))?,
+                ),
+            };
             self.lock().entry(room_id.clone()).or_default();
             let (conn, tx) = (conn.clone(), tx.clone());
             return self
@@ -444,7 +458,7 @@ impl E2eeRelay {
                     .map_err(|e| (e.code, e.message))?;
                 let c = conn.clone();
                 self.with_room(room_id, move |relay, _, room| {
-                    room.apply_view(&relay.proposer, view, None);
+                    room.apply_view(&relay.proposer, Arc::new(view), None);
                     room.check(&c, need).map(|()| room.is_open())
                 })
                 .await
@@ -520,7 +534,7 @@ impl E2eeRelay {
 
     /// A room changed (from the bus), with the delta from the previous
     /// view if the bus made one.
-    pub fn apply_view(&self, view: &RoomView, delta: Option<&sotto_proto::room::RoomDelta>) {
+    pub fn apply_view(&self, view: &Arc<RoomView>, delta: Option<&sotto_proto::room::RoomDelta>) {
         if view.ended {
             self.lock().remove(&view.id);
             if let Some(tx) = &self.persist
@@ -533,7 +547,7 @@ impl E2eeRelay {
             return;
         }
         if let Some(cell) = self.room(&view.id) {
-            lock_room(&cell).apply_view(&self.proposer, view.clone(), delta);
+            lock_room(&cell).apply_view(&self.proposer, Arc::clone(view), delta);
         }
     }
 
@@ -708,11 +722,17 @@ impl RoomRelay {
         &mut self,
         relay: &E2eeRelay,
         room_id: &RoomId,
-        view: RoomView,
+        view: Arc<RoomView>,
         conn: ConnInfo,
         tx: Outbox,
     ) {
-        self.apply_view(&relay.proposer, view, None);
+        let behind = self
+            .view
+            .as_ref()
+            .is_none_or(|v| v.id != view.id || v.version < view.version);
+        if behind {
+            self.apply_view(&relay.proposer, view, None);
+        }
         let id = conn.id;
         self.add_conn(Registered { info: conn, tx });
         self.send(
@@ -943,7 +963,7 @@ impl RoomRelay {
     fn apply_view(
         &mut self,
         proposer: &ServerProposer,
-        view: RoomView,
+        view: Arc<RoomView>,
         delta: Option<&sotto_proto::room::RoomDelta>,
     ) {
         if self

@@ -380,7 +380,14 @@ impl Channel {
                 let result = self
                     .state
                     .e2ee
-                    .handle(&self.state.store, &self.e2ee, &self.e2ee_tx, &room_id, e2ee)
+                    .handle(
+                        &self.state.store,
+                        &self.state.bus,
+                        &self.e2ee,
+                        &self.e2ee_tx,
+                        &room_id,
+                        e2ee,
+                    )
                     .await;
                 match result {
                     Ok(()) => Ok(()),
@@ -413,7 +420,7 @@ impl Channel {
                 if let Err(e) = touched {
                     return self.refuse(e.code, e.message).await;
                 }
-                match self.state.store.room_for(&room_id, &self.user).await {
+                match self.room(&room_id).await {
                     Ok(room) => self.send_state(room).await,
                     Err(e) => self.refuse(e.code, e.message).await,
                 }
@@ -473,15 +480,31 @@ impl Channel {
         }
     }
 
+    /// The room in full, for a member: as last published (no read of the
+    /// room), or from the store if nothing was published since the server
+    /// started.
+    async fn room(&mut self, room_id: &RoomId) -> Result<Arc<RoomView>, ApiError> {
+        match self.state.bus.view(room_id) {
+            Some(room) => Ok(room),
+            None => Ok(Arc::new(
+                self.state.store.room_for(room_id, &self.user).await?,
+            )),
+        }
+    }
+
     /// Sends a room's whole state (`room` in full): in full to someone on
     /// its stage, else its light view. Follows every change in full from
     /// then on while this channel needs it.
-    async fn send_state(&mut self, room: RoomView) -> Result<(), axum::Error> {
+    async fn send_state(&mut self, room: Arc<RoomView>) -> Result<(), axum::Error> {
         let full = on_stage(&room, &self.user);
         if full && self.full_events.is_none() {
             self.full_events = Some(self.state.bus.subscribe_full());
         }
-        let room = if full { room } else { room.light() };
+        let room = if full {
+            Arc::unwrap_or_clone(room)
+        } else {
+            room.light()
+        };
         self.rooms.insert(room.id.clone(), Sent::of(&room, full));
         if !full && self.rooms.values().all(|s| !s.full) {
             self.full_events = None;
@@ -524,8 +547,8 @@ impl Channel {
             let room = if full {
                 Ok(event.view.clone())
             } else {
-                // Onto the stage: the whole room from the store.
-                self.state.store.room_for(room_id, &self.user).await
+                // Onto the stage: the whole room.
+                self.room(room_id).await
             };
             match room {
                 Ok(room) => self.send_state(room).await?,
@@ -552,7 +575,7 @@ impl Channel {
                 // between two changes, or events came out of order): the
                 // whole room.
                 _ => ServerMessage::RoomState {
-                    room: event.view.clone(),
+                    room: (*event.view).clone(),
                 },
             };
             self.send(msg).await?;
@@ -619,7 +642,7 @@ impl Channel {
                         .await
                         .unwrap_or(false) =>
                 {
-                    self.send_state(room).await?
+                    self.send_state(Arc::new(room)).await?
                 }
                 _ => {
                     self.rooms.remove(&room_id);

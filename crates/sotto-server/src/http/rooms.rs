@@ -17,6 +17,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, OptionalJson, own_sta
 use super::{AppState, random_bytes};
 use crate::error::{ApiError, ApiResult};
 use crate::rooms::Action;
+use crate::bus::JoinNotApplied;
 use crate::store::RoomAccess;
 
 impl AppState {
@@ -28,6 +29,9 @@ impl AppState {
         view
     }
 }
+
+/// How often a join waits 2 ms for the change before it to be published.
+const JOIN_PUBLISH_TRIES: usize = 50;
 
 /// Start a room; you are its host.
 #[utoipa::path(post, path = "/api/rooms", tag = "rooms", security(("bearer" = [])),
@@ -159,11 +163,28 @@ pub async fn join(
     AuthUser(session): AuthUser,
     ApiPath(room_id): ApiPath<String>,
 ) -> ApiResult<Json<RoomView>> {
-    let access = state
+    let joined = state
         .store
         .join_room(&RoomId(room_id), &session.user_id, state.now())
         .await?;
-    Ok(Json(state.announce(access)))
+    // Joins commit one at a time but may reach the bus out of order: an
+    // earlier one is published within moments (its handler publishes right
+    // after its commit). Past that (its handler was cancelled between the
+    // two), or with nothing published to apply it to: the room as it stands.
+    for _ in 0..JOIN_PUBLISH_TRIES {
+        match state.bus.publish_join(&joined) {
+            Ok(view) => return Ok(Json(view.light())),
+            Err(JoinNotApplied::NoView) => break,
+            Err(JoinNotApplied::EarlierChangePending) => {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+    }
+    let view = state.store.load_room(&joined.room).await?;
+    Ok(Json(state.announce(RoomAccess {
+        view,
+        departed: None,
+    })))
 }
 
 /// An action on yourself: `raise-hand`, `lower-hand`, `accept-stage`,

@@ -18,7 +18,7 @@ mod stage_groups;
 pub use accounts::{AuthedSession, NewAccount};
 pub use invites::InviteRedemption;
 pub use privacy::Purged;
-pub use rooms::{MemberRow, RoomAccess};
+pub use rooms::{Joined, MemberRow, RoomAccess};
 pub use stage_groups::StageGroupRow;
 
 use std::path::Path;

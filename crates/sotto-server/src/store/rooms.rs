@@ -24,6 +24,15 @@ pub struct RoomAccess {
     pub departed: Option<(UserId, bool)>,
 }
 
+/// A join: the room's version after it and, if the user was not in the
+/// room, their entry (the newest listener: last in the member list).
+#[derive(Debug)]
+pub struct Joined {
+    pub room: RoomId,
+    pub version: i64,
+    pub entered: Option<MemberView>,
+}
+
 /// One person on a hallway room's stage, with what orders them.
 type StageEntry = (Role, i64, UserSummary);
 
@@ -174,12 +183,12 @@ impl Store {
         Ok(row.is_some())
     }
 
-    pub async fn join_room(
-        &self,
-        room: &RoomId,
-        user: &UserId,
-        now: i64,
-    ) -> Result<RoomAccess, ApiError> {
+    /// Enters `user` into the room (or refreshes their presence if they
+    /// are in it). Reads one member, not the room: the caller applies the
+    /// [`Joined`] change to the room's last published view
+    /// ([`crate::bus::Bus::publish_join`]), or reads the room
+    /// ([`Self::load_room`]) if it has none to apply it to.
+    pub async fn join_room(&self, room: &RoomId, user: &UserId, now: i64) -> Result<Joined, ApiError> {
         let mut tx = self.begin_write().await?;
         let (version, kind) = lock_live_room(&mut tx, room).await?;
         let banned = sqlx::query("SELECT 1 FROM room_bans WHERE room_id = $1 AND user_id = $2")
@@ -190,7 +199,7 @@ impl Store {
         if banned.is_some() {
             return Err(ErrorCode::BannedFromRoom.into());
         }
-        if member(&mut tx, room, user).await?.is_none() {
+        let entered = if member(&mut tx, room, user).await?.is_none() {
             may_enter(&mut tx, room, kind, user).await?;
             sqlx::query(
                 "INSERT INTO room_members (room_id, user_id, role, joined_seq, last_seen) VALUES ($1, $2, 'listener', $3, $4)",
@@ -201,15 +210,34 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            let sql = format!(
+                "SELECT {MEMBER_VIEW_COLUMNS} FROM room_members m JOIN users u ON u.id = m.user_id \
+                 WHERE m.room_id = $1 AND m.user_id = $2"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(room.0.clone())
+                .bind(user.0.clone())
+                .fetch_one(&mut *tx)
+                .await?;
+            Some(member_view_from_row(&row)?.1)
         } else {
             touch(&mut tx, room, user, now).await?;
-        }
+            None
+        };
+        tx.commit().await?;
+        Ok(Joined {
+            room: room.clone(),
+            version,
+            entered,
+        })
+    }
+
+    /// The whole room as it stands, for the server itself (no access check).
+    pub async fn load_room(&self, room: &RoomId) -> Result<RoomView, ApiError> {
+        let mut tx = self.pool().begin().await?;
         let view = load_view(&mut tx, room).await?;
         tx.commit().await?;
-        Ok(RoomAccess {
-            view,
-            departed: None,
-        })
+        Ok(view)
     }
 
     /// Applies a participant's action under the rules of [`crate::rooms`].
