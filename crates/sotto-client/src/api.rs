@@ -42,6 +42,17 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// `server` is `http(s)://host:port`; `ca` pins the server's certificate.
     pub fn new(server: &str, ca: Option<&Path>) -> Result<Client, ClientError> {
+        Self::build(server, ca, true)
+    }
+
+    /// As [`new`](Self::new), but keeping no idle connection between
+    /// requests: for load generators that hold thousands of accounts in one
+    /// process (each idle connection is a file descriptor on both ends).
+    pub fn without_idle_connections(server: &str) -> Result<Client, ClientError> {
+        Self::build(server, None, false)
+    }
+
+    fn build(server: &str, ca: Option<&Path>, keep_idle: bool) -> Result<Client, ClientError> {
         // reqwest's rustls needs a process-wide provider even for plain HTTP;
         // ours is aws-lc-rs. Installing twice is harmless.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -52,6 +63,9 @@ impl Client {
             .timeout(std::time::Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("sotto/", env!("CARGO_PKG_VERSION")));
+        if !keep_idle {
+            builder = builder.pool_max_idle_per_host(0);
+        }
         let tls = match url.scheme() {
             "https" => {
                 let config = crate::tls::client_config(ca)?;

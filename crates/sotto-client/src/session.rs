@@ -336,13 +336,18 @@ pub async fn run(
                         outcome.ended_by = Some("room ended".into());
                         break 'session;
                     }
-                    ServerMessage::RoomState { room: v } if &v.id == room => view = v.clone(),
                     _ => {}
                 }
                 for out in handle_crypto(&mut crypto, now_ms(Instant::now()), &msg) {
                     if channel.send(out).await.is_err() {
                         lost = Some(RECONNECT_FIRST);
                     }
+                }
+                // Kept after the core read it: no copy of the room.
+                if let ServerMessage::RoomState { room: v } = msg
+                    && &v.id == room
+                {
+                    view = v;
                 }
             }
             _ = tokio::time::sleep_until(crypto_due) => {

@@ -92,8 +92,16 @@ const JOIN_REFRESH_MS: u64 = 4 * 60 * 1000;
 const INVITATION_TTL_MS: u64 = 10 * 60 * 1000;
 /// How long the listener keys still decrypt after joining the stage.
 const LISTENER_FALLBACK_MS: u64 = 5_000;
-/// Rosters are re-signed at most this often after admissions.
+/// Rosters are re-signed at most this often after admissions...
 const ROSTER_DELAY_MS: u64 = 1_000;
+/// ... and this often once the audience is larger than
+/// [`ROSTER_LARGE_AUDIENCE`]: every listener receives and verifies each
+/// roster (~870 B), so during an admission storm of 10,000 one a second
+/// would be 8.7 MB a second of server egress and a signature check a
+/// second on every listener's device. A new listener is listed (and
+/// counted) up to this much later; departures still re-sign at once.
+const ROSTER_DELAY_LARGE_MS: u64 = 5_000;
+const ROSTER_LARGE_AUDIENCE: usize = 1_000;
 /// Sealed deliveries per `sealed` message (stays under 64 KiB of JSON).
 const SEALED_BATCH: usize = 200;
 /// Stage maps a listener keeps (epochs whose frames may still arrive).
@@ -419,7 +427,16 @@ pub struct RoomCrypto {
     device: DeviceId,
     seed: zeroize::Zeroizing<[u8; 32]>,
     identity: DeviceIdentity,
+    /// The room as last shown, but for its members: only those on stage
+    /// or invited to it (a distributor's view holds every listener; see
+    /// [`lean_view`]). Everyone is in `roles`.
     view: RoomView,
+    /// Each member of the room as last shown, and their role: lookups
+    /// that do not scan the room, kept up to date without rebuilding.
+    roles: HashMap<UserId, Role>,
+    /// How many listeners the room as last shown listed (the rest of its
+    /// audience count it does not show).
+    shown_listeners: u32,
     config: StageConfig,
     rng: ChaCha20Rng,
     server: Option<ExternalSenderInfo>,
@@ -501,7 +518,9 @@ impl RoomCrypto {
             device: device.clone(),
             seed,
             identity,
-            view: room.clone(),
+            view: lean_view(room),
+            roles: role_index(room),
+            shown_listeners: shown_listeners(room),
             config: StageConfig::default(),
             rng,
             server: None,
@@ -780,7 +799,7 @@ impl RoomCrypto {
     pub fn roster_report(&self) -> RosterReport {
         let owners = self.key_owners();
         let name = |fp: &Fingerprint| owners.get(fp).map(|u| (*u).clone());
-        let in_room = |u: &UserId| self.view.members.iter().any(|m| &m.user_id == u);
+        let in_room = |u: &UserId| self.roles.contains_key(u);
         let mut entries = Vec::new();
         if let Some(m) = self.part.member() {
             for (_, key, _) in m.stage.member_accounts() {
@@ -812,15 +831,10 @@ impl RoomCrypto {
             // counted as one unchecked device (a full check learns every
             // chain; the native session learns the first 200).
             let known: HashSet<&UserId> = owners.values().copied().collect();
-            unchecked += self
-                .view
-                .members
-                .iter()
-                .filter(|m| !known.contains(&m.user_id))
-                .count();
+            unchecked += self.roles.keys().filter(|u| !known.contains(u)).count();
             // Listeners the light view does not show count as one
             // unchecked device each, as the server counts them.
-            unchecked += self.view.audience_unshown() as usize;
+            unchecked += self.audience_unshown() as usize;
             let mut proven_listed = 0usize;
             for fp in &candidates {
                 match self.proven.get(fp) {
@@ -848,10 +862,9 @@ impl RoomCrypto {
     /// The key fingerprints of the room's members' devices, from the
     /// chains this device verified (`owners`: fingerprint → account).
     fn member_devices(&self, owners: &HashMap<Fingerprint, &UserId>) -> Vec<Fingerprint> {
-        let in_room: HashSet<&UserId> = self.view.members.iter().map(|m| &m.user_id).collect();
         let mut fps: Vec<Fingerprint> = owners
             .iter()
-            .filter(|(_, u)| in_room.contains(**u))
+            .filter(|(_, u)| self.roles.contains_key(**u))
             .map(|(fp, _)| *fp)
             .collect();
         fps.sort_unstable();
@@ -1227,15 +1240,18 @@ impl RoomCrypto {
     /// this account's channel subscribed (a departure ends it).
     fn my_role(&self) -> Option<Role> {
         self.role_of(&self.me)
-            .or_else(|| (self.view.audience_unshown() > 0).then_some(Role::Listener))
+            .or_else(|| (self.audience_unshown() > 0).then_some(Role::Listener))
+    }
+
+    /// Listeners the room counts but its view did not show.
+    fn audience_unshown(&self) -> u32 {
+        self.view
+            .audience_count
+            .saturating_sub(self.shown_listeners)
     }
 
     fn role_of(&self, user: &UserId) -> Option<Role> {
-        self.view
-            .members
-            .iter()
-            .find(|m| &m.user_id == user)
-            .map(|m| m.role)
+        self.roles.get(user).copied()
     }
 
     fn up(&mut self, e2ee: E2eeUp) {
@@ -1247,9 +1263,7 @@ impl RoomCrypto {
 
     fn handle_inner(&mut self, now: u64, msg: &ServerMessage) -> Result<(), CryptoError> {
         match msg {
-            ServerMessage::RoomState { room } if room.id == self.room_id => {
-                self.on_view(now, room.clone())
-            }
+            ServerMessage::RoomState { room } if room.id == self.room_id => self.on_view(now, room),
             ServerMessage::RoomLeft { room_id, .. } | ServerMessage::RoomEnded { room_id }
                 if room_id == &self.room_id =>
             {
@@ -1297,11 +1311,13 @@ impl RoomCrypto {
         })
     }
 
-    fn on_view(&mut self, now: u64, view: RoomView) -> Result<(), CryptoError> {
+    fn on_view(&mut self, now: u64, view: &RoomView) -> Result<(), CryptoError> {
         if view.version < self.view.version {
             return Ok(());
         }
-        let old = std::mem::replace(&mut self.view, view);
+        update_roles(&mut self.roles, view);
+        self.shown_listeners = shown_listeners(view);
+        let old = std::mem::replace(&mut self.view, lean_view(view));
         if let Some(b) = &self.binding
             && b.kind() != e2ee_kind(self.view.kind)
         {
@@ -1996,7 +2012,7 @@ impl RoomCrypto {
         if self.part.distributor().is_none() {
             return Ok(());
         }
-        if self.view.members.iter().all(|m| m.user_id != from.user_id) {
+        if !self.roles.contains_key(&from.user_id) {
             // The room state that shows this account may still be on its
             // way: try again when it comes (`admit_early`).
             if let Part::Distributor(_, d) = &mut self.part {
@@ -2062,7 +2078,12 @@ impl RoomCrypto {
             sealed.recipient,
             (from.user_id.clone(), from.device_id.clone()),
         );
-        d.roster_at.get_or_insert(now + ROSTER_DELAY_MS);
+        let delay = if d.admitted.len() > ROSTER_LARGE_AUDIENCE {
+            ROSTER_DELAY_LARGE_MS
+        } else {
+            ROSTER_DELAY_MS
+        };
+        d.roster_at.get_or_insert(now + delay);
         let statement = encode_payload(d.dist.statement());
         self.up(E2eeUp::Sealed {
             statement,
@@ -2099,11 +2120,11 @@ impl RoomCrypto {
         if d.early.is_empty() {
             return;
         }
-        let members = &self.view.members;
+        let roles = &self.roles;
         let (ready, waiting): (Vec<EarlyJoin>, Vec<EarlyJoin>) = std::mem::take(&mut d.early)
             .into_iter()
             .filter(|e| e.at.saturating_add(EARLY_JOIN_TTL_MS) >= now)
-            .partition(|e| members.iter().any(|m| m.user_id == e.from.user_id));
+            .partition(|e| roles.contains_key(&e.from.user_id));
         d.early = waiting;
         for e in ready {
             if self.admit(now, &e.request, &e.from, &e.grants).is_err() {
@@ -2123,12 +2144,10 @@ impl RoomCrypto {
         let gone: Vec<(Fingerprint, bool)> = d
             .admitted
             .iter()
-            .filter_map(|(fp, (user, _))| {
-                match self.view.members.iter().find(|m| &m.user_id == user) {
-                    None => Some((*fp, true)),
-                    Some(m) if m.role.on_stage() => Some((*fp, false)),
-                    Some(_) => None,
-                }
+            .filter_map(|(fp, (user, _))| match self.roles.get(user) {
+                None => Some((*fp, true)),
+                Some(role) if role.on_stage() => Some((*fp, false)),
+                Some(_) => None,
             })
             .collect();
         for (fp, left) in gone {
@@ -2272,7 +2291,7 @@ impl RoomCrypto {
         self.last_roster_at = now;
         self.proven.clear();
         self.asked.clear();
-        let small = self.view.members.len() <= ROSTER_PROOF_SAMPLE;
+        let small = self.roles.len() <= ROSTER_PROOF_SAMPLE;
         let due = self
             .roster_checked_at
             .is_none_or(|t| now.saturating_sub(t) >= ROSTER_RECHECK_MS);
@@ -2344,4 +2363,109 @@ fn kind_name(kind: E2eeRoomKind) -> &'static str {
 
 fn rc_take(rc: &mut RoomCrypto) -> Vec<ClientMessage> {
     std::mem::take(&mut rc.out)
+}
+
+/// Each member of `view` and their role.
+fn role_index(view: &RoomView) -> HashMap<UserId, Role> {
+    view.members
+        .iter()
+        .map(|m| (m.user_id.clone(), m.role))
+        .collect()
+}
+
+/// Brings `roles` to `view`'s members: one lookup per member, an
+/// allocation only for a member not seen before, and a pass to drop
+/// leavers only when someone left.
+fn update_roles(roles: &mut HashMap<UserId, Role>, view: &RoomView) {
+    for m in &view.members {
+        match roles.get_mut(&m.user_id) {
+            Some(role) => *role = m.role,
+            None => {
+                roles.insert(m.user_id.clone(), m.role);
+            }
+        }
+    }
+    if roles.len() != view.members.len() {
+        let present: HashSet<&UserId> = view.members.iter().map(|m| &m.user_id).collect();
+        roles.retain(|u, _| present.contains(u));
+    }
+}
+
+/// The room without its plain listeners (what the core reads of members
+/// beyond `roles`: the stage, and who is invited to it).
+fn lean_view(view: &RoomView) -> RoomView {
+    RoomView {
+        id: view.id.clone(),
+        title: view.title.clone(),
+        description: view.description.clone(),
+        kind: view.kind,
+        ended: view.ended,
+        version: view.version,
+        members: view
+            .members
+            .iter()
+            .filter(|m| m.role.on_stage() || m.invited_to_stage)
+            .cloned()
+            .collect(),
+        audience_count: view.audience_count,
+    }
+}
+
+fn shown_listeners(view: &RoomView) -> u32 {
+    let n = view
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Listener)
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use sotto_proto::room::{MemberView, RoomKind};
+
+    use super::*;
+
+    fn view(members: &[(u8, Role)]) -> RoomView {
+        RoomView {
+            id: RoomId::from_bytes([1; 16]),
+            title: "t".into(),
+            description: String::new(),
+            kind: RoomKind::Open,
+            ended: false,
+            version: 1,
+            members: members
+                .iter()
+                .map(|&(n, role)| MemberView {
+                    user_id: UserId::from_bytes([n; 16]),
+                    username: format!("u{n}"),
+                    display_name: format!("U{n}"),
+                    role,
+                    hand_raised: false,
+                    muted: false,
+                    invited_to_stage: false,
+                    hand_order: None,
+                })
+                .collect(),
+            audience_count: 0,
+        }
+    }
+
+    /// The role index kept up to date equals one built afresh, through
+    /// joins, role changes and departures.
+    #[test]
+    fn the_role_index_follows_the_room() {
+        let steps = [
+            view(&[(0, Role::Host), (1, Role::Listener)]),
+            view(&[(0, Role::Host), (1, Role::Listener), (2, Role::Listener)]),
+            view(&[(0, Role::Host), (2, Role::Speaker), (1, Role::Listener)]),
+            view(&[(2, Role::Host), (3, Role::Listener)]),
+            view(&[]),
+        ];
+        let mut roles = HashMap::new();
+        for v in &steps {
+            update_roles(&mut roles, v);
+            assert_eq!(roles, role_index(v));
+        }
+    }
 }

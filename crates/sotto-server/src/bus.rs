@@ -150,7 +150,10 @@ impl Bus {
         departed: Option<(UserId, bool)>,
     ) {
         let id = view.id.clone();
-        let stale = p.full.get(&id).is_some_and(|old| old.version >= view.version);
+        let stale = p
+            .full
+            .get(&id)
+            .is_some_and(|old| old.version >= view.version);
         let light = view.light();
         let mut light_delta = None;
         let mut count_only = false;
@@ -220,5 +223,95 @@ impl Bus {
     pub fn count(&self, room: &RoomId) -> Option<AudienceCount> {
         let p = self.published.lock().unwrap_or_else(|e| e.into_inner());
         p.counts.get(room).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sotto_proto::room::{MemberView, Role, RoomKind};
+
+    use super::*;
+
+    fn member(n: u8, role: Role) -> MemberView {
+        MemberView {
+            user_id: UserId::from_bytes([n; 16]),
+            username: format!("user{n}"),
+            display_name: format!("User {n}"),
+            role,
+            hand_raised: false,
+            muted: false,
+            invited_to_stage: false,
+            hand_order: None,
+        }
+    }
+
+    fn room(version: i64, listeners: u8) -> RoomView {
+        let mut members = vec![member(0, Role::Host)];
+        members.extend((1..=listeners).map(|n| member(n, Role::Listener)));
+        RoomView {
+            id: RoomId::from_bytes([9; 16]),
+            title: "t".into(),
+            description: String::new(),
+            kind: RoomKind::Open,
+            ended: false,
+            version,
+            members,
+            audience_count: u32::from(listeners),
+        }
+    }
+
+    fn joined(version: i64, n: u8) -> Joined {
+        Joined {
+            room: RoomId::from_bytes([9; 16]),
+            version,
+            entered: Some(member(n, Role::Listener)),
+        }
+    }
+
+    /// A join applied to the last published view is the room the store
+    /// would have read, and its delta turns the old view into it.
+    #[test]
+    fn a_join_applied_to_the_last_view_is_the_room_as_read() {
+        let bus = Bus::default();
+        let mut full = bus.subscribe_full();
+        bus.publish(room(5, 60), None);
+        assert!(full.try_recv().is_ok());
+        let after = bus.publish_join(&joined(6, 61)).unwrap();
+        assert_eq!(*after, room(6, 61));
+        let event = full.try_recv().unwrap();
+        let mut applied = room(5, 60);
+        applied.apply(event.delta.as_ref().unwrap()).unwrap();
+        assert_eq!(applied, room(6, 61));
+        // Beyond the shown audience: a count for listeners, stored for the
+        // channels' next read, not broadcast.
+        assert_eq!(
+            bus.count(&after.id),
+            Some(AudienceCount {
+                version: 6,
+                count: 61,
+                light_version: 5
+            })
+        );
+        // Published already (within a newer state): the newer state.
+        assert_eq!(bus.publish_join(&joined(6, 61)).unwrap().version, 6);
+    }
+
+    /// A join whose predecessor is not published yet waits for it; a room
+    /// the bus holds nothing of is read instead.
+    #[test]
+    fn a_join_out_of_order_or_unknown_is_not_applied() {
+        let bus = Bus::default();
+        assert_eq!(
+            bus.publish_join(&joined(6, 61)).unwrap_err(),
+            JoinNotApplied::NoView
+        );
+        bus.publish(room(5, 60), None);
+        assert_eq!(
+            bus.publish_join(&joined(7, 62)).unwrap_err(),
+            JoinNotApplied::EarlierChangePending
+        );
+        assert!(bus.publish_join(&joined(6, 61)).is_ok());
+        assert!(bus.publish_join(&joined(7, 62)).is_ok());
+        assert_eq!(bus.view(&RoomId::from_bytes([9; 16])).unwrap().version, 7);
     }
 }

@@ -217,6 +217,15 @@ impl MediaPlane {
     /// room of thousands costs one map lookup per peer here, and nothing in
     /// the SFU.
     pub async fn apply(&self, view: &RoomView) {
+        {
+            // A room with no media session (a control-plane-only room, or
+            // one whose listeners have not connected yet) has nothing to
+            // re-apply: no pass over its members.
+            let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            if !view.ended && !reg.peers.values().any(|s| s.room == view.id) {
+                return;
+            }
+        }
         let members: HashMap<&UserId, bool> = view
             .members
             .iter()

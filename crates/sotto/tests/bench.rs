@@ -1,6 +1,7 @@
-//! Smoke run of the load generator (issue 10): a real `sotto serve`, then
-//! `sotto bench fanout` with a handful of listeners for a few seconds and
-//! the raw harness beside it. Checks that every figure comes out, not how
+//! Smoke runs of the load generators: a real `sotto serve`, then `sotto
+//! bench fanout` with a handful of listeners for a few seconds and the raw
+//! harness beside it (issue 10), and `sotto bench storm` with a handful of
+//! E2EE listeners (issue 11). Checks that every figure comes out, not how
 //! good it is: benchmarks are not timed tests.
 
 use std::io::{BufRead as _, BufReader};
@@ -8,8 +9,45 @@ use std::process::{Command, Stdio};
 
 const SOTTO: &str = env!("CARGO_BIN_EXE_sotto");
 
-#[test]
-fn fanout_smoke_run_prints_every_figure() {
+/// The bench's standard output, once it exited well.
+fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The line of `stdout` that starts with `label`; it must hold a figure.
+fn figure(stdout: &str, label: &str) -> String {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{stdout}"));
+    assert!(!line.contains("n/a"), "{line}");
+    line.to_string()
+}
+
+/// A fresh `sotto serve` (killed on drop) and an invite for 20 accounts.
+struct Server {
+    child: std::process::Child,
+    url: String,
+    invite: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.kill().is_ok() {
+            // Reaped so no zombie outlives the test.
+            self.child.wait().ok();
+        }
+    }
+}
+
+fn serve() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let invite = Command::new(SOTTO)
@@ -21,7 +59,7 @@ fn fanout_smoke_run_prints_every_figure() {
     let invite = String::from_utf8(invite.stdout).unwrap();
     let invite = invite.lines().last().unwrap().trim().to_string();
 
-    let mut server = Command::new(SOTTO)
+    let mut child = Command::new(SOTTO)
         .args(["serve", "--http", "127.0.0.1:0", "--auth-rate-limit", "0"])
         .arg("--data-dir")
         .arg(&data)
@@ -30,7 +68,7 @@ fn fanout_smoke_run_prints_every_figure() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut banner = BufReader::new(server.stdout.take().unwrap());
+    let mut banner = BufReader::new(child.stdout.take().unwrap());
     let url = loop {
         let mut line = String::new();
         assert!(banner.read_line(&mut line).unwrap() > 0, "serve exited");
@@ -38,29 +76,28 @@ fn fanout_smoke_run_prints_every_figure() {
             break url.to_string();
         }
     };
-    let pid = server.id().to_string();
+    Server {
+        child,
+        url,
+        invite,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn fanout_smoke_run_prints_every_figure() {
+    let server = serve();
+    let (url, invite) = (&server.url, &server.invite);
+    let pid = server.child.id().to_string();
     let out = Command::new(SOTTO)
-        .args(["bench", "fanout", "--server", &url, "--invite", &invite])
+        .args(["bench", "fanout", "--server", url, "--invite", invite])
         .args(["--listeners", "6", "--speakers", "2", "--seconds", "3"])
         .args(["--sample", "3", "--server-pid", &pid, "--with-raw"])
         .output()
         .unwrap();
-    server.kill().unwrap();
-    server.wait().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let figure = |label: &str| {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with(label))
-            .unwrap_or_else(|| panic!("no {label:?} in:\n{stdout}"));
-        assert!(!line.contains("n/a"), "{line}");
-        line.to_string()
-    };
+    drop(server);
+    let stdout = succeeded(&out);
+    let figure = |label: &str| figure(&stdout, label);
     assert!(figure("listeners connected").contains("6 of 6"));
     for label in [
         "forwarded",
@@ -78,4 +115,46 @@ fn fanout_smoke_run_prints_every_figure() {
     let sframe = figure("SFrame on the sample");
     assert!(sframe.contains(", 0 bad"), "{sframe}");
     assert!(!sframe.starts_with("SFrame on the sample  0 "), "{sframe}");
+}
+
+/// `bench storm` with 8 E2EE listeners: every one keyed, and every figure
+/// printed (the ban included: each remaining listener on a newer key).
+#[test]
+fn storm_smoke_run_keys_everyone_and_prints_every_figure() {
+    let server = serve();
+    let pid = server.child.id().to_string();
+    let out = Command::new(SOTTO)
+        .args(["bench", "storm", "--server", &server.url])
+        .args(["--invite", &server.invite, "--listeners", "8"])
+        .args([
+            "--join-seconds",
+            "2",
+            "--key-timeout",
+            "30",
+            "--server-pid",
+            &pid,
+        ])
+        .output()
+        .unwrap();
+    drop(server);
+    let stdout = succeeded(&out);
+    let figure = |label: &str| figure(&stdout, label);
+    assert!(figure("listeners joined / keyed / failed").ends_with("8 / 8 / 0"));
+    for label in [
+        "admission: first join to last key",
+        "time to key",
+        "server CPU during the storm",
+        "generator CPU",
+        "server RSS before / after",
+        "bytes per listener: one more listener joins",
+        "bytes per listener: a raised hand",
+        "bytes per listener: a stage invitation",
+        "bytes per listener: a ban",
+    ] {
+        figure(label);
+    }
+    assert!(
+        figure("ban: every remaining listener").contains("(0 not on a newer key"),
+        "{stdout}"
+    );
 }

@@ -15,9 +15,9 @@ use sotto_proto::{ErrorCode, RoomId, UserId};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, OptionalJson, own_statement};
 use super::{AppState, random_bytes};
+use crate::bus::JoinNotApplied;
 use crate::error::{ApiError, ApiResult};
 use crate::rooms::Action;
-use crate::bus::JoinNotApplied;
 use crate::store::RoomAccess;
 
 impl AppState {

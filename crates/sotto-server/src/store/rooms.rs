@@ -188,7 +188,12 @@ impl Store {
     /// [`Joined`] change to the room's last published view
     /// ([`crate::bus::Bus::publish_join`]), or reads the room
     /// ([`Self::load_room`]) if it has none to apply it to.
-    pub async fn join_room(&self, room: &RoomId, user: &UserId, now: i64) -> Result<Joined, ApiError> {
+    pub async fn join_room(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        now: i64,
+    ) -> Result<Joined, ApiError> {
         let mut tx = self.begin_write().await?;
         let (version, kind) = lock_live_room(&mut tx, room).await?;
         let banned = sqlx::query("SELECT 1 FROM room_bans WHERE room_id = $1 AND user_id = $2")

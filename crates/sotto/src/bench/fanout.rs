@@ -260,7 +260,8 @@ pub(super) async fn register(
     username: &str,
 ) -> anyhow::Result<Person> {
     let mut profile = Profile::open_or_create(&dir.join(username))?;
-    let mut client = Client::new(server, None)?;
+    // Thousands of accounts in one process: no idle connection each.
+    let mut client = Client::without_idle_connections(server)?;
     let session = client
         .register(&mut profile, invite, username, username)
         .await

@@ -141,6 +141,8 @@ pub struct StormReport {
     /// Seconds from `POST join` to a key, sorted.
     pub time_to_key: Vec<f64>,
     pub server_cpu: Option<f64>,
+    /// CPU seconds of this process (the host's client and every listener's).
+    pub generator_cpu: Option<f64>,
     pub storm_wall_s: f64,
     pub rss_before_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
@@ -192,6 +194,15 @@ impl StormReport {
                     format!(
                         "{c:.1} CPU-s in {:.1} s ({:.0} % of one core)",
                         self.storm_wall_s,
+                        100.0 * c / self.storm_wall_s.max(1e-9)
+                    )
+                }),
+            ),
+            (
+                "generator CPU (the host's client and all listeners' clients, same 2 cores)".into(),
+                self.generator_cpu.map_or("n/a".into(), |c| {
+                    format!(
+                        "{c:.1} CPU-s ({:.0} % of one core)",
                         100.0 * c / self.storm_wall_s.max(1e-9)
                     )
                 }),
@@ -316,6 +327,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
 
     let rss_before = args.server_pid.map(probe::rss_kib).transpose()?;
     let cpu0 = args.server_pid.map(probe::cpu_seconds).transpose()?;
+    let own0 = probe::cpu_seconds(std::process::id()).ok();
     let t0 = Instant::now();
     let (stop_tx, stop) = watch::channel(false);
     let mut seen = Vec::with_capacity(n + 1);
@@ -368,6 +380,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     }
     let storm_wall_s = t0.elapsed().as_secs_f64();
     let cpu1 = args.server_pid.map(probe::cpu_seconds).transpose()?;
+    let own1 = probe::cpu_seconds(std::process::id()).ok();
     // Let the last rosters land before memory is read.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after = args.server_pid.map(probe::rss_kib).transpose()?;
@@ -502,6 +515,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
         admission_s,
         time_to_key,
         server_cpu: cpu0.zip(cpu1).map(|(a, b)| b - a),
+        generator_cpu: own0.zip(own1).map(|(a, b)| b - a),
         storm_wall_s,
         rss_before_kib: rss_before,
         rss_after_kib: rss_after,
