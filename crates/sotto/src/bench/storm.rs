@@ -7,10 +7,10 @@
 //! cost each listener in bytes; and a ban: how long until every remaining
 //! listener holds the new key and the banned one is cut off.
 //!
-//! Listeners open no media (N WebRTC peers on this machine would measure
-//! the generator; `bench fanout` measures the media plane): every figure
-//! here is the control plane's and the E2EE's. Server memory per listener
-//! is therefore memory outside the SFU.
+//! Most listeners open no media (N WebRTC peers on this machine would
+//! measure the generator; `bench fanout` measures the media plane); a
+//! sample (`--media`, spread over the storm) also connects real WebRTC and
+//! checks every frame, for the time to first audio during the storm.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -29,6 +29,11 @@ use super::churn::register_many;
 use super::fanout::{Person, register};
 use super::probe;
 use super::room_keys::RoomKeys;
+use super::stable::{self, Phase, Stable};
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 #[derive(Args, Clone, Debug)]
 pub struct StormArgs {
@@ -44,6 +49,12 @@ pub struct StormArgs {
     /// The joins are spread evenly over this many seconds.
     #[arg(long, default_value_t = 120)]
     pub join_seconds: u64,
+    /// How many of the listeners also open media (real WebRTC, every frame
+    /// decrypted and checked against what the host's encoder made), spread
+    /// over the storm: their time to first audio is measured. The rest are
+    /// control-plane only.
+    #[arg(long, default_value_t = 50)]
+    pub media: usize,
     /// How long after the last join to wait for keys, in seconds.
     #[arg(long, default_value_t = 60)]
     pub key_timeout: u64,
@@ -71,6 +82,9 @@ struct Seen {
     /// The server told it it left (banned), at this ms.
     left_ms: AtomicU64,
     failed: AtomicBool,
+    /// A media listener (`stable`): its channel is its own, so its bytes
+    /// and key generations are not read here.
+    media: bool,
 }
 
 fn ms_since(t0: Instant) -> u64 {
@@ -154,6 +168,15 @@ pub struct StormReport {
     pub ban_rekeyed_s: Option<f64>,
     pub ban_cut_off_s: Option<f64>,
     pub ban_not_rekeyed: usize,
+    /// Listeners with media, their seconds from `POST join` to the first
+    /// decrypted frame that matched the host's encoder (sorted), and what
+    /// they decrypted afterwards.
+    pub media: usize,
+    pub ttfa: Vec<f64>,
+    pub media_decrypted: u64,
+    pub media_decrypt_failures: u64,
+    pub media_mismatches: u64,
+    pub media_failure_kinds: std::collections::BTreeMap<String, u64>,
 }
 
 impl StormReport {
@@ -224,6 +247,26 @@ impl StormReport {
                 format!("{room:.0} B room state + {other:.0} B E2EE"),
             ));
         }
+        let ttfa = |q: f64| {
+            probe::sample_quantile(&self.ttfa, q).map_or("n/a".into(), |s| format!("{s:.2} s"))
+        };
+        rows.push((
+            format!(
+                "media listeners ({} of them, real WebRTC): time to first audio p50 / p95 / max",
+                self.media
+            ),
+            format!("{} / {} / {}", ttfa(0.5), ttfa(0.95), ttfa(1.0)),
+        ));
+        rows.push((
+            "media listeners: frames decrypted / failed / not the host's".into(),
+            format!(
+                "{} / {} {:?} / {}",
+                self.media_decrypted,
+                self.media_decrypt_failures,
+                self.media_failure_kinds,
+                self.media_mismatches
+            ),
+        ));
         rows.push((
             "ban: every remaining listener on a newer key / the banned one told".into(),
             format!(
@@ -254,7 +297,7 @@ impl StormReport {
 /// What each listener received since `before`, on average.
 fn per_listener(what: &str, before: (u64, u64), seen: &[Arc<Seen>]) -> (String, f64, f64) {
     let after = bytes(seen);
-    let count = seen.len().max(1) as f64;
+    let count = seen.iter().filter(|s| !s.media).count().max(1) as f64;
     (
         what.to_owned(),
         after.0.saturating_sub(before.0) as f64 / count,
@@ -308,13 +351,14 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
         .enable_all()
         .build()
         .context("the host's runtime")?;
+    let host_signal = sotto_audio::speech_like(7, 5.0);
     let host_task = {
         let (client, room) = (host.client.clone(), room.clone());
         host_rt.spawn(async move {
             let mut config = SessionConfig::new(
                 room,
                 Mode::Speak {
-                    samples: sotto_audio::speech_like(7, 5.0),
+                    samples: host_signal,
                     repeat: true,
                 },
             );
@@ -336,21 +380,65 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     let mut ticker = tokio::time::interval(gap);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut progress = Instant::now();
+    // Media listeners: every `stride`-th, never the first two or the last
+    // (they are banned, invited, raise a hand below).
+    let stride = if args.media == 0 {
+        usize::MAX
+    } else {
+        (n / args.media).max(1)
+    };
+    let is_media = |i: usize| i >= 2 && i + 1 < n && i % stride == 0;
+    let signal = sotto_audio::speech_like(7, 5.0);
+    let reference = if args.media > 0 {
+        let frames = usize::try_from((args.join_seconds + args.key_timeout + 600) * 50)?;
+        Arc::new(stable::reference_packets(&signal, frames)?)
+    } else {
+        Arc::default()
+    };
+    let (phase_tx, phase) = watch::channel(Phase::Measuring);
+    let ttfa = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let stables = Arc::new(std::sync::Mutex::new(Vec::<Stable>::new()));
     let users: Vec<sotto_proto::UserId> = people.iter().map(|(p, _)| p.user_id.clone()).collect();
     let clients: Vec<Arc<sotto_client::Client>> =
         people.iter().map(|(p, _)| p.client.clone()).collect();
     anyhow::ensure!(n >= 2, "a storm needs at least 2 listeners");
-    for (person, profile) in people {
+    for (i, (person, profile)) in people.into_iter().enumerate() {
         ticker.tick().await;
-        let s = Arc::new(Seen::default());
+        let media = is_media(i);
+        let s = Arc::new(Seen {
+            media,
+            ..Seen::default()
+        });
         seen.push(s.clone());
         let (room, stop) = (room.clone(), stop.clone());
-        tasks.spawn(async move {
-            if let Err(e) = listener(person, profile, room, t0, s.clone(), stop).await {
-                s.failed.store(true, Relaxed);
-                eprintln!("a listener failed: {e:#}");
-            }
-        });
+        if media {
+            let (reference, phase) = (reference.clone(), phase.clone());
+            let (ttfa, stables) = (ttfa.clone(), stables.clone());
+            tasks.spawn(async move {
+                s.joined_ms.store(ms_since(t0), Relaxed);
+                let started = Instant::now();
+                let timeout = Duration::from_secs(60);
+                match Stable::start(&person, profile, &room, reference, phase, stop, timeout).await
+                {
+                    Ok(stable) => {
+                        s.keyed_ms.store(ms_since(t0), Relaxed);
+                        lock(&ttfa).push(started.elapsed().as_secs_f64());
+                        lock(&stables).push(stable);
+                    }
+                    Err(e) => {
+                        s.failed.store(true, Relaxed);
+                        eprintln!("a media listener failed: {e:#}");
+                    }
+                }
+            });
+        } else {
+            tasks.spawn(async move {
+                if let Err(e) = listener(person, profile, room, t0, s.clone(), stop).await {
+                    s.failed.store(true, Relaxed);
+                    eprintln!("a listener failed: {e:#}");
+                }
+            });
+        }
         if progress.elapsed() > Duration::from_secs(10) {
             progress = Instant::now();
             let keyed = seen.iter().filter(|s| s.keyed_ms.load(Relaxed) > 0).count();
@@ -465,7 +553,10 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
             .iter()
             .enumerate()
             .filter(|(i, s)| {
-                *i != victim && !s.failed.load(Relaxed) && s.generation.load(Relaxed) <= gens[*i]
+                *i != victim
+                    && !s.media
+                    && !s.failed.load(Relaxed)
+                    && s.generation.load(Relaxed) <= gens[*i]
             })
             .count();
         if (pending == 0 && seen[victim].left_ms.load(Relaxed) > 0) || Instant::now() > wait_until {
@@ -482,7 +573,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
         let last = seen
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != victim)
+            .filter(|(i, s)| *i != victim && !s.media)
             .map(|(_, s)| s.generation_ms.load(Relaxed))
             .max()
             .unwrap_or(t_ban);
@@ -493,6 +584,13 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     let ban_not_rekeyed = pending;
 
     stop_tx.send(true).context("stopping the listeners")?;
+    phase_tx.send(Phase::Done).context("ending the phase")?;
+    let mut media_reports = Vec::new();
+    for stable in std::mem::take(&mut *lock(&stables)) {
+        media_reports.push(stable.task.await.context("a media listener panicked")??);
+    }
+    let mut ttfa = std::mem::take(&mut *lock(&ttfa));
+    ttfa.sort_by(f64::total_cmp);
     host.client
         .room_action(&room, "end")
         .await
@@ -523,6 +621,20 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
         ban_rekeyed_s,
         ban_cut_off_s,
         ban_not_rekeyed,
+        media: seen.iter().filter(|s| s.media).count(),
+        ttfa,
+        media_decrypted: media_reports.iter().map(|r| r.decrypted).sum(),
+        media_decrypt_failures: media_reports.iter().map(|r| r.decrypt_failures).sum(),
+        media_mismatches: media_reports.iter().map(|r| r.mismatches).sum(),
+        media_failure_kinds: media_reports.iter().fold(
+            std::collections::BTreeMap::new(),
+            |mut all, r| {
+                for (kind, n) in &r.failure_kinds {
+                    *all.entry(kind.clone()).or_insert(0) += n;
+                }
+                all
+            },
+        ),
     };
     if let Some(path) = &args.markdown {
         std::fs::write(path, report.markdown())
