@@ -382,12 +382,8 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     let mut progress = Instant::now();
     // Media listeners: every `stride`-th, never the first two or the last
     // (they are banned, invited, raise a hand below).
-    let stride = if args.media == 0 {
-        usize::MAX
-    } else {
-        (n / args.media).max(1)
-    };
-    let is_media = |i: usize| i >= 2 && i + 1 < n && i % stride == 0;
+    let stride = n.checked_div(args.media).map_or(usize::MAX, |s| s.max(1));
+    let is_media = |i: usize| i >= 2 && i + 1 < n && i.is_multiple_of(stride);
     let signal = sotto_audio::speech_like(7, 5.0);
     let reference = if args.media > 0 {
         let frames = usize::try_from((args.join_seconds + args.key_timeout + 600) * 50)?;
@@ -586,7 +582,8 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     stop_tx.send(true).context("stopping the listeners")?;
     phase_tx.send(Phase::Done).context("ending the phase")?;
     let mut media_reports = Vec::new();
-    for stable in std::mem::take(&mut *lock(&stables)) {
+    let started_stables = std::mem::take(&mut *lock(&stables));
+    for stable in started_stables {
         media_reports.push(stable.task.await.context("a media listener panicked")??);
     }
     let mut ttfa = std::mem::take(&mut *lock(&ttfa));
