@@ -352,6 +352,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
         .build()
         .context("the host's runtime")?;
     let host_signal = sotto_audio::speech_like(7, 5.0);
+    let host_signal_copy = host_signal.clone();
     let host_task = {
         let (client, room) = (host.client.clone(), room.clone());
         host_rt.spawn(async move {
@@ -369,6 +370,14 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     // Until the host's device holds the key and distributes.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    // Every packet the host's encoder will make (before the storm's clock
+    // starts: encoding them takes seconds).
+    let reference = if args.media > 0 {
+        let frames = usize::try_from((args.join_seconds + args.key_timeout + 600) * 50)?;
+        Arc::new(stable::reference_packets(&host_signal_copy, frames)?)
+    } else {
+        Arc::default()
+    };
     let rss_before = args.server_pid.map(probe::rss_kib).transpose()?;
     let cpu0 = args.server_pid.map(probe::cpu_seconds).transpose()?;
     let own0 = probe::cpu_seconds(std::process::id()).ok();
@@ -384,13 +393,6 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     // (they are banned, invited, raise a hand below).
     let stride = n.checked_div(args.media).map_or(usize::MAX, |s| s.max(1));
     let is_media = |i: usize| i >= 2 && i + 1 < n && i.is_multiple_of(stride);
-    let signal = sotto_audio::speech_like(7, 5.0);
-    let reference = if args.media > 0 {
-        let frames = usize::try_from((args.join_seconds + args.key_timeout + 600) * 50)?;
-        Arc::new(stable::reference_packets(&signal, frames)?)
-    } else {
-        Arc::default()
-    };
     let (phase_tx, phase) = watch::channel(Phase::Measuring);
     let ttfa = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
     let stables = Arc::new(std::sync::Mutex::new(Vec::<Stable>::new()));
