@@ -271,18 +271,18 @@ impl RoomView {
     /// audience count of the whole room. Costs one pass over the members.
     pub fn light(&self) -> RoomView {
         let mut listeners = 0usize;
-        let members = self
-            .members
-            .iter()
-            .filter(|m| {
-                if m.role != Role::Listener {
-                    return true;
-                }
-                listeners += 1;
-                listeners <= AUDIENCE_IN_VIEW || m.hand_raised || m.invited_to_stage
-            })
-            .cloned()
-            .collect();
+        self.keeping(|m| {
+            if m.role != Role::Listener {
+                return true;
+            }
+            listeners += 1;
+            listeners <= AUDIENCE_IN_VIEW || m.hand_raised || m.invited_to_stage
+        })
+    }
+
+    /// The room with only the members `keep` accepts (in order); all else,
+    /// the audience count included, as in `self`.
+    pub fn keeping(&self, mut keep: impl FnMut(&MemberView) -> bool) -> RoomView {
         RoomView {
             id: self.id.clone(),
             title: self.title.clone(),
@@ -290,7 +290,7 @@ impl RoomView {
             kind: self.kind,
             ended: self.ended,
             version: self.version,
-            members,
+            members: self.members.iter().filter(|m| keep(m)).cloned().collect(),
             audience_count: self.audience_count,
         }
     }

@@ -429,14 +429,14 @@ pub struct RoomCrypto {
     identity: DeviceIdentity,
     /// The room as last shown, but for its members: only those on stage
     /// or invited to it (a distributor's view holds every listener; see
-    /// [`lean_view`]). Everyone is in `roles`.
+    /// [`lean_view`]). Everyone shown is in `roles`.
     view: RoomView,
     /// Each member of the room as last shown, and their role: lookups
     /// that do not scan the room, kept up to date without rebuilding.
     roles: HashMap<UserId, Role>,
-    /// How many listeners the room as last shown listed (the rest of its
-    /// audience count it does not show).
-    shown_listeners: u32,
+    /// Listeners the room as last shown counts but did not list
+    /// ([`RoomView::audience_unshown`]).
+    audience_unshown: u32,
     config: StageConfig,
     rng: ChaCha20Rng,
     server: Option<ExternalSenderInfo>,
@@ -520,7 +520,7 @@ impl RoomCrypto {
             identity,
             view: lean_view(room),
             roles: role_index(room),
-            shown_listeners: shown_listeners(room),
+            audience_unshown: room.audience_unshown(),
             config: StageConfig::default(),
             rng,
             server: None,
@@ -834,7 +834,7 @@ impl RoomCrypto {
             unchecked += self.roles.keys().filter(|u| !known.contains(u)).count();
             // Listeners the light view does not show count as one
             // unchecked device each, as the server counts them.
-            unchecked += self.audience_unshown() as usize;
+            unchecked += self.audience_unshown as usize;
             let mut proven_listed = 0usize;
             for fp in &candidates {
                 match self.proven.get(fp) {
@@ -1240,14 +1240,7 @@ impl RoomCrypto {
     /// this account's channel subscribed (a departure ends it).
     fn my_role(&self) -> Option<Role> {
         self.role_of(&self.me)
-            .or_else(|| (self.audience_unshown() > 0).then_some(Role::Listener))
-    }
-
-    /// Listeners the room counts but its view did not show.
-    fn audience_unshown(&self) -> u32 {
-        self.view
-            .audience_count
-            .saturating_sub(self.shown_listeners)
+            .or_else(|| (self.audience_unshown > 0).then_some(Role::Listener))
     }
 
     fn role_of(&self, user: &UserId) -> Option<Role> {
@@ -1316,7 +1309,7 @@ impl RoomCrypto {
             return Ok(());
         }
         update_roles(&mut self.roles, view);
-        self.shown_listeners = shown_listeners(view);
+        self.audience_unshown = view.audience_unshown();
         let old = std::mem::replace(&mut self.view, lean_view(view));
         if let Some(b) = &self.binding
             && b.kind() != e2ee_kind(self.view.kind)
@@ -2394,30 +2387,7 @@ fn update_roles(roles: &mut HashMap<UserId, Role>, view: &RoomView) {
 /// The room without its plain listeners (what the core reads of members
 /// beyond `roles`: the stage, and who is invited to it).
 fn lean_view(view: &RoomView) -> RoomView {
-    RoomView {
-        id: view.id.clone(),
-        title: view.title.clone(),
-        description: view.description.clone(),
-        kind: view.kind,
-        ended: view.ended,
-        version: view.version,
-        members: view
-            .members
-            .iter()
-            .filter(|m| m.role.on_stage() || m.invited_to_stage)
-            .cloned()
-            .collect(),
-        audience_count: view.audience_count,
-    }
-}
-
-fn shown_listeners(view: &RoomView) -> u32 {
-    let n = view
-        .members
-        .iter()
-        .filter(|m| m.role == Role::Listener)
-        .count();
-    u32::try_from(n).unwrap_or(u32::MAX)
+    view.keeping(|m| m.role.on_stage() || m.invited_to_stage)
 }
 
 #[cfg(test)]

@@ -184,21 +184,32 @@ impl Bus {
             p.light.remove(&id);
             p.counts.remove(&id);
         }
-        // No subscriber is not an error.
-        if !count_only || departed.is_some() {
-            let _ = self.light_tx.send(Arc::new(RoomEvent {
-                view: Arc::new(light),
-                delta: light_delta.filter(|_| !count_only),
-                departed: departed.clone(),
-                count_only,
-            }));
+        // A send fails only when nobody subscribes (no channel open, or a
+        // server without followers in a test): nobody to tell then.
+        if (!count_only || departed.is_some())
+            && self
+                .light_tx
+                .send(Arc::new(RoomEvent {
+                    view: Arc::new(light),
+                    delta: light_delta.filter(|_| !count_only),
+                    departed: departed.clone(),
+                    count_only,
+                }))
+                .is_err()
+        {
+            tracing::trace!("bus: no session channel subscribed");
         }
-        let _ = self.full_tx.send(Arc::new(RoomEvent {
+        // `delta` is None for a stale view: `publish` makes none for it and
+        // `publish_join` applies only to the newest.
+        let event = RoomEvent {
             view,
-            delta: delta.filter(|_| !stale),
+            delta,
             departed,
             count_only: false,
-        }));
+        };
+        if self.full_tx.send(Arc::new(event)).is_err() {
+            tracing::trace!("bus: no follower subscribed");
+        }
     }
 
     /// The room's last published state in full (`None`: nothing published

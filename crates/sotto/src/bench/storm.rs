@@ -380,6 +380,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     };
     let rss_before = args.server_pid.map(probe::rss_kib).transpose()?;
     let cpu0 = args.server_pid.map(probe::cpu_seconds).transpose()?;
+    // This process's own CPU time: a failed read shows as "n/a".
     let own0 = probe::cpu_seconds(std::process::id()).ok();
     let t0 = Instant::now();
     let (stop_tx, stop) = watch::channel(false);
@@ -466,7 +467,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     }
     let storm_wall_s = t0.elapsed().as_secs_f64();
     let cpu1 = args.server_pid.map(probe::cpu_seconds).transpose()?;
-    let own1 = probe::cpu_seconds(std::process::id()).ok();
+    let own1 = probe::cpu_seconds(std::process::id()).ok(); // as `own0`
     // Let the last rosters land before memory is read.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after = args.server_pid.map(probe::rss_kib).transpose()?;
