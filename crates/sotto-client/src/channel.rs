@@ -20,6 +20,10 @@ pub struct Channel {
     views: HashMap<RoomId, RoomView>,
     /// Test hook: forget the next delta, as if it were lost.
     skip_delta: bool,
+    /// [`next`](Self::next) returns a delta as the delta (applied to the
+    /// room's state, read with [`view`](Self::view)), not as a copy of the
+    /// whole room: see [`keep_deltas`](Self::keep_deltas).
+    deltas: bool,
     /// Bytes of text frames received: room state (`room_state`,
     /// `room_delta`) and everything else.
     received: (u64, u64),
@@ -48,6 +52,7 @@ impl Channel {
             user_id: UserId(String::new()),
             views: HashMap::new(),
             skip_delta: false,
+            deltas: false,
             received: (0, 0),
         };
         channel.send(ClientMessage::Hello { token }).await?;
@@ -83,10 +88,23 @@ impl Channel {
         .await
     }
 
+    /// From now on [`next`](Self::next) returns each room delta it applied
+    /// as the delta itself; the room as it stands is [`view`](Self::view).
+    /// For a big room: the whole room per change is a copy of every member.
+    pub fn keep_deltas(&mut self) {
+        self.deltas = true;
+    }
+
+    /// A subscribed room as the channel last brought it up to date.
+    pub fn view(&self, room: &RoomId) -> Option<&RoomView> {
+        self.views.get(room)
+    }
+
     /// The next message from the server, waiting at most `timeout`.
     ///
     /// A room's deltas come out as the whole room (`room_state`), built
-    /// from the last state and the delta. A delta that does not start from
+    /// from the last state and the delta (or, after
+    /// [`keep_deltas`](Self::keep_deltas), as the delta once applied). A delta that does not start from
     /// the state this channel holds (one was missed) is not returned: the
     /// channel subscribes again and returns the full state that answers.
     pub async fn next(&mut self, timeout: Duration) -> Result<ServerMessage, ClientError> {
@@ -152,12 +170,13 @@ impl Channel {
                 if std::mem::take(&mut self.skip_delta) {
                     return Ok(None);
                 }
-                let applied = self
-                    .views
-                    .get_mut(&delta.room_id)
-                    .map(|v| v.apply(&delta).map(|()| v.clone()));
+                let deltas = self.deltas;
+                let applied = self.views.get_mut(&delta.room_id).map(|v| {
+                    v.apply(&delta).map(|()| (!deltas).then(|| v.clone()))
+                });
                 match applied {
-                    Some(Ok(room)) => Ok(Some(ServerMessage::RoomState { room })),
+                    Some(Ok(Some(room))) => Ok(Some(ServerMessage::RoomState { room })),
+                    Some(Ok(None)) => Ok(Some(ServerMessage::RoomDelta(delta))),
                     Some(Err(_)) | None => {
                         self.views.remove(&delta.room_id);
                         self.subscribe(&delta.room_id).await?;

@@ -185,7 +185,7 @@ pub async fn run(
         channel.send(msg).await?;
     }
     for msg in early {
-        for out in handle_crypto(&mut crypto, now_ms(Instant::now()), &msg) {
+        for out in crypto_in(&mut crypto, now_ms(Instant::now()), &msg, &channel) {
             channel.send(out).await?;
         }
     }
@@ -269,7 +269,7 @@ pub async fn run(
                 sent = sent.and(channel.send(msg).await);
             }
             for msg in early {
-                for out in handle_crypto(&mut crypto, now_ms(Instant::now()), &msg) {
+                for out in crypto_in(&mut crypto, now_ms(Instant::now()), &msg, &channel) {
                     sent = sent.and(channel.send(out).await);
                 }
             }
@@ -293,13 +293,16 @@ pub async fn run(
                 chains_fetched_at = Some(Instant::now());
                 Default::default()
             } else {
-                view.members
+                channel
+                    .view(room)
+                    .unwrap_or(&view)
+                    .members
                     .iter()
                     .filter(|m| crypto.knows_chain(&m.user_id))
                     .map(|m| m.user_id.clone())
                     .collect()
             };
-            fetch_room_chains(client, &view, &learnt, chains_tx.clone());
+            fetch_room_chains(client, channel.view(room).unwrap_or(&view), &learnt, chains_tx.clone());
         }
         let crypto_due = crypto
             .poll_timeout()
@@ -338,7 +341,7 @@ pub async fn run(
                     }
                     _ => {}
                 }
-                for out in handle_crypto(&mut crypto, now_ms(Instant::now()), &msg) {
+                for out in crypto_in(&mut crypto, now_ms(Instant::now()), &msg, &channel) {
                     if channel.send(out).await.is_err() {
                         lost = Some(RECONNECT_FIRST);
                     }
@@ -541,6 +544,8 @@ async fn connect_room(
 > {
     let view = client.join(&config.room).await?;
     let mut channel = Channel::connect(client).await?;
+    // Deltas reach the crypto state as deltas: no copy of the room each.
+    channel.keep_deltas();
     channel.subscribe(&config.room).await?;
     let (media, early) =
         MediaConnection::connect(&mut channel, &config.room, config.bind_ip, config.slots).await?;
@@ -589,6 +594,26 @@ pub fn fetch_room_chains(
             // The session ended first: nobody to tell that all are in.
         }
     });
+}
+
+/// [`handle_crypto`], but a room delta goes in with the room as `channel`
+/// now holds it (the delta applied).
+fn crypto_in(
+    crypto: &mut RoomCrypto,
+    now_ms: u64,
+    msg: &ServerMessage,
+    channel: &Channel,
+) -> Vec<ClientMessage> {
+    match msg {
+        ServerMessage::RoomDelta(delta) => match channel.view(&delta.room_id) {
+            // Refused like any message: counted in the crypto state.
+            Some(room) => crypto
+                .handle_room_delta(now_ms, delta, room)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        },
+        _ => handle_crypto(crypto, now_ms, msg),
+    }
 }
 
 fn handle_crypto(crypto: &mut RoomCrypto, now_ms: u64, msg: &ServerMessage) -> Vec<ClientMessage> {

@@ -73,7 +73,7 @@ use sotto_proto::channel::{
     ClientMessage, E2eeDown, E2eePeer, E2eeUp, GroupBinding, SealedFor, ServerMessage,
     SignedAccess, decode_payload, encode_payload,
 };
-use sotto_proto::room::{Role, RoomKind, RoomView};
+use sotto_proto::room::{MemberChange, Role, RoomDelta, RoomKind, RoomView};
 use sotto_proto::{DeviceId, ErrorCode, RoomId, UserId};
 
 use crate::alert::Alert;
@@ -434,9 +434,10 @@ pub struct RoomCrypto {
     /// Each member of the room as last shown, and their role: lookups
     /// that do not scan the room, kept up to date without rebuilding.
     roles: HashMap<UserId, Role>,
-    /// Listeners the room as last shown counts but did not list
-    /// ([`RoomView::audience_unshown`]).
-    audience_unshown: u32,
+    /// How many of `roles` are listeners: with the room's audience count,
+    /// how many listeners it counts but did not list
+    /// ([`Self::audience_unshown`]).
+    listeners_shown: u32,
     config: StageConfig,
     rng: ChaCha20Rng,
     server: Option<ExternalSenderInfo>,
@@ -520,7 +521,7 @@ impl RoomCrypto {
             identity,
             view: lean_view(room),
             roles: role_index(room),
-            audience_unshown: room.audience_unshown(),
+            listeners_shown: count_listeners(room),
             config: StageConfig::default(),
             rng,
             server: None,
@@ -834,7 +835,7 @@ impl RoomCrypto {
             unchecked += self.roles.keys().filter(|u| !known.contains(u)).count();
             // Listeners the light view does not show count as one
             // unchecked device each, as the server counts them.
-            unchecked += self.audience_unshown as usize;
+            unchecked += self.audience_unshown() as usize;
             let mut proven_listed = 0usize;
             for fp in &candidates {
                 match self.proven.get(fp) {
@@ -1240,7 +1241,13 @@ impl RoomCrypto {
     /// this account's channel subscribed (a departure ends it).
     fn my_role(&self) -> Option<Role> {
         self.role_of(&self.me)
-            .or_else(|| (self.audience_unshown > 0).then_some(Role::Listener))
+            .or_else(|| (self.audience_unshown() > 0).then_some(Role::Listener))
+    }
+
+    /// Listeners the room as last shown counts but did not list
+    /// ([`RoomView::audience_unshown`]).
+    fn audience_unshown(&self) -> u32 {
+        self.view.audience_count.saturating_sub(self.listeners_shown)
     }
 
     fn role_of(&self, user: &UserId) -> Option<Role> {
@@ -1309,8 +1316,112 @@ impl RoomCrypto {
             return Ok(());
         }
         update_roles(&mut self.roles, view);
-        self.audience_unshown = view.audience_unshown();
-        let old = std::mem::replace(&mut self.view, lean_view(view));
+        self.listeners_shown = count_listeners(view);
+        let was_on_stage = self.was_on_stage();
+        self.view = lean_view(view);
+        self.after_view(now, was_on_stage, None)
+    }
+
+    /// A room change as a delta, with the room as it stands after it
+    /// (`room`, which the driver keeps): the core's index and lean view are
+    /// brought up to date from the delta's changes alone, so a join in a
+    /// room of 10,000 costs the distributor a few lookups, not a pass over
+    /// the room. A delta that does not follow the core's view (or changes
+    /// the room's description) is taken as the whole `room`.
+    pub fn handle_room_delta(
+        &mut self,
+        now_ms: u64,
+        delta: &RoomDelta,
+        room: &RoomView,
+    ) -> Result<Vec<ClientMessage>, CryptoError> {
+        let result = self.on_delta(now_ms, delta, room);
+        self.flush(now_ms);
+        result.map(|()| rc_take(self))
+    }
+
+    fn on_delta(&mut self, now: u64, delta: &RoomDelta, room: &RoomView) -> Result<(), CryptoError> {
+        if delta.room_id != self.room_id || room.id != self.room_id {
+            return Ok(());
+        }
+        if delta.from != self.view.version || delta.version != room.version || delta.about.is_some()
+        {
+            return self.on_view(now, room);
+        }
+        let was_on_stage = self.was_on_stage();
+        // Whether the lean view (stage and invitees) changes, and who left
+        // or went on stage (the distributor drops their audience keys).
+        let mut lean_changed = false;
+        let mut departed: Vec<&UserId> = Vec::new();
+        for change in &delta.changes {
+            let in_lean = |user: &UserId| self.view.members.iter().any(|m| &m.user_id == user);
+            let (user, role, flagged) = match change {
+                MemberChange::Left { user_id } => (user_id, None, false),
+                MemberChange::Put { member, .. } => {
+                    (&member.user_id, Some(member.role), member.invited_to_stage)
+                }
+                MemberChange::Set {
+                    user_id,
+                    role: Some(role),
+                    invited_to_stage,
+                    ..
+                } => (user_id, Some(*role), invited_to_stage.is_some()),
+                // Flags only: no role moves; the lean view changes if it
+                // shows this member or the invitation changed.
+                MemberChange::Set {
+                    user_id,
+                    role: None,
+                    invited_to_stage,
+                    ..
+                } => {
+                    lean_changed |= invited_to_stage.is_some() || in_lean(user_id);
+                    continue;
+                }
+            };
+            let in_lean = in_lean(user);
+            let old = match role {
+                Some(r) => self.roles.insert(user.clone(), r),
+                None => self.roles.remove(user),
+            };
+            let was_listener = old == Some(Role::Listener);
+            let is_listener = role == Some(Role::Listener);
+            if was_listener && !is_listener {
+                self.listeners_shown = self.listeners_shown.saturating_sub(1);
+            } else if is_listener && !was_listener {
+                self.listeners_shown = self.listeners_shown.saturating_add(1);
+            }
+            lean_changed |= in_lean || flagged || role.is_some_and(Role::on_stage);
+            if role.is_none_or(Role::on_stage) {
+                departed.push(user);
+            }
+        }
+        if lean_changed {
+            self.view = lean_view(room);
+        } else {
+            self.view.version = room.version;
+            self.view.audience_count = room.audience_count;
+        }
+        let departed: HashSet<UserId> = departed.into_iter().cloned().collect();
+        self.after_view(now, was_on_stage, Some(&departed))
+    }
+
+    /// Whether the room as last shown had this account on stage.
+    fn was_on_stage(&self) -> bool {
+        self.view
+            .members
+            .iter()
+            .any(|m| m.user_id == self.me && m.role.on_stage())
+    }
+
+    /// What follows a new view of the room: a kind that differs from the
+    /// bound one is reported, this device follows its own role, and the
+    /// distributor drops the audience keys of whoever left or went on
+    /// stage (`departed`: those the change named; `None`: check everyone).
+    fn after_view(
+        &mut self,
+        now: u64,
+        was_on_stage: bool,
+        departed: Option<&HashSet<UserId>>,
+    ) -> Result<(), CryptoError> {
         if let Some(b) = &self.binding
             && b.kind() != e2ee_kind(self.view.kind)
         {
@@ -1323,10 +1434,6 @@ impl RoomCrypto {
             return Ok(());
         }
         let role = self.my_role();
-        let was_on_stage = old
-            .members
-            .iter()
-            .any(|m| m.user_id == self.me && m.role.on_stage());
         let in_stage_part = !matches!(self.part, Part::Waiting | Part::Listener(_));
         match role {
             Some(Role::Listener) if in_stage_part || was_on_stage => {
@@ -1338,7 +1445,7 @@ impl RoomCrypto {
             }
             _ => {}
         }
-        self.distributor_follow_view(now)?;
+        self.distributor_follow_view(now, departed)?;
         self.admit_early(now);
         // The distributor removes what no longer belongs on the stage
         // itself, whether or not the server proposes it.
@@ -2129,14 +2236,22 @@ impl RoomCrypto {
 
     /// As distributor: drop admitted listeners who left the room (rotate at
     /// once: a ban or removal must not keep the key) or went on stage.
-    fn distributor_follow_view(&mut self, now: u64) -> Result<(), CryptoError> {
+    fn distributor_follow_view(
+        &mut self,
+        now: u64,
+        only: Option<&HashSet<UserId>>,
+    ) -> Result<(), CryptoError> {
         let Part::Distributor(_, d) = &mut self.part else {
             return Ok(());
         };
+        if only.is_some_and(HashSet::is_empty) {
+            return Ok(());
+        }
         let mut departed = false;
         let gone: Vec<(Fingerprint, bool)> = d
             .admitted
             .iter()
+            .filter(|(_, (user, _))| only.is_none_or(|o| o.contains(user)))
             .filter_map(|(fp, (user, _))| match self.roles.get(user) {
                 None => Some((*fp, true)),
                 Some(role) if role.on_stage() => Some((*fp, false)),
@@ -2358,6 +2473,16 @@ fn rc_take(rc: &mut RoomCrypto) -> Vec<ClientMessage> {
     std::mem::take(&mut rc.out)
 }
 
+/// How many of `view`'s members are listeners.
+fn count_listeners(view: &RoomView) -> u32 {
+    let n = view
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Listener)
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// Each member of `view` and their role.
 fn role_index(view: &RoomView) -> HashMap<UserId, Role> {
     view.members
@@ -2436,6 +2561,102 @@ mod tests {
         for v in &steps {
             update_roles(&mut roles, v);
             assert_eq!(roles, role_index(v));
+        }
+    }
+
+    fn core(room: &RoomView) -> RoomCrypto {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        RoomCrypto::new(
+            [7; 32],
+            &UserId::from_bytes([3; 16]),
+            &DeviceId("d".into()),
+            room,
+            TrustStore::default(),
+            1,
+            &mut rng,
+        )
+        .unwrap()
+        .0
+    }
+
+    /// A core fed deltas (`handle_room_delta`) keeps the same index, lean
+    /// view and unshown count as one fed each whole room, through random
+    /// joins, departures, role changes, invitations and hands, in rooms
+    /// shown whole (a distributor's) and light (a listener's, where most
+    /// of the audience is a count).
+    #[test]
+    fn deltas_keep_the_core_where_whole_rooms_do() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        for light in [false, true] {
+            let mut full = view(&[(0, Role::Host), (3, Role::Listener)]);
+            let shown = |v: &RoomView| {
+                let mut v = v.clone();
+                v.audience_count =
+                    u32::try_from(v.members.iter().filter(|m| m.role == Role::Listener).count())
+                        .unwrap();
+                if light { v.light() } else { v }
+            };
+            let (mut by_view, mut by_delta) = (core(&shown(&full)), core(&shown(&full)));
+            let (mut deltas, mut hid) = (0, false);
+            for step in 0..400u32 {
+                let old = shown(&full);
+                let mut next = full.clone();
+                next.version += 1;
+                let who = u8::try_from(rng.next_u32() % 200).unwrap() + 1;
+                let at = next.members.iter().position(|m| m.user_id == UserId::from_bytes([who; 16]));
+                match (rng.next_u32() % 6, at) {
+                    (0 | 1, None) => next.members.push(MemberView {
+                        user_id: UserId::from_bytes([who; 16]),
+                        username: format!("u{who}"),
+                        display_name: format!("U{who}"),
+                        role: Role::Listener,
+                        hand_raised: false,
+                        muted: false,
+                        invited_to_stage: false,
+                        hand_order: None,
+                    }),
+                    (2, Some(i)) => {
+                        next.members.remove(i);
+                    }
+                    (3, Some(i)) => {
+                        let m = next.members.remove(i);
+                        let role = Role::ALL[usize::try_from(rng.next_u32() % 4).unwrap()];
+                        let pos = if role.on_stage() { 1 } else { next.members.len() };
+                        next.members.insert(pos, MemberView { role, ..m });
+                    }
+                    (4, Some(i)) => {
+                        let m = &mut next.members[i];
+                        m.invited_to_stage = !m.invited_to_stage && m.role == Role::Listener;
+                    }
+                    (5, Some(i)) => {
+                        let m = &mut next.members[i];
+                        m.hand_raised = !m.hand_raised;
+                        m.hand_order = m.hand_raised.then_some(next.version);
+                    }
+                    _ => continue,
+                }
+                let new = shown(&next);
+                by_view.handle(1, &ServerMessage::RoomState { room: new.clone() }).unwrap();
+                match new.diff_from(&old) {
+                    Some(d) if step % 50 != 49 => {
+                        deltas += 1;
+                        by_delta.handle_room_delta(1, &d, &new).unwrap();
+                    }
+                    // Now and then (and when no delta fits) the whole room.
+                    _ => {
+                        by_delta.handle(1, &ServerMessage::RoomState { room: new.clone() }).unwrap();
+                    }
+                }
+                full = next;
+                assert_eq!(by_delta.roles, by_view.roles, "step {step}");
+                assert_eq!(by_delta.view, by_view.view, "step {step}");
+                assert_eq!(by_delta.listeners_shown, by_view.listeners_shown, "step {step}");
+                assert_eq!(by_delta.audience_unshown(), new.audience_unshown(), "step {step}");
+                assert_eq!(by_delta.my_role(), by_view.my_role(), "step {step}");
+                hid |= new.audience_unshown() > 0;
+            }
+            assert!(deltas > 150, "most changes went in as deltas ({deltas})");
+            assert_eq!(hid, light, "the light rooms (only) hid some listeners");
         }
     }
 }

@@ -78,8 +78,17 @@ impl RoomKeys {
         channel: &mut Channel,
         msg: &ServerMessage,
     ) -> anyhow::Result<()> {
-        let out = self.crypto.handle(self.now_ms(), msg).unwrap_or_default();
-        send_all(channel, out).await
+        let now = self.now_ms();
+        let out = match msg {
+            // A channel that keeps deltas (`Channel::keep_deltas`): the
+            // core takes the delta with the room as the channel holds it.
+            ServerMessage::RoomDelta(delta) => match channel.view(&delta.room_id) {
+                Some(room) => self.crypto.handle_room_delta(now, delta, room),
+                None => Ok(Vec::new()),
+            },
+            _ => self.crypto.handle(now, msg),
+        };
+        send_all(channel, out.unwrap_or_default()).await
     }
 
     pub async fn on_timeout(&mut self, channel: &mut Channel) -> anyhow::Result<()> {

@@ -56,6 +56,10 @@ fn digest(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// A decrypt failure this close to a new key statement's arrival is put
+/// down to that rotation.
+pub const NEAR_KEY_CHANGE: Duration = Duration::from_secs(3);
+
 /// What one stable listener saw during the measured phase (and, apart,
 /// decrypt failures outside it).
 #[derive(Debug, Default)]
@@ -67,6 +71,11 @@ pub struct StableReport {
     pub failure_kinds: BTreeMap<String, u64>,
     /// Failures outside the measured phase (e.g. before the first key).
     pub failures_outside: u64,
+    /// Failures of the measured phase within [`NEAR_KEY_CHANGE`] of a new
+    /// key statement reaching this listener (a rotation it got late, or a
+    /// frame of the old key that came after): the rest had no rotation to
+    /// blame.
+    pub failures_near_key_change: u64,
     /// Frames that decrypted to something the host never sent.
     pub mismatches: u64,
     /// Longest wall-clock time between two decrypted frames (or from the
@@ -111,6 +120,7 @@ impl Stable {
     ) -> anyhow::Result<Stable> {
         let view = person.client.join(room).await.context("joining the room")?;
         let mut channel = Channel::connect(&person.client).await?;
+        channel.keep_deltas();
         channel.subscribe(room).await?;
         let mut keys = RoomKeys::open(&profile, &person.user_id, &view, &mut channel).await?;
         let (mut media, early) =
@@ -128,6 +138,8 @@ impl Stable {
             phase,
             report: StableReport::default(),
             statements: HashSet::new(),
+            key_changes: Vec::new(),
+            failure_times: Vec::new(),
             last_ok: None,
             last_tag: None,
             seq_span: None,
@@ -150,6 +162,10 @@ struct Ear {
     phase: watch::Receiver<Phase>,
     report: StableReport,
     statements: HashSet<String>,
+    /// When each new key statement came (measured phase), and when each
+    /// measured failure happened: compared at the end.
+    key_changes: Vec<Instant>,
+    failure_times: Vec<Instant>,
     /// When the last frame decrypted, and its RTP sequence number.
     last_ok: Option<(Instant, u64)>,
     last_tag: Option<u64>,
@@ -210,6 +226,17 @@ impl Ear {
             self.report.lost = self.report.expected - self.seq_ok;
         }
         self.report.generations = self.statements.len();
+        let changes = &self.key_changes;
+        self.report.failures_near_key_change = self
+            .failure_times
+            .iter()
+            .filter(|&&f| {
+                changes.iter().any(|&c| {
+                    let apart = if f > c { f - c } else { c - f };
+                    apart <= NEAR_KEY_CHANGE
+                })
+            })
+            .count() as u64;
         self.channel.close().await;
         Ok(self.report)
     }
@@ -264,7 +291,9 @@ impl Ear {
         }
         match e2ee {
             E2eeDown::Sealed { statement, .. } => {
-                self.statements.insert(statement.clone());
+                if self.statements.insert(statement.clone()) {
+                    self.key_changes.push(Instant::now());
+                }
             }
             E2eeDown::Roster { .. } => self.report.rosters += 1,
             _ => {}
@@ -279,6 +308,7 @@ impl Ear {
             Err(e) => {
                 if measuring {
                     self.report.decrypt_failures += 1;
+                    self.failure_times.push(Instant::now());
                     let kind = format!("{e:?}");
                     let kind = kind.split([' ', '{']).next().unwrap_or("?").to_owned();
                     *self.report.failure_kinds.entry(kind).or_default() += 1;

@@ -105,6 +105,7 @@ async fn listener(
     seen.joined_ms.store(ms_since(t0), Relaxed);
     let view = person.client.join(&room).await.context("joining")?;
     let mut channel = Channel::connect(&person.client).await?;
+    channel.keep_deltas();
     channel.subscribe(&room).await?;
     let mut keys = RoomKeys::open(&profile, &person.user_id, &view, &mut channel).await?;
     loop {
@@ -168,6 +169,10 @@ pub struct StormReport {
     pub ban_rekeyed_s: Option<f64>,
     pub ban_cut_off_s: Option<f64>,
     pub ban_not_rekeyed: usize,
+    /// Seconds from the ban to each remaining listener on a newer key,
+    /// sorted: where the time goes (first keys: the distributor's
+    /// sealing; the spread after: fan-out and the listeners' opening).
+    pub ban_rekey_times: Vec<f64>,
     /// Listeners with media, their seconds from `POST join` to the first
     /// decrypted frame that matched the host's encoder (sorted), and what
     /// they decrypted afterwards.
@@ -177,6 +182,11 @@ pub struct StormReport {
     pub media_decrypt_failures: u64,
     pub media_mismatches: u64,
     pub media_failure_kinds: std::collections::BTreeMap<String, u64>,
+    /// Of those failures, how many came within
+    /// [`super::stable::NEAR_KEY_CHANGE`] of a new key statement.
+    pub media_failures_near_key_change: u64,
+    /// Key generations the media listeners received (most of any one).
+    pub media_generations: usize,
 }
 
 impl StormReport {
@@ -268,6 +278,18 @@ impl StormReport {
             ),
         ));
         rows.push((
+            format!(
+                "media listeners: failures within {} s of a new key reaching them / key generations received",
+                super::stable::NEAR_KEY_CHANGE.as_secs()
+            ),
+            format!(
+                "{} of {} / {}",
+                self.media_failures_near_key_change,
+                self.media_decrypt_failures,
+                self.media_generations
+            ),
+        ));
+        rows.push((
             "ban: every remaining listener on a newer key / the banned one told".into(),
             format!(
                 "{} / {} ({} not on a newer key within 30 s)",
@@ -275,6 +297,14 @@ impl StormReport {
                 opt_s(self.ban_cut_off_s),
                 self.ban_not_rekeyed
             ),
+        ));
+        let ban = |q: f64| {
+            probe::sample_quantile(&self.ban_rekey_times, q)
+                .map_or("n/a".into(), |s| format!("{s:.2} s"))
+        };
+        rows.push((
+            "ban: remaining listeners on a newer key, first / p50 / p95".into(),
+            format!("{} / {} / {}", ban(0.0), ban(0.5), ban(0.95)),
         ));
         rows
     }
@@ -578,6 +608,13 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
             .unwrap_or(t_ban);
         last.saturating_sub(t_ban) as f64 / 1e3
     });
+    let mut ban_rekey_times: Vec<f64> = seen
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| *i != victim && !s.media && s.generation.load(Relaxed) > gens[*i])
+        .map(|(_, s)| s.generation_ms.load(Relaxed).saturating_sub(t_ban) as f64 / 1e3)
+        .collect();
+    ban_rekey_times.sort_by(f64::total_cmp);
     let left = seen[victim].left_ms.load(Relaxed);
     let ban_cut_off_s = (left > 0).then(|| left.saturating_sub(t_ban) as f64 / 1e3);
     let ban_not_rekeyed = pending;
@@ -621,6 +658,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
         ban_rekeyed_s,
         ban_cut_off_s,
         ban_not_rekeyed,
+        ban_rekey_times,
         media: seen.iter().filter(|s| s.media).count(),
         ttfa,
         media_decrypted: media_reports.iter().map(|r| r.decrypted).sum(),
@@ -635,6 +673,15 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
                 all
             },
         ),
+        media_failures_near_key_change: media_reports
+            .iter()
+            .map(|r| r.failures_near_key_change)
+            .sum(),
+        media_generations: media_reports
+            .iter()
+            .map(|r| r.generations)
+            .max()
+            .unwrap_or(0),
     };
     if let Some(path) = &args.markdown {
         std::fs::write(path, report.markdown())
