@@ -101,20 +101,21 @@ impl Bus {
     /// not been published yet (the caller tries again: that change's
     /// publisher is about to).
     pub fn publish_join(&self, joined: &Joined) -> Result<Arc<RoomView>, JoinNotApplied> {
-        let mut p = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        let old = p
-            .full
-            .get(&joined.room)
-            .ok_or(JoinNotApplied::NoView)?
-            .clone();
-        if old.version >= joined.version {
+        let mut guard = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let p = &mut *guard;
+        let held = p.full.get_mut(&joined.room).ok_or(JoinNotApplied::NoView)?;
+        if held.version >= joined.version {
             // Published already, within a newer state.
-            return Ok(old);
+            return Ok(held.clone());
         }
-        if old.version != joined.version - 1 {
+        if held.version != joined.version - 1 {
             return Err(JoinNotApplied::EarlierChangePending);
         }
-        let mut view = (*old).clone();
+        let (from, old_count) = (held.version, held.audience_count);
+        // In place when nobody holds the previous state any more (the
+        // followers have read its event): no copy of a room of thousands
+        // per join. Copied otherwise, as before.
+        let view = Arc::make_mut(held);
         view.version = joined.version;
         let mut changes = Vec::new();
         if let Some(m) = &joined.entered {
@@ -130,15 +131,14 @@ impl Bus {
         }
         let delta = RoomDelta {
             room_id: view.id.clone(),
-            from: old.version,
+            from,
             version: view.version,
             about: None,
             changes,
-            audience_count: (view.audience_count != old.audience_count)
-                .then_some(view.audience_count),
+            audience_count: (view.audience_count != old_count).then_some(view.audience_count),
         };
-        let view = Arc::new(view);
-        self.publish_locked(&mut p, view.clone(), Some(delta), None);
+        let view = held.clone();
+        self.announce_locked(p, view.clone(), Some(delta), None, false);
         Ok(view)
     }
 
@@ -149,11 +149,27 @@ impl Bus {
         delta: Option<RoomDelta>,
         departed: Option<(UserId, bool)>,
     ) {
-        let id = view.id.clone();
         let stale = p
             .full
-            .get(&id)
+            .get(&view.id)
             .is_some_and(|old| old.version >= view.version);
+        if !stale {
+            p.full.insert(view.id.clone(), view.clone());
+        }
+        self.announce_locked(p, view, delta, departed, stale);
+    }
+
+    /// Sends `view` (already in `p.full` unless `stale`) to both streams,
+    /// with the light view and the count brought up to date.
+    fn announce_locked(
+        &self,
+        p: &mut Published,
+        view: Arc<RoomView>,
+        delta: Option<RoomDelta>,
+        departed: Option<(UserId, bool)>,
+        stale: bool,
+    ) {
+        let id = view.id.clone();
         let light = view.light();
         let mut light_delta = None;
         let mut count_only = false;
@@ -177,7 +193,6 @@ impl Bus {
             if !count_only {
                 p.light.insert(id.clone(), light.clone());
             }
-            p.full.insert(id.clone(), view.clone());
         }
         if view.ended {
             p.full.remove(&id);
@@ -324,5 +339,36 @@ mod tests {
         assert!(bus.publish_join(&joined(6, 61)).is_ok());
         assert!(bus.publish_join(&joined(7, 62)).is_ok());
         assert_eq!(bus.view(&RoomId::from_bytes([9; 16])).unwrap().version, 7);
+    }
+
+    /// A join changes the room in place once nobody holds its previous
+    /// state, and never changes a state someone still holds (a follower
+    /// that has not read its event, a channel answering from it).
+    #[test]
+    fn a_join_copies_the_room_only_while_someone_holds_it() {
+        let bus = Bus::default();
+        let id = RoomId::from_bytes([9; 16]);
+        bus.publish(room(5, 60), None);
+        let held = bus.view(&id).unwrap();
+        let first = Arc::as_ptr(&held);
+        let after = bus.publish_join(&joined(6, 61)).unwrap();
+        assert_ne!(Arc::as_ptr(&after), first, "copied: the old state is held");
+        assert_eq!(*held, room(5, 60), "what a holder has does not change");
+        assert_eq!(*after, room(6, 61));
+        drop(held);
+        let second = Arc::as_ptr(&after);
+        drop(after);
+        let again = bus.publish_join(&joined(7, 62)).unwrap();
+        assert_eq!(Arc::as_ptr(&again), second, "in place: nobody held it");
+        assert_eq!(*again, room(7, 62));
+        // A follower that has not read its event yet holds that state.
+        let mut full = bus.subscribe_full();
+        drop(again);
+        let after = bus.publish_join(&joined(8, 63)).unwrap();
+        drop(after);
+        bus.publish_join(&joined(9, 64)).unwrap();
+        let event = full.try_recv().unwrap();
+        assert_eq!(*event.view, room(8, 63), "the unread event's room is as published");
+        assert_eq!(*full.try_recv().unwrap().view, room(9, 64));
     }
 }

@@ -123,9 +123,17 @@ enum Proposed {
     Remove(u32),
 }
 
+/// What the relay keeps of a room's view besides its role index: never
+/// the member list (the bus then updates the room in place, not by copy).
+struct ViewHead {
+    id: RoomId,
+    version: i64,
+    kind: sotto_proto::room::RoomKind,
+}
+
 #[derive(Default)]
 struct RoomRelay {
-    view: Option<Arc<RoomView>>,
+    view: Option<ViewHead>,
     delivery: Option<RoomDelivery>,
     conns: BTreeMap<u64, Registered>,
     key_owner: HashMap<[u8; 32], UserId>,
@@ -991,7 +999,11 @@ impl RoomRelay {
             }
         };
         let room_id = view.id.clone();
-        self.view = Some(view);
+        self.view = Some(ViewHead {
+            id: view.id.clone(),
+            version: view.version,
+            kind: view.kind,
+        });
         if departures {
             self.drop_departed();
         }

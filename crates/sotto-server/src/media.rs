@@ -7,13 +7,13 @@
 //! memory. Whether a peer may publish follows the room's state: on stage and
 //! not muted. Every room change re-applies that.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rand::{Rng as _, SeedableRng as _};
-use sotto_proto::room::RoomView;
+use sotto_proto::room::{MemberChange, RoomDelta, RoomView};
 use sotto_proto::{RoomId, UserId};
 use sotto_sfu::{PeerId, RoomKey, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats};
 use tokio::net::UdpSocket;
@@ -216,31 +216,53 @@ impl MediaPlane {
     /// room, naming only the peers whose right changed: a listener joining a
     /// room of thousands costs one map lookup per peer here, and nothing in
     /// the SFU.
-    pub async fn apply(&self, view: &RoomView) {
-        {
-            // A room with no media session (a control-plane-only room, or
-            // one whose listeners have not connected yet) has nothing to
-            // re-apply: no pass over its members.
-            let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            if !view.ended && !reg.peers.values().any(|s| s.room == view.id) {
-                return;
-            }
-        }
-        let members: HashMap<&UserId, bool> = view
-            .members
-            .iter()
-            .map(|m| (&m.user_id, m.role.on_stage() && !m.muted))
-            .collect();
+    ///
+    /// With `delta` (the change from the state applied last), only the
+    /// members it names are looked at: a join costs no pass over the room.
+    pub async fn apply(&self, view: &RoomView, delta: Option<&RoomDelta>) {
         let mut changed = Vec::new();
         let mut gone = Vec::new();
         {
             let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            let latest = reg.versions.entry(view.id.clone()).or_insert(view.version);
-            if view.version < *latest {
+            // A room with no media session (a control-plane-only room, or
+            // one whose listeners have not connected yet) has nothing to
+            // re-apply: no pass over its members.
+            if !view.ended && !reg.peers.values().any(|s| s.room == view.id) {
+                return;
+            }
+            let latest = *reg.versions.entry(view.id.clone()).or_insert(view.version);
+            if view.version < latest {
                 return; // a newer state of the room was applied already
             }
-            *latest = view.version;
-            for (peer, session) in reg.peers.iter_mut().filter(|(_, s)| s.room == view.id) {
+            // Following on from the state applied last, with every session
+            // of the room told its right once: only the members the change
+            // names can change a right or end a session.
+            let named: Option<HashSet<&UserId>> = delta
+                .filter(|d| d.from == latest && d.version == view.version && !view.ended)
+                .filter(|_| {
+                    !reg.peers
+                        .values()
+                        .any(|s| s.room == view.id && s.may_publish.is_none())
+                })
+                .map(|d| d.changes.iter().map(changed_user).collect());
+            reg.versions.insert(view.id.clone(), view.version);
+            if let Some(n) = &named
+                && !reg
+                    .peers
+                    .values()
+                    .any(|s| s.room == view.id && n.contains(&s.user))
+            {
+                return; // nobody with a media session changed
+            }
+            let members: HashMap<&UserId, bool> = view
+                .members
+                .iter()
+                .filter(|m| named.as_ref().is_none_or(|n| n.contains(&m.user_id)))
+                .map(|m| (&m.user_id, m.role.on_stage() && !m.muted))
+                .collect();
+            for (peer, session) in reg.peers.iter_mut().filter(|(_, s)| {
+                s.room == view.id && named.as_ref().is_none_or(|n| n.contains(&s.user))
+            }) {
                 match members.get(&session.user) {
                     Some(allowed) if !view.ended => {
                         if session.may_publish != Some(*allowed) {
@@ -509,5 +531,13 @@ impl Sender {
             .map(|sent| sent.count())
             .map_err(std::io::Error::from)
         })
+    }
+}
+
+/// The member a room change is about.
+fn changed_user(change: &MemberChange) -> &UserId {
+    match change {
+        MemberChange::Left { user_id } | MemberChange::Set { user_id, .. } => user_id,
+        MemberChange::Put { member, .. } => &member.user_id,
     }
 }

@@ -168,7 +168,7 @@ async fn follow_rooms(
     use tokio::sync::broadcast::error::RecvError;
     loop {
         match events.recv().await {
-            Ok(event) => media.apply(&event.view).await,
+            Ok(event) => media.apply(&event.view, event.delta.as_ref()).await,
             // Missed events: the next change of each room re-applies its state.
             Err(RecvError::Lagged(_)) => continue,
             Err(RecvError::Closed) => return,

@@ -458,7 +458,7 @@ impl Channel {
         match media.join(&room_id, &self.user, view.version, sdp).await {
             Ok((peer, answer)) => {
                 self.media.insert(room_id.clone(), peer);
-                media.apply(&view).await;
+                media.apply(&view, None).await;
                 self.send(ServerMessage::MediaAnswer {
                     room_id,
                     sdp: answer,
