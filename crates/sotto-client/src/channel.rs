@@ -171,9 +171,10 @@ impl Channel {
                     return Ok(None);
                 }
                 let deltas = self.deltas;
-                let applied = self.views.get_mut(&delta.room_id).map(|v| {
-                    v.apply(&delta).map(|()| (!deltas).then(|| v.clone()))
-                });
+                let applied = self
+                    .views
+                    .get_mut(&delta.room_id)
+                    .map(|v| v.apply(&delta).map(|()| (!deltas).then(|| v.clone())));
                 match applied {
                     Some(Ok(Some(room))) => Ok(Some(ServerMessage::RoomState { room })),
                     Some(Ok(None)) => Ok(Some(ServerMessage::RoomDelta(delta))),

@@ -302,7 +302,12 @@ pub async fn run(
                     .map(|m| m.user_id.clone())
                     .collect()
             };
-            fetch_room_chains(client, channel.view(room).unwrap_or(&view), &learnt, chains_tx.clone());
+            fetch_room_chains(
+                client,
+                channel.view(room).unwrap_or(&view),
+                &learnt,
+                chains_tx.clone(),
+            );
         }
         let crypto_due = crypto
             .poll_timeout()

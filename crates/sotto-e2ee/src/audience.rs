@@ -19,7 +19,7 @@
 //! statement must become a [`VerifiedKeyStatement`] before
 //! [`Listener::open`] takes it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::{
@@ -484,6 +484,19 @@ pub struct Distributor {
     /// The listeners behind the last roster uploaded, and its version: the
     /// next upload sends only the changes (None: the whole list).
     uploaded: Option<(RosterVersion, BTreeSet<Fingerprint>)>,
+    /// The next generation sealed ahead of its rotation ([`Self::preseal`]).
+    presealed: Option<Presealed>,
+}
+
+/// Deliveries of the next generation's key, sealed while nothing is due so
+/// that its rotation (a ban's above all) sends at once instead of sealing
+/// to everyone first. Never sent before that rotation, and then only to
+/// listeners still admitted.
+struct Presealed {
+    key: AudienceKey,
+    /// Admitted listeners not sealed to yet (may repeat, or have left).
+    todo: Vec<Fingerprint>,
+    done: HashMap<Fingerprint, SealedDelivery>,
 }
 
 /// A signed roster and the chunks of listener fingerprints the server
@@ -527,6 +540,7 @@ impl Distributor {
             roster_seq: 0,
             stage: StageMap::default(),
             uploaded: None,
+            presealed: None,
         }
     }
 
@@ -582,7 +596,53 @@ impl Distributor {
             .ok_or_else(|| AdmitError::Seal("no audience key".into()))?;
         let sealed = seal(&self.crypto, &self.room_id, &listener, key)?;
         self.listeners.insert(fingerprint, listener);
+        if let Some(p) = &mut self.presealed {
+            // Sealed again ahead: a refreshed request may bring a new key.
+            p.done.remove(&fingerprint);
+            p.todo.push(fingerprint);
+        }
         Ok(sealed)
+    }
+
+    /// Seal `next` (the stage's next audience key) ahead of its rotation to
+    /// up to `budget` admitted listeners not sealed to yet; a key of
+    /// another generation starts over. Returns how many are left. Call it
+    /// while nothing is due: [`Self::rotate`] with that key then seals only
+    /// to listeners admitted since.
+    pub fn preseal(&mut self, next: &AudienceKey, budget: usize) -> Result<usize, AdmitError> {
+        if self
+            .presealed
+            .as_ref()
+            .is_none_or(|p| p.key.generation() != next.generation())
+        {
+            self.presealed = Some(Presealed {
+                key: next.clone(),
+                todo: self.listeners.keys().copied().collect(),
+                done: HashMap::new(),
+            });
+        }
+        let Some(p) = &mut self.presealed else {
+            return Ok(0);
+        };
+        let mut sealed = 0;
+        while sealed < budget {
+            let Some(fp) = p.todo.pop() else { break };
+            if p.done.contains_key(&fp) {
+                continue;
+            }
+            let Some(l) = self.listeners.get(&fp) else {
+                continue;
+            };
+            p.done
+                .insert(fp, seal(&self.crypto, &self.room_id, l, &p.key)?);
+            sealed += 1;
+        }
+        Ok(p.todo.len())
+    }
+
+    /// Listeners [`Self::preseal`] has yet to seal to (an upper bound).
+    pub fn preseal_left(&self) -> usize {
+        self.presealed.as_ref().map_or(0, |p| p.todo.len())
     }
 
     /// Ban a listener. Returns true if it was admitted: then the caller must
@@ -605,7 +665,17 @@ impl Distributor {
         key: AudienceKey,
         signer: &DeviceIdentity,
     ) -> Result<Rotation, AdmitError> {
-        let deliveries = self.seal_all(&key)?;
+        // Sealed ahead to this generation: only listeners still admitted
+        // get theirs (a banned or departed one is no longer listed).
+        let mut ahead = self
+            .presealed
+            .take()
+            .filter(|p| p.key.generation() == key.generation())
+            .map(|p| p.done)
+            .unwrap_or_default();
+        ahead.retain(|fp, _| self.listeners.contains_key(fp));
+        let mut deliveries = self.seal_all(&key, &ahead)?;
+        deliveries.extend(ahead.into_values());
         let statement = sign_key_statement(signer, &self.room_id, &key);
         if self.generation() != Some(key.generation()) {
             self.roster_seq = 0;
@@ -631,14 +701,22 @@ impl Distributor {
     /// Seal `key` to every admitted listener: on as many threads as the
     /// machine has cores (up to 8) when there are enough listeners for it
     /// to pay (native builds; the browser seals on one).
-    fn seal_all(&self, key: &AudienceKey) -> Result<Vec<SealedDelivery>, AdmitError> {
+    fn seal_all(
+        &self,
+        key: &AudienceKey,
+        ahead: &HashMap<Fingerprint, SealedDelivery>,
+    ) -> Result<Vec<SealedDelivery>, AdmitError> {
+        let all: Vec<&AdmittedListener> = self
+            .listeners
+            .values()
+            .filter(|l| !ahead.contains_key(&l.fingerprint))
+            .collect();
         #[cfg(not(target_arch = "wasm32"))]
         {
             let threads = std::thread::available_parallelism()
                 .map_or(1, std::num::NonZeroUsize::get)
                 .min(8);
-            if threads > 1 && self.listeners.len() >= PARALLEL_SEAL_MIN {
-                let all: Vec<&AdmittedListener> = self.listeners.values().collect();
+            if threads > 1 && all.len() >= PARALLEL_SEAL_MIN {
                 let per = all.len().div_ceil(threads);
                 return std::thread::scope(|s| {
                     let parts: Vec<_> = all
@@ -662,7 +740,9 @@ impl Distributor {
                 });
             }
         }
-        self.seal_shard(key, 0, 1)
+        all.into_iter()
+            .map(|l| seal(&self.crypto, &self.room_id, l, key))
+            .collect()
     }
 
     /// Seal `key` to the listeners of shard `index` of `count`, so that the

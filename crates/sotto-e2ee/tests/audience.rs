@@ -688,3 +688,89 @@ fn roster_versions_continue_across_distributors() {
         Err(RosterError::Rollback { .. })
     ));
 }
+
+/// The next key sealed ahead (`Distributor::preseal`): its rotation sends
+/// every remaining listener exactly one delivery that opens to the new
+/// key — those sealed ahead, those admitted since, those re-admitted —
+/// and none to a listener banned after being sealed to; a key of another
+/// generation is not taken for it.
+#[test]
+fn a_rotation_sealed_ahead_reaches_everyone_left_and_not_the_banned() {
+    let mut net = Net::new(21);
+    net.add_speaker("bob");
+    net.advance(300);
+    net.start_distributor(RoomKind::Open);
+    let mut listeners: Vec<(DeviceIdentity, Listener)> =
+        (0..40).map(|n| net.join_listener(n)).collect();
+    let next = net.members[0].stage.next_audience_key().unwrap();
+    let d = net.distributor.as_mut().unwrap();
+    assert_eq!(d.preseal(&next, 25).unwrap(), 15);
+    assert_eq!(d.preseal(&next, 100).unwrap(), 0);
+    assert_eq!(d.preseal_left(), 0);
+    // Sealed ahead to all 40; then one is banned and 5 more join.
+    let banned_fp = listeners[3].0.public().fingerprint();
+    assert!(net.distributor.as_mut().unwrap().ban(banned_fp));
+    listeners.extend((40..45).map(|n| net.join_listener(n)));
+    assert_eq!(net.distributor.as_ref().unwrap().preseal_left(), 5);
+
+    let rotation = net
+        .distributor
+        .as_mut()
+        .unwrap()
+        .rotate(next.clone(), net.members[0].stage.identity())
+        .unwrap();
+    let mut to: Vec<_> = rotation.deliveries.iter().map(|s| s.recipient).collect();
+    to.sort_unstable();
+    to.dedup();
+    assert_eq!(to.len(), 44, "one delivery per remaining listener");
+    assert_eq!(rotation.deliveries.len(), 44);
+    assert!(!to.contains(&banned_fp), "none for the banned listener");
+    let host = net.host_identity();
+    for (ident, l) in &mut listeners {
+        let fp = ident.public().fingerprint();
+        let stmt = l.verify_statement(&rotation.statement, &[host]).unwrap();
+        let mine: Vec<_> = rotation
+            .deliveries
+            .iter()
+            .filter(|s| s.recipient == fp)
+            .collect();
+        if fp == banned_fp {
+            assert!(mine.is_empty());
+            for s in &rotation.deliveries {
+                assert_eq!(l.open(net.now, &s.bytes, &stmt), Err(OpenError::NotForUs));
+            }
+            continue;
+        }
+        assert_eq!(mine.len(), 1);
+        assert_eq!(
+            l.open(net.now, &mine[0].bytes, &stmt).unwrap(),
+            next.generation()
+        );
+    }
+
+    // Sealed ahead to one generation, rotated to another: sealed afresh.
+    let d = net.distributor.as_mut().unwrap();
+    d.preseal(&next, 100).unwrap();
+    let other = test_audience_key(
+        KeyGeneration {
+            epoch: next.generation().epoch + 1,
+            rotation: 0,
+        },
+        [9; 32],
+    );
+    let rotation = d
+        .rotate(other.clone(), net.members[0].stage.identity())
+        .unwrap();
+    let (ident, l) = &mut listeners[0];
+    let stmt = l.verify_statement(&rotation.statement, &[host]).unwrap();
+    let fp = ident.public().fingerprint();
+    let mine = rotation
+        .deliveries
+        .iter()
+        .find(|s| s.recipient == fp)
+        .unwrap();
+    assert_eq!(
+        l.open(net.now, &mine.bytes, &stmt).unwrap(),
+        other.generation()
+    );
+}

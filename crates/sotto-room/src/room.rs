@@ -104,6 +104,11 @@ const ROSTER_DELAY_LARGE_MS: u64 = 5_000;
 const ROSTER_LARGE_AUDIENCE: usize = 1_000;
 /// Sealed deliveries per `sealed` message (stays under 64 KiB of JSON).
 const SEALED_BATCH: usize = 200;
+/// The distributor seals the next key ahead to this many listeners at a
+/// time, this often (~6 ms of one core per 100 ms): 10,000 listeners are
+/// sealed ahead within ~16 s of a rotation, well inside its period.
+const PRESEAL_BATCH: usize = 64;
+const PRESEAL_EVERY_MS: u64 = 100;
 /// Stage maps a listener keeps (epochs whose frames may still arrive).
 const STAGE_MAPS_KEPT: usize = 3;
 /// A commit the server has not answered after this long is dropped and
@@ -342,6 +347,10 @@ struct DistributorState {
     departure_rotation_at: Option<u64>,
     /// Join requests waiting for the room state to show their sender.
     early: Vec<EarlyJoin>,
+    /// Whether listeners are left to seal the next key to ahead of its
+    /// rotation ([`Distributor::preseal`]), and when to seal the next few.
+    preseal_more: bool,
+    preseal_at: u64,
 }
 
 impl Part {
@@ -620,6 +629,9 @@ impl RoomCrypto {
             // Due once no commit is in flight (its epoch change rotates).
             if self.part.member().is_some_and(|m| m.in_flight.is_none()) {
                 t.extend(d.departure_rotation_at);
+                if d.preseal_more {
+                    t.push(d.preseal_at);
+                }
             }
         }
         if let Part::Listener(l) = &self.part
@@ -1247,7 +1259,9 @@ impl RoomCrypto {
     /// Listeners the room as last shown counts but did not list
     /// ([`RoomView::audience_unshown`]).
     fn audience_unshown(&self) -> u32 {
-        self.view.audience_count.saturating_sub(self.listeners_shown)
+        self.view
+            .audience_count
+            .saturating_sub(self.listeners_shown)
     }
 
     fn role_of(&self, user: &UserId) -> Option<Role> {
@@ -1339,7 +1353,12 @@ impl RoomCrypto {
         result.map(|()| rc_take(self))
     }
 
-    fn on_delta(&mut self, now: u64, delta: &RoomDelta, room: &RoomView) -> Result<(), CryptoError> {
+    fn on_delta(
+        &mut self,
+        now: u64,
+        delta: &RoomDelta,
+        room: &RoomView,
+    ) -> Result<(), CryptoError> {
         if delta.room_id != self.room_id || room.id != self.room_id {
             return Ok(());
         }
@@ -2049,6 +2068,8 @@ impl RoomCrypto {
             rotated_at: None,
             departure_rotation_at: None,
             early: Vec::new(),
+            preseal_more: true,
+            preseal_at: now,
         });
         let due = m.stage.rotation_due(now);
         if let Part::Member(m) = std::mem::replace(&mut self.part, Part::Waiting) {
@@ -2076,6 +2097,7 @@ impl RoomCrypto {
         d.roster_at = Some(now);
         d.rotated_at = Some(now);
         d.departure_rotation_at = None;
+        d.preseal_more = true;
         let statement = encode_payload(&rotation.statement);
         let deliveries: Vec<SealedFor> = rotation
             .deliveries
@@ -2178,6 +2200,7 @@ impl RoomCrypto {
             sealed.recipient,
             (from.user_id.clone(), from.device_id.clone()),
         );
+        d.preseal_more = true;
         let delay = if d.admitted.len() > ROSTER_LARGE_AUDIENCE {
             ROSTER_DELAY_LARGE_MS
         } else {
@@ -2448,6 +2471,26 @@ impl RoomCrypto {
                 self.set_roster(v, now);
             }
         }
+        // A few listeners at a time, the next generation is sealed ahead,
+        // so that its rotation (a ban's) sends at once.
+        let Part::Distributor(m, d) = &mut self.part else {
+            return;
+        };
+        if d.preseal_more && d.preseal_at <= now && m.in_flight.is_none() {
+            d.preseal_at = now + PRESEAL_EVERY_MS;
+            let left = m
+                .stage
+                .next_audience_key()
+                .map_err(CryptoError::from)
+                .and_then(|next| Ok(d.dist.preseal(&next, PRESEAL_BATCH)?));
+            d.preseal_more = left.as_ref().is_ok_and(|&left| left > 0);
+            if let Err(e) = left {
+                // The rotation seals to everyone then, as without this.
+                self.alert(Alert::ForeignGroup {
+                    why: format!("sealing the next key ahead failed: {e}"),
+                });
+            }
+        }
     }
 }
 
@@ -2591,9 +2634,13 @@ mod tests {
             let mut full = view(&[(0, Role::Host), (3, Role::Listener)]);
             let shown = |v: &RoomView| {
                 let mut v = v.clone();
-                v.audience_count =
-                    u32::try_from(v.members.iter().filter(|m| m.role == Role::Listener).count())
-                        .unwrap();
+                v.audience_count = u32::try_from(
+                    v.members
+                        .iter()
+                        .filter(|m| m.role == Role::Listener)
+                        .count(),
+                )
+                .unwrap();
                 if light { v.light() } else { v }
             };
             let (mut by_view, mut by_delta) = (core(&shown(&full)), core(&shown(&full)));
@@ -2603,7 +2650,10 @@ mod tests {
                 let mut next = full.clone();
                 next.version += 1;
                 let who = u8::try_from(rng.next_u32() % 200).unwrap() + 1;
-                let at = next.members.iter().position(|m| m.user_id == UserId::from_bytes([who; 16]));
+                let at = next
+                    .members
+                    .iter()
+                    .position(|m| m.user_id == UserId::from_bytes([who; 16]));
                 match (rng.next_u32() % 6, at) {
                     (0 | 1, None) => next.members.push(MemberView {
                         user_id: UserId::from_bytes([who; 16]),
@@ -2621,7 +2671,11 @@ mod tests {
                     (3, Some(i)) => {
                         let m = next.members.remove(i);
                         let role = Role::ALL[usize::try_from(rng.next_u32() % 4).unwrap()];
-                        let pos = if role.on_stage() { 1 } else { next.members.len() };
+                        let pos = if role.on_stage() {
+                            1
+                        } else {
+                            next.members.len()
+                        };
                         next.members.insert(pos, MemberView { role, ..m });
                     }
                     (4, Some(i)) => {
@@ -2636,7 +2690,9 @@ mod tests {
                     _ => continue,
                 }
                 let new = shown(&next);
-                by_view.handle(1, &ServerMessage::RoomState { room: new.clone() }).unwrap();
+                by_view
+                    .handle(1, &ServerMessage::RoomState { room: new.clone() })
+                    .unwrap();
                 match new.diff_from(&old) {
                     Some(d) if step % 50 != 49 => {
                         deltas += 1;
@@ -2644,14 +2700,23 @@ mod tests {
                     }
                     // Now and then (and when no delta fits) the whole room.
                     _ => {
-                        by_delta.handle(1, &ServerMessage::RoomState { room: new.clone() }).unwrap();
+                        by_delta
+                            .handle(1, &ServerMessage::RoomState { room: new.clone() })
+                            .unwrap();
                     }
                 }
                 full = next;
                 assert_eq!(by_delta.roles, by_view.roles, "step {step}");
                 assert_eq!(by_delta.view, by_view.view, "step {step}");
-                assert_eq!(by_delta.listeners_shown, by_view.listeners_shown, "step {step}");
-                assert_eq!(by_delta.audience_unshown(), new.audience_unshown(), "step {step}");
+                assert_eq!(
+                    by_delta.listeners_shown, by_view.listeners_shown,
+                    "step {step}"
+                );
+                assert_eq!(
+                    by_delta.audience_unshown(),
+                    new.audience_unshown(),
+                    "step {step}"
+                );
                 assert_eq!(by_delta.my_role(), by_view.my_role(), "step {step}");
                 hid |= new.audience_unshown() > 0;
             }

@@ -368,7 +368,11 @@ mod tests {
         drop(after);
         bus.publish_join(&joined(9, 64)).unwrap();
         let event = full.try_recv().unwrap();
-        assert_eq!(*event.view, room(8, 63), "the unread event's room is as published");
+        assert_eq!(
+            *event.view,
+            room(8, 63),
+            "the unread event's room is as published"
+        );
         assert_eq!(*full.try_recv().unwrap().view, room(9, 64));
     }
 }
