@@ -290,10 +290,8 @@ impl Ear {
             return;
         }
         match e2ee {
-            E2eeDown::Sealed { statement, .. } => {
-                if self.statements.insert(statement.clone()) {
-                    self.key_changes.push(Instant::now());
-                }
+            E2eeDown::Sealed { statement, .. } if self.statements.insert(statement.clone()) => {
+                self.key_changes.push(Instant::now());
             }
             E2eeDown::Roster { .. } => self.report.rosters += 1,
             _ => {}
