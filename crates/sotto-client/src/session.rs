@@ -557,8 +557,10 @@ async fn connect_room(
     Ok((view, channel, media, early))
 }
 
-/// Most room members whose device chains a session fetches to name the
-/// roster's key holders (beyond that, `sotto room roster` does it).
+/// Most device chains a session fetches per roster to name the roster's
+/// key holders: the next members not learnt yet, so that in a room of
+/// thousands every member's chain is learnt within minutes (and the
+/// sampled roster check reaches every member, not only the first ones).
 const MAX_CHAIN_FETCHES: usize = 200;
 /// How often a new roster fetches every member's chain again (a member may
 /// have added a device); in between only chains not learnt yet are
@@ -576,13 +578,7 @@ pub fn fetch_room_chains(
     tx: tokio::sync::mpsc::Sender<Option<(sotto_proto::UserId, Vec<u8>)>>,
 ) {
     let client = client.clone();
-    let members: Vec<(sotto_proto::UserId, String)> = view
-        .members
-        .iter()
-        .take(MAX_CHAIN_FETCHES)
-        .filter(|m| !learnt.contains(&m.user_id))
-        .map(|m| (m.user_id.clone(), m.username.clone()))
-        .collect();
+    let members = chains_to_fetch(view, learnt);
     tokio::spawn(async move {
         for (user, username) in members {
             // A profile that cannot be fetched leaves its keys unnamed:
@@ -599,6 +595,20 @@ pub fn fetch_room_chains(
             // The session ended first: nobody to tell that all are in.
         }
     });
+}
+
+/// The members whose chains [`fetch_room_chains`] fetches: the first
+/// [`MAX_CHAIN_FETCHES`] in the room's order not in `learnt`.
+fn chains_to_fetch(
+    view: &sotto_proto::room::RoomView,
+    learnt: &std::collections::HashSet<sotto_proto::UserId>,
+) -> Vec<(sotto_proto::UserId, String)> {
+    view.members
+        .iter()
+        .filter(|m| !learnt.contains(&m.user_id))
+        .take(MAX_CHAIN_FETCHES)
+        .map(|m| (m.user_id.clone(), m.username.clone()))
+        .collect()
 }
 
 /// [`handle_crypto`], but a room delta goes in with the room as `channel`
@@ -629,4 +639,62 @@ fn handle_crypto(crypto: &mut RoomCrypto, now_ms: u64, msg: &ServerMessage) -> V
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use sotto_proto::room::{MemberView, Role, RoomKind, RoomView};
+    use sotto_proto::{RoomId, UserId};
+
+    use super::{MAX_CHAIN_FETCHES, chains_to_fetch};
+
+    /// In a room of more than [`MAX_CHAIN_FETCHES`] members, each pass
+    /// fetches the next members not learnt yet, so every member's chain is
+    /// learnt in the end (a pass over the first ones again would leave the
+    /// rest out of the roster check for good).
+    #[test]
+    fn chains_are_fetched_through_the_whole_room() {
+        let members: Vec<MemberView> = (0..450u32)
+            .map(|n| {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&n.to_be_bytes());
+                MemberView {
+                    user_id: UserId::from_bytes(id),
+                    username: format!("u{n}"),
+                    display_name: format!("U{n}"),
+                    role: if n == 0 { Role::Host } else { Role::Listener },
+                    hand_raised: false,
+                    muted: false,
+                    invited_to_stage: false,
+                    hand_order: None,
+                }
+            })
+            .collect();
+        let view = RoomView {
+            id: RoomId::from_bytes([1; 16]),
+            title: "t".into(),
+            description: String::new(),
+            kind: RoomKind::Open,
+            ended: false,
+            version: 1,
+            audience_count: 449,
+            members,
+        };
+        let mut learnt = HashSet::new();
+        let mut passes = 0;
+        loop {
+            let todo = chains_to_fetch(&view, &learnt);
+            if todo.is_empty() {
+                break;
+            }
+            assert!(todo.len() <= MAX_CHAIN_FETCHES);
+            assert!(todo.iter().all(|(u, _)| !learnt.contains(u)));
+            learnt.extend(todo.into_iter().map(|(u, _)| u));
+            passes += 1;
+        }
+        assert_eq!(learnt.len(), 450, "every member's chain");
+        assert_eq!(passes, 3);
+    }
 }

@@ -11,7 +11,7 @@ import { Levels } from "./levels";
 import { Media, SLOTS } from "./media";
 
 const LEVELS_EVERY_MS = 100;
-/** Most members whose chains are fetched (as the native driver). */
+/** Most chains fetched per pass, the next members not learnt yet (as the native driver). */
 const MAX_CHAIN_FETCHES = 200;
 /** Shortest time between two fetches of every member's chain (when the roster names unknown key holders). */
 const REFETCH_ALL_MS = 5000;
@@ -271,9 +271,12 @@ export class Session implements RoomSession {
     try {
       do {
         this.fetchAgain = false;
+        // The next members not learnt yet (not the first ones again): in a
+        // large room every member's chain is learnt over a few passes, so
+        // the sampled roster check reaches all of them.
         const todo = this.view.members
-          .slice(0, MAX_CHAIN_FETCHES)
-          .filter((m) => !this.learned.has(m.user_id) && !this.asked.has(m.user_id));
+          .filter((m) => !this.learned.has(m.user_id) && !this.asked.has(m.user_id))
+          .slice(0, MAX_CHAIN_FETCHES);
         for (const m of todo) {
           if (this.closed) return;
           this.asked.add(m.user_id);
