@@ -160,6 +160,8 @@ fn storm_smoke_run_keys_everyone_and_prints_every_figure() {
         "bytes per listener: a stage invitation",
         "bytes per listener: a ban",
         "media listeners (1 of them, real WebRTC): time to first audio",
+        "media listeners: failures within 3 s of a new key",
+        "ban: remaining listeners on a newer key, first / p50 / p95",
     ] {
         figure(label);
     }
