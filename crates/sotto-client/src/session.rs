@@ -611,9 +611,11 @@ fn chains_to_fetch(
         .collect()
 }
 
-/// [`handle_crypto`], but a room delta goes in with the room as `channel`
-/// now holds it (the delta applied).
-fn crypto_in(
+/// One server message into the room's crypto state; what it answers goes
+/// back to the server. A room delta goes in with the room as `channel` now
+/// holds it (the delta applied; see [`Channel::keep_deltas`]). A message
+/// the state refuses is dropped, as in the session (counted there).
+pub fn crypto_in(
     crypto: &mut RoomCrypto,
     now_ms: u64,
     msg: &ServerMessage,

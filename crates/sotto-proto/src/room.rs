@@ -297,13 +297,17 @@ impl RoomView {
 
     /// How many listeners the room has that `members` does not show.
     pub fn audience_unshown(&self) -> u32 {
+        self.audience_count.saturating_sub(self.listeners_shown())
+    }
+
+    /// How many listeners `members` lists.
+    pub fn listeners_shown(&self) -> u32 {
         let shown = self
             .members
             .iter()
             .filter(|m| m.role == Role::Listener)
             .count();
-        self.audience_count
-            .saturating_sub(u32::try_from(shown).unwrap_or(u32::MAX))
+        u32::try_from(shown).unwrap_or(u32::MAX)
     }
 
     /// The delta from `old` to `self`, or `None` when there is none to send

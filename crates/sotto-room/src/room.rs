@@ -530,7 +530,7 @@ impl RoomCrypto {
             identity,
             view: lean_view(room),
             roles: role_index(room),
-            listeners_shown: count_listeners(room),
+            listeners_shown: room.listeners_shown(),
             config: StageConfig::default(),
             rng,
             server: None,
@@ -1330,7 +1330,7 @@ impl RoomCrypto {
             return Ok(());
         }
         update_roles(&mut self.roles, view);
-        self.listeners_shown = count_listeners(view);
+        self.listeners_shown = view.listeners_shown();
         let was_on_stage = self.was_on_stage();
         self.view = lean_view(view);
         self.after_view(now, was_on_stage, None)
@@ -1370,7 +1370,7 @@ impl RoomCrypto {
         // Whether the lean view (stage and invitees) changes, and who left
         // or went on stage (the distributor drops their audience keys).
         let mut lean_changed = false;
-        let mut departed: Vec<&UserId> = Vec::new();
+        let mut departed: HashSet<&UserId> = HashSet::new();
         for change in &delta.changes {
             let in_lean = |user: &UserId| self.view.members.iter().any(|m| &m.user_id == user);
             let (user, role, flagged) = match change {
@@ -1410,7 +1410,7 @@ impl RoomCrypto {
             }
             lean_changed |= in_lean || flagged || role.is_some_and(Role::on_stage);
             if role.is_none_or(Role::on_stage) {
-                departed.push(user);
+                departed.insert(user);
             }
         }
         if lean_changed {
@@ -1419,7 +1419,6 @@ impl RoomCrypto {
             self.view.version = room.version;
             self.view.audience_count = room.audience_count;
         }
-        let departed: HashSet<UserId> = departed.into_iter().cloned().collect();
         self.after_view(now, was_on_stage, Some(&departed))
     }
 
@@ -1439,7 +1438,7 @@ impl RoomCrypto {
         &mut self,
         now: u64,
         was_on_stage: bool,
-        departed: Option<&HashSet<UserId>>,
+        departed: Option<&HashSet<&UserId>>,
     ) -> Result<(), CryptoError> {
         if let Some(b) = &self.binding
             && b.kind() != e2ee_kind(self.view.kind)
@@ -2262,7 +2261,7 @@ impl RoomCrypto {
     fn distributor_follow_view(
         &mut self,
         now: u64,
-        only: Option<&HashSet<UserId>>,
+        only: Option<&HashSet<&UserId>>,
     ) -> Result<(), CryptoError> {
         let Part::Distributor(_, d) = &mut self.part else {
             return Ok(());
@@ -2514,16 +2513,6 @@ fn kind_name(kind: E2eeRoomKind) -> &'static str {
 
 fn rc_take(rc: &mut RoomCrypto) -> Vec<ClientMessage> {
     std::mem::take(&mut rc.out)
-}
-
-/// How many of `view`'s members are listeners.
-fn count_listeners(view: &RoomView) -> u32 {
-    let n = view
-        .members
-        .iter()
-        .filter(|m| m.role == Role::Listener)
-        .count();
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Each member of `view` and their role.

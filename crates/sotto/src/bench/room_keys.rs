@@ -79,16 +79,8 @@ impl RoomKeys {
         msg: &ServerMessage,
     ) -> anyhow::Result<()> {
         let now = self.now_ms();
-        let out = match msg {
-            // A channel that keeps deltas (`Channel::keep_deltas`): the
-            // core takes the delta with the room as the channel holds it.
-            ServerMessage::RoomDelta(delta) => match channel.view(&delta.room_id) {
-                Some(room) => self.crypto.handle_room_delta(now, delta, room),
-                None => Ok(Vec::new()),
-            },
-            _ => self.crypto.handle(now, msg),
-        };
-        send_all(channel, out.unwrap_or_default()).await
+        let out = sotto_client::session::crypto_in(&mut self.crypto, now, msg, channel);
+        send_all(channel, out).await
     }
 
     pub async fn on_timeout(&mut self, channel: &mut Channel) -> anyhow::Result<()> {
