@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use sotto_proto::channel::{ClientEnvelope, ClientMessage, ServerMessage, parse_server_message};
-use sotto_proto::room::RoomView;
+use sotto_proto::room::{MemberView, RoomView};
 use sotto_proto::{RoomId, UserId};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -18,6 +18,8 @@ pub struct Channel {
     /// The state of each subscribed room, kept up to date by the server's
     /// deltas (see [`next`](Self::next)).
     views: HashMap<RoomId, RoomView>,
+    /// Own entries the server sent for rooms followed as a listener.
+    yours: HashMap<RoomId, MemberView>,
     /// Test hook: forget the next delta, as if it were lost.
     skip_delta: bool,
     /// [`next`](Self::next) returns a delta as the delta (applied to the
@@ -51,6 +53,7 @@ impl Channel {
             ws,
             user_id: UserId(String::new()),
             views: HashMap::new(),
+            yours: HashMap::new(),
             skip_delta: false,
             deltas: false,
             received: (0, 0),
@@ -95,6 +98,18 @@ impl Channel {
         self.deltas = true;
     }
 
+    /// Your own entry in a subscribed room: as the room state shows it
+    /// while you are on its stage, else as the server last told you
+    /// (`room_you`: a listener's room state shows no hands or stage
+    /// invitations, and may not show you).
+    pub fn you(&self, room: &RoomId) -> Option<&MemberView> {
+        let shown = self.views.get(room).and_then(|v| v.member(&self.user_id));
+        match shown {
+            Some(m) if m.role.on_stage() => Some(m),
+            _ => self.yours.get(room).or(shown),
+        }
+    }
+
     /// A subscribed room as the channel last brought it up to date.
     pub fn view(&self, room: &RoomId) -> Option<&RoomView> {
         self.views.get(room)
@@ -136,7 +151,9 @@ impl Channel {
                         parse_server_message(&text).map_err(|(_, e)| ClientError::Channel(e))?;
                     let bytes = text.len() as u64;
                     match msg {
-                        ServerMessage::RoomState { .. } | ServerMessage::RoomDelta(_) => {
+                        ServerMessage::RoomState { .. }
+                        | ServerMessage::RoomDelta(_)
+                        | ServerMessage::RoomYou { .. } => {
                             self.received.0 += bytes;
                         }
                         _ => self.received.1 += bytes,
@@ -185,11 +202,16 @@ impl Channel {
                     }
                 }
             }
+            ServerMessage::RoomYou { room_id, you } => {
+                self.yours.insert(room_id.clone(), you.clone());
+                Ok(Some(ServerMessage::RoomYou { room_id, you }))
+            }
             msg @ (ServerMessage::RoomLeft { .. } | ServerMessage::RoomEnded { .. }) => {
                 if let ServerMessage::RoomLeft { room_id, .. }
                 | ServerMessage::RoomEnded { room_id } = &msg
                 {
                     self.views.remove(room_id);
+                    self.yours.remove(room_id);
                 }
                 Ok(Some(msg))
             }

@@ -20,7 +20,7 @@ use ts_rs::TS;
 use crate::error::{ErrorBody, ErrorCode};
 use crate::ids::{DeviceId, RoomId, UserId};
 use crate::keys::DevicePublicKey;
-use crate::room::{RoomDelta, RoomView};
+use crate::room::{MemberView, RoomDelta, RoomView};
 
 /// The version both sides speak.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -96,6 +96,16 @@ pub enum ServerMessage {
     /// A change of a room since the last `room_state` or `room_delta`
     /// (see [`RoomDelta`]).
     RoomDelta(RoomDelta),
+    /// Your own entry in a room whose state you are sent as a listener:
+    /// after each `room_state` of it, and whenever your entry changes.
+    /// A listener's room state shows nobody's hand or stage invitation
+    /// (only the stage sees those) and may not show you at all; this does,
+    /// for you alone. In a room whose stage you are on, your entry in the
+    /// room state is the one to read.
+    RoomYou {
+        room_id: RoomId,
+        you: MemberView,
+    },
     /// You are no longer in the room (left, removed, or banned); no more
     /// state follows for it.
     RoomLeft {

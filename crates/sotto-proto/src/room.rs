@@ -255,29 +255,139 @@ pub enum DeltaError {
 /// Past this many member changes a full view is cheaper to send and to apply.
 pub const MAX_DELTA_CHANGES: usize = 64;
 
-/// A room's view on the session channel shows the first this many
-/// listeners to join (and, beyond them, every listener with a hand up or a
-/// stage invitation); a listener joining or leaving beyond them changes
-/// only the audience count, which the channel sends at most once a second.
-/// So a join in a room of 10,000 costs each participant a few dozen bytes,
-/// not a member entry, and a room of up to this many listeners is shown in
-/// full.
+/// A listener's view of a room (on the session channel) shows the first
+/// this many listeners to join; a listener joining or leaving beyond them
+/// changes only the audience count, which the channel sends at most once a
+/// second. So a join in a room of 10,000 costs each participant a few
+/// dozen bytes, not a member entry, and a room of up to this many
+/// listeners is shown in full.
 pub const AUDIENCE_IN_VIEW: usize = 50;
 
+impl MemberView {
+    /// This member as the audience sees them: no raised hand and no stage
+    /// invitation (as in Clubhouse, only the stage sees hands and
+    /// invitations; each listener is told their own, see
+    /// `ServerMessage::RoomYou`).
+    pub fn as_audience_sees(&self) -> MemberView {
+        MemberView {
+            hand_raised: false,
+            invited_to_stage: false,
+            hand_order: None,
+            ..self.clone()
+        }
+    }
+
+    fn shows_audience_only(&self) -> bool {
+        !self.hand_raised && !self.invited_to_stage && self.hand_order.is_none()
+    }
+}
+
 impl RoomView {
-    /// The view participants are sent: the stage, the first
-    /// [`AUDIENCE_IN_VIEW`] listeners and every other listener with a hand
-    /// up or a stage invitation, in the same order as in `self`; with the
+    /// The view a listener is sent when it subscribes: the stage and the
+    /// first [`AUDIENCE_IN_VIEW`] listeners, in the same order as in
+    /// `self`, everyone as [`MemberView::as_audience_sees`]; with the
     /// audience count of the whole room. Costs one pass over the members.
     pub fn light(&self) -> RoomView {
         let mut listeners = 0usize;
-        self.keeping(|m| {
+        self.audience_sees(|m| {
             if m.role != Role::Listener {
                 return true;
             }
             listeners += 1;
-            listeners <= AUDIENCE_IN_VIEW || m.hand_raised || m.invited_to_stage
+            listeners <= AUDIENCE_IN_VIEW
         })
+    }
+
+    /// The listeners' view after a change, given their view before it
+    /// (`prev`, a [`light`](Self::light) or `light_after` view) and the
+    /// change of the whole room (`delta`). The listeners `prev` showed
+    /// stay shown while they are listeners; new listeners (joined, or come
+    /// down from the stage) are shown while fewer than
+    /// [`AUDIENCE_IN_VIEW`] are. A shown listener leaving or going on stage
+    /// thus costs its own change only, not a second one for whoever would
+    /// move up into the view; with at most [`AUDIENCE_IN_VIEW`] listeners
+    /// the room is shown in full. Without a delta (or in a small room): the
+    /// view is made afresh as [`light`](Self::light).
+    pub fn light_after(&self, prev: &RoomView, delta: Option<&RoomDelta>) -> RoomView {
+        let Some(delta) =
+            delta.filter(|_| prev.id == self.id && self.audience_count as usize > AUDIENCE_IN_VIEW)
+        else {
+            return self.light();
+        };
+        let shown_before: std::collections::HashSet<&UserId> = prev
+            .members
+            .iter()
+            .filter(|m| m.role == Role::Listener)
+            .map(|m| &m.user_id)
+            .collect();
+        let arrived: std::collections::HashSet<&UserId> = delta
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                MemberChange::Put { member, .. } => Some(&member.user_id),
+                MemberChange::Set {
+                    user_id,
+                    role: Some(Role::Listener),
+                    ..
+                } => Some(user_id),
+                _ => None,
+            })
+            .filter(|u| !shown_before.contains(u))
+            .collect();
+        let kept = self
+            .members
+            .iter()
+            .filter(|m| m.role == Role::Listener && shown_before.contains(&m.user_id))
+            .count();
+        let mut room_for = AUDIENCE_IN_VIEW.saturating_sub(kept);
+        self.audience_sees(|m| {
+            if m.role != Role::Listener || shown_before.contains(&m.user_id) {
+                return true;
+            }
+            let shown = room_for > 0 && arrived.contains(&m.user_id);
+            room_for -= usize::from(shown);
+            shown
+        })
+    }
+
+    /// The room as `user` is shown it over HTTP: someone on the stage sees
+    /// the stage, the first [`AUDIENCE_IN_VIEW`] listeners and every other
+    /// listener with a hand up or a stage invitation; a listener sees the
+    /// [`light`](Self::light) view plus their own entry, hand and
+    /// invitation included. Costs one pass over the members.
+    pub fn seen_by(&self, user: &UserId) -> RoomView {
+        let stage = self
+            .members
+            .iter()
+            .any(|m| &m.user_id == user && m.role.on_stage());
+        let mut listeners = 0usize;
+        let mut view = self.keeping(|m| {
+            if m.role != Role::Listener || &m.user_id == user {
+                return true;
+            }
+            listeners += 1;
+            listeners <= AUDIENCE_IN_VIEW || (stage && (m.hand_raised || m.invited_to_stage))
+        });
+        if !stage {
+            for m in view.members.iter_mut().filter(|m| &m.user_id != user) {
+                *m = m.as_audience_sees();
+            }
+        }
+        view
+    }
+
+    /// `user`'s entry (a scan of the members).
+    pub fn member(&self, user: &UserId) -> Option<&MemberView> {
+        self.members.iter().find(|m| &m.user_id == user)
+    }
+
+    /// The members `keep` accepts, as the audience sees them.
+    fn audience_sees(&self, mut keep: impl FnMut(&MemberView) -> bool) -> RoomView {
+        let mut view = self.keeping(|m| keep(m));
+        for m in view.members.iter_mut().filter(|m| !m.shows_audience_only()) {
+            *m = m.as_audience_sees();
+        }
+        view
     }
 
     /// The room with only the members `keep` accepts (in order); all else,

@@ -266,15 +266,17 @@ fn a_raised_hand_is_one_flag() {
     ));
 }
 
-/// The light view: the stage, the first `AUDIENCE_IN_VIEW` listeners,
-/// every later one with a hand up or an invitation, in the room's order, with the
-/// count of the whole audience; a room that fits is shown whole.
+/// The light view (what listeners are sent): the stage and the first
+/// `AUDIENCE_IN_VIEW` listeners, in the room's order, with nobody's hand or
+/// invitation, and the count of the whole audience; a room that fits is
+/// shown whole. Over HTTP the stage also sees every hand and invitation,
+/// a listener their own.
 #[test]
-fn the_light_view_shows_the_stage_the_hands_and_the_first_listeners() {
+fn the_light_view_shows_the_stage_and_the_first_listeners_and_no_hands() {
     let mut all = vec![member(0, Role::Host, false, false)];
     all.push(member(1, Role::Speaker, false, true));
     for n in 2..(AUDIENCE_IN_VIEW as u8 + 20) {
-        // Every 7th listener has a hand up (one of them beyond the first page).
+        // Every 7th listener has a hand up (some of them beyond the first page).
         all.push(member(n, Role::Listener, n % 7 == 0, false));
     }
     let mut invited = member(200, Role::Listener, false, false);
@@ -284,33 +286,32 @@ fn the_light_view_shows_the_stage_the_hands_and_the_first_listeners() {
     let light = full.light();
     assert_eq!(light.audience_count, full.audience_count);
     assert_eq!(light.version, full.version);
-    // The first AUDIENCE_IN_VIEW listeners, then only the flagged ones.
-    let listeners: Vec<&MemberView> = all.iter().filter(|m| m.role == Role::Listener).collect();
-    let flagged_later = listeners[AUDIENCE_IN_VIEW..]
-        .iter()
-        .filter(|m| m.hand_raised || m.invited_to_stage)
-        .count();
+    assert_eq!(light.members.len(), 2 + AUDIENCE_IN_VIEW);
     assert!(
-        flagged_later >= 2,
-        "the test has hands and an invitation beyond the first page"
+        light
+            .members
+            .iter()
+            .all(|m| !m.hand_raised && !m.invited_to_stage && m.hand_order.is_none()),
+        "a listener sees nobody's hand or invitation"
     );
-    assert_eq!(light.members.len(), 2 + AUDIENCE_IN_VIEW + flagged_later);
-    // The same order as the room's.
+    // The same order as the room's; the speaker's mute still shows.
     let order: Vec<&UserId> = all
         .iter()
         .map(|m| &m.user_id)
-        .filter(|u| light.members.iter().any(|m| &m.user_id == *u))
+        .take(2 + AUDIENCE_IN_VIEW)
         .collect();
     let shown: Vec<&UserId> = light.members.iter().map(|m| &m.user_id).collect();
     assert_eq!(order, shown);
+    assert!(light.members[1].muted);
     assert_eq!(
         light.audience_unshown() as usize,
-        full.audience_count as usize - (light.members.len() - 2)
+        full.audience_count as usize - AUDIENCE_IN_VIEW
     );
-    // A room that fits is its own light view.
+    // A room that fits is shown whole (hands hidden).
     let small = view(9, all[..AUDIENCE_IN_VIEW].to_vec());
-    assert_eq!(small.light(), small);
-    assert_eq!(small.audience_unshown(), 0);
+    let hidden: Vec<MemberView> = small.members.iter().map(|m| m.as_audience_sees()).collect();
+    assert_eq!(small.light(), view(9, hidden));
+    assert_eq!(small.light().audience_unshown(), 0);
 
     // A join beyond the shown listeners changes the light view's count only.
     let mut bigger = all.clone();
@@ -319,4 +320,117 @@ fn the_light_view_shows_the_stage_the_hands_and_the_first_listeners() {
     let d = after.diff_from(&light).unwrap();
     assert!(d.changes.is_empty() && d.about.is_none());
     assert_eq!(d.audience_count, Some(full.audience_count + 1));
+
+    // Over HTTP: the host sees the first page and every later hand and
+    // invitation; a listener beyond the first page sees the first page and
+    // themselves, their own hand included, and nobody else's.
+    let host = full.seen_by(&user(0));
+    let flagged_later = all
+        .iter()
+        .filter(|m| m.role == Role::Listener)
+        .skip(AUDIENCE_IN_VIEW)
+        .filter(|m| m.hand_raised || m.invited_to_stage)
+        .count();
+    assert!(
+        flagged_later >= 2,
+        "hands and an invitation beyond the first page"
+    );
+    assert_eq!(host.members.len(), 2 + AUDIENCE_IN_VIEW + flagged_later);
+    assert!(host.member(&user(200)).unwrap().invited_to_stage);
+    let late = AUDIENCE_IN_VIEW as u8 + 6; // beyond the first page, a multiple of 7: hand up
+    assert_eq!(late % 7, 0);
+    let seen = full.seen_by(&user(late));
+    assert_eq!(seen.members.len(), 2 + AUDIENCE_IN_VIEW + 1);
+    assert!(seen.member(&user(late)).unwrap().hand_raised);
+    assert!(
+        seen.members
+            .iter()
+            .filter(|m| m.user_id != user(late))
+            .all(|m| !m.hand_raised)
+    );
+}
+
+/// The light view as it follows a room of more than `AUDIENCE_IN_VIEW`
+/// listeners (`light_after`): whoever it shows stays shown, so a shown
+/// listener going on stage or leaving costs that one change and no second
+/// one for whoever would have moved up; newcomers fill free places; the
+/// deltas between successive views always apply; and once the room fits
+/// it is shown whole again.
+#[test]
+fn the_light_view_keeps_whom_it_shows() {
+    let listeners = AUDIENCE_IN_VIEW as u8 + 30;
+    let mut all = vec![member(0, Role::Host, false, false)];
+    all.extend((1..=listeners).map(|n| member(n, Role::Listener, false, false)));
+    let mut full = view(1, all);
+    let mut light = full.light();
+    let step = |full: &mut RoomView, light: &mut RoomView, change: &dyn Fn(&mut RoomView)| {
+        let mut next = full.clone();
+        change(&mut next);
+        next.version += 1;
+        next.audience_count = u32::try_from(
+            next.members
+                .iter()
+                .filter(|m| m.role == Role::Listener)
+                .count(),
+        )
+        .unwrap();
+        let delta = next.diff_from(full).unwrap();
+        let next_light = next.light_after(light, Some(&delta));
+        let light_delta = next_light.diff_from(light).unwrap();
+        let mut applied = light.clone();
+        applied.apply(&light_delta).unwrap();
+        assert_eq!(applied, next_light);
+        *full = next;
+        *light = next_light;
+        light_delta
+    };
+    // The 3rd listener (shown) comes on stage: one change, no newcomer shown.
+    let d = step(&mut full, &mut light, &|v| {
+        let at = v.members.iter().position(|m| m.user_id == user(3)).unwrap();
+        let mut m = v.members.remove(at);
+        m.role = Role::Speaker;
+        v.members.insert(1, m);
+    });
+    assert_eq!(d.changes.len(), 1, "{d:?}");
+    assert_eq!(light.listeners_shown() as usize, AUDIENCE_IN_VIEW - 1);
+    // A shown listener leaves: one change.
+    let d = step(&mut full, &mut light, &|v| {
+        v.members.retain(|m| m.user_id != user(4))
+    });
+    assert_eq!(d.changes.len(), 1, "{d:?}");
+    assert_eq!(light.listeners_shown() as usize, AUDIENCE_IN_VIEW - 2);
+    // An unshown listener raises a hand: the light view does not change.
+    let d = step(&mut full, &mut light, &|v| {
+        let m = v
+            .members
+            .iter_mut()
+            .find(|m| m.user_id == user(listeners))
+            .unwrap();
+        m.hand_raised = true;
+        m.hand_order = Some(99);
+    });
+    assert!(d.changes.is_empty(), "{d:?}");
+    // Two newcomers: both shown (two free places), a third is not.
+    for n in [200u8, 201, 202] {
+        step(&mut full, &mut light, &|v| {
+            v.members.push(member(n, Role::Listener, false, false))
+        });
+    }
+    assert!(light.member(&user(200)).is_some() && light.member(&user(201)).is_some());
+    assert!(light.member(&user(202)).is_none());
+    assert_eq!(light.listeners_shown() as usize, AUDIENCE_IN_VIEW);
+    assert_eq!(light.audience_count, full.audience_count);
+    // Down to `AUDIENCE_IN_VIEW` listeners: shown whole.
+    let d = step(&mut full, &mut light, &|v| {
+        let mut left = 0;
+        v.members.retain(|m| {
+            let go = m.role == Role::Listener && m.user_id.0 < user(40).0 && left < 33;
+            left += usize::from(go);
+            !go
+        })
+    });
+    assert!(!d.changes.is_empty());
+    assert!(full.audience_count as usize <= AUDIENCE_IN_VIEW);
+    assert_eq!(light, full.light());
+    assert_eq!(light.audience_unshown(), 0);
 }

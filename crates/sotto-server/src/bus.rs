@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sotto_proto::room::{MemberChange, RoomDelta, RoomView};
+use sotto_proto::room::{MemberChange, MemberView, Role, RoomDelta, RoomView};
 
 use crate::store::Joined;
 use sotto_proto::{RoomId, UserId};
@@ -33,9 +33,65 @@ pub struct RoomEvent {
     /// Someone left through this change, and whether they were banned.
     pub departed: Option<(UserId, bool)>,
     /// Light stream only: the light view did not change but for the
-    /// audience count (sent for `departed`; channels leave the count to
-    /// their next [`Bus::count`]).
+    /// audience count (sent for `departed` or `yours`; channels leave the
+    /// count to their next [`Bus::count`]).
     pub count_only: bool,
+    /// Light stream only: the listeners whose own entry (hand, stage
+    /// invitation, mute, role) this change touched, as the whole room
+    /// shows them. The light view hides hands and invitations, so each of
+    /// them is told their own (`ServerMessage::RoomYou`).
+    pub yours: Yours,
+}
+
+/// Whose own entry a change touched (see [`RoomEvent::yours`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Yours {
+    /// These listeners' (none, mostly).
+    Listed(Vec<MemberView>),
+    /// Unknown (a change with no delta): every listener reads their own
+    /// entry from the whole room ([`Bus::view`]).
+    Everyone,
+}
+
+impl Yours {
+    /// What `delta` (the whole room's change, to `view`) touched.
+    fn of(view: &RoomView, delta: Option<&RoomDelta>) -> Yours {
+        let Some(delta) = delta else {
+            return Yours::Everyone;
+        };
+        let touched = delta.changes.iter().filter_map(|c| match c {
+            MemberChange::Set {
+                user_id,
+                role,
+                hand_raised,
+                muted,
+                invited_to_stage,
+                hand_order,
+                ..
+            } if role.is_some()
+                || hand_raised.is_some()
+                || muted.is_some()
+                || invited_to_stage.is_some()
+                || hand_order.is_some() =>
+            {
+                Some(user_id)
+            }
+            _ => None,
+        });
+        // One scan of the room per touched member: a hand or an invitation
+        // touches one.
+        Yours::Listed(
+            touched
+                .filter_map(|u| view.member(u))
+                .filter(|m| m.role == Role::Listener)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Yours::Listed(l) if l.is_empty())
+    }
 }
 
 /// A room's audience count as of `version`; the light view last changed
@@ -170,7 +226,15 @@ impl Bus {
         stale: bool,
     ) {
         let id = view.id.clone();
-        let light = view.light();
+        let light = match p.light.get(&id) {
+            Some(prev) if !stale => view.light_after(prev, delta.as_ref()),
+            _ => view.light(),
+        };
+        let yours = if stale {
+            Yours::Listed(Vec::new())
+        } else {
+            Yours::of(&view, delta.as_ref())
+        };
         let mut light_delta = None;
         let mut count_only = false;
         if !stale {
@@ -201,7 +265,7 @@ impl Bus {
         }
         // A send fails only when nobody subscribes (no channel open, or a
         // server without followers in a test): nobody to tell then.
-        if (!count_only || departed.is_some())
+        if (!count_only || departed.is_some() || !yours.is_empty())
             && self
                 .light_tx
                 .send(Arc::new(RoomEvent {
@@ -209,6 +273,7 @@ impl Bus {
                     delta: light_delta.filter(|_| !count_only),
                     departed: departed.clone(),
                     count_only,
+                    yours,
                 }))
                 .is_err()
         {
@@ -221,6 +286,7 @@ impl Bus {
             delta,
             departed,
             count_only: false,
+            yours: Yours::Listed(Vec::new()),
         };
         if self.full_tx.send(Arc::new(event)).is_err() {
             tracing::trace!("bus: no follower subscribed");
@@ -232,6 +298,19 @@ impl Bus {
     pub fn view(&self, room: &RoomId) -> Option<Arc<RoomView>> {
         let p = self.published.lock().unwrap_or_else(|e| e.into_inner());
         p.full.get(room).cloned()
+    }
+
+    /// What a listener subscribing to the room is sent: the listeners'
+    /// view as the light stream's deltas follow it, at the room's latest
+    /// version and audience count (`None`: nothing published since the
+    /// server started, or the room ended).
+    pub fn light_view(&self, room: &RoomId) -> Option<RoomView> {
+        let p = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let (light, count) = (p.light.get(room)?, p.counts.get(room)?);
+        let mut view = light.clone();
+        view.version = count.version;
+        view.audience_count = count.count;
+        Some(view)
     }
 
     /// The light view's changes, for session channels.

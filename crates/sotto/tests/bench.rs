@@ -158,6 +158,7 @@ fn storm_smoke_run_keys_everyone_and_prints_every_figure() {
         "bytes per listener: one more listener joins",
         "bytes per listener: a raised hand",
         "bytes per listener: a stage invitation",
+        "bytes per listener: a listener shown to listeners takes the stage, to each other listener",
         "bytes per listener: a ban",
         "media listeners (1 of them, real WebRTC): time to first audio",
         "media listeners: failures within 3 s of a new key",

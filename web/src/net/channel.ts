@@ -43,6 +43,7 @@ export function roomOf(msg: ServerMessage): string | null {
       return msg.room_id;
     case "room_left":
     case "room_ended":
+    case "room_you":
     case "media_answer":
     case "e2ee":
     case "media_gone":

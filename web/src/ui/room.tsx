@@ -57,6 +57,9 @@ export function RoomPage(props: { roomId: string }) {
   const { api, engine, channel, me } = useSession();
   const roomId = props.roomId;
   const [view, setView] = useState<RoomView | null>(null);
+  // Our own entry as the server tells a listener (`room_you`): a
+  // listener's room state shows no hands or stage invitations.
+  const [you, setYou] = useState<MemberView | null>(null);
   const [gone, setGone] = useState<Gone | null>(null);
   const [status, setStatus] = useState<E2eeStatus | null>(null);
   const [alerts, setAlerts] = useState<string[]>([]);
@@ -127,6 +130,9 @@ export function RoomPage(props: { roomId: string }) {
             case "room_state":
               applyView(msg.room);
               break;
+            case "room_you":
+              setYou(msg.you);
+              return;
             case "room_left":
               if (!leavingRef.current) end({ kind: msg.banned ? "banned" : "removed" });
               return;
@@ -262,7 +268,10 @@ export function RoomPage(props: { roomId: string }) {
     return () => window.clearTimeout(t);
   }, [notice]);
 
-  const mine = view?.members.find((m) => m.user_id === me.id) ?? null;
+  // On stage the room state shows our entry in full; in the audience the
+  // server tells us our own (hand, invitation), which the room state hides.
+  const shown = view?.members.find((m) => m.user_id === me.id) ?? null;
+  const mine = shown && shown.role !== "listener" ? shown : (you ?? shown);
   const myRole: Role = mine?.role ?? "listener";
   const meOnStage = onStage(myRole);
   const micOn = audioReady && meOnStage && mine !== null && !mine.muted;
@@ -363,8 +372,8 @@ export function RoomPage(props: { roomId: string }) {
   const stage = view.members.filter((m) => onStage(m.role));
   const audience = view.members.filter((m) => !onStage(m.role));
   const moderating = myRole === "host" || myRole === "moderator";
-  // A large audience is shown in part (the first listeners to join, and
-  // every raised hand); the rest is a count.
+  // The stage sees every listener; a listener sees a large audience in
+  // part (the first listeners to join, without hands), the rest as a count.
   const unshown = Math.max(0, view.audience_count - audience.filter((m) => m.role === "listener").length);
   // The hand queue: who raised first comes first.
   const hands = audience

@@ -224,6 +224,7 @@ function forRoomCore(msg: ServerMessage, roomId: string): boolean {
     case "going_away":
     case "room_left":
     case "room_ended":
+    case "room_you":
       return false;
     case "room_state":
       return msg.room.id === roomId;

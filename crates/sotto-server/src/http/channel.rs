@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use sotto_proto::channel::{
     ClientMessage, MAX_MESSAGE_BYTES, ServerEnvelope, ServerMessage, parse_client_message,
 };
-use sotto_proto::room::{RoomDelta, RoomView};
+use sotto_proto::room::{MemberView, RoomDelta, RoomView};
 use sotto_proto::{ErrorCode, RoomId, UserId};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -22,7 +22,7 @@ use super::AppState;
 /// How long a client waits, at least, before it reconnects to a server that
 /// said it is going away (a restart takes about this long).
 const RECONNECT_AFTER_MS: u32 = 300;
-use crate::bus::RoomEvent;
+use crate::bus::{RoomEvent, Yours};
 use crate::e2ee_relay::{ConnInfo, OUTBOX_CAPACITY, Outbox};
 use crate::error::ApiError;
 use crate::store::AuthedSession;
@@ -500,16 +500,57 @@ impl Channel {
         if full && self.full_events.is_none() {
             self.full_events = Some(self.state.bus.subscribe_full());
         }
-        let room = if full {
-            Arc::unwrap_or_clone(room)
-        } else {
-            room.light()
-        };
-        self.rooms.insert(room.id.clone(), Sent::of(&room, full));
-        if !full && self.rooms.values().all(|s| !s.full) {
+        if full {
+            let room = Arc::unwrap_or_clone(room);
+            self.rooms.insert(room.id.clone(), Sent::of(&room, true));
+            return self.send(ServerMessage::RoomState { room }).await;
+        }
+        // The view the light stream's deltas follow (see `Bus::light_view`).
+        let light = self
+            .state
+            .bus
+            .light_view(&room.id)
+            .unwrap_or_else(|| room.light());
+        self.rooms.insert(light.id.clone(), Sent::of(&light, false));
+        if self.rooms.values().all(|s| !s.full) {
             self.full_events = None;
         }
-        self.send(ServerMessage::RoomState { room }).await
+        let you = room.member(&self.user).cloned();
+        self.send(ServerMessage::RoomState { room: light }).await?;
+        match you {
+            Some(you) => {
+                let room_id = room.id.clone();
+                self.send(ServerMessage::RoomYou { room_id, you }).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A light-stream change touched this channel's user (or may have, or
+    /// `always`): tell them their own entry.
+    async fn tell_yours(&mut self, event: &RoomEvent, always: bool) -> Result<(), axum::Error> {
+        let room_id = &event.view.id;
+        let you = match &event.yours {
+            Yours::Listed(list) => match list.iter().find(|m| m.user_id == self.user) {
+                Some(you) => Some(you.clone()),
+                None if always => self.own_entry(room_id),
+                None => None,
+            },
+            Yours::Everyone => self.own_entry(room_id),
+        };
+        match you {
+            Some(you) => {
+                let room_id = room_id.clone();
+                self.send(ServerMessage::RoomYou { room_id, you }).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// This channel's user's entry in the room as last published (a scan
+    /// of the room: only for changes that came without a delta).
+    fn own_entry(&self, room_id: &RoomId) -> Option<MemberView> {
+        self.state.bus.view(room_id)?.member(&self.user).cloned()
     }
 
     /// A room changed (`full`: an event of the full stream, else of the
@@ -540,8 +581,8 @@ impl Channel {
                 .await;
         }
         if event.count_only {
-            // Sent with the next audience count.
-            return Ok(());
+            // The count is sent with the next audience count.
+            return self.tell_yours(event, false).await;
         }
         if event.view.version > sent.version && on_stage(&event.view, &self.user) != full {
             let room = if full {
@@ -578,7 +619,11 @@ impl Channel {
                     room: (*event.view).clone(),
                 },
             };
+            let whole = matches!(msg, ServerMessage::RoomState { .. });
             self.send(msg).await?;
+            if !full {
+                self.tell_yours(event, whole).await?;
+            }
         }
         if event.view.ended {
             self.rooms.remove(room_id);

@@ -21,11 +21,16 @@ use crate::rooms::Action;
 use crate::store::RoomAccess;
 
 impl AppState {
-    /// Publishes the change; returns the room's light view (as the
-    /// session channel shows it).
-    pub(crate) fn announce(&self, access: RoomAccess) -> RoomView {
-        let view = access.view.light();
+    /// Publishes the change.
+    pub(crate) fn announce(&self, access: RoomAccess) {
         self.bus.publish(access.view, access.departed);
+    }
+
+    /// Publishes the change; returns the room as `user` is shown it
+    /// ([`RoomView::seen_by`]).
+    pub(crate) fn announce_to(&self, access: RoomAccess, user: &UserId) -> RoomView {
+        let view = access.view.seen_by(user);
+        self.announce(access);
         view
     }
 }
@@ -76,9 +81,10 @@ pub async fn hallway(
 }
 
 /// A room's live state (members, or those who may enter): the stage, the
-/// listeners with a hand up or a stage invitation, the first 50 other
-/// listeners and the audience count; the rest of the audience is paged at
-/// `/api/rooms/{room_id}/audience`.
+/// first 50 listeners, yourself, and the audience count; the rest of the
+/// audience is paged at `/api/rooms/{room_id}/audience`. Raised hands and
+/// stage invitations are shown to the stage (with every listener who has
+/// one); a listener sees only their own.
 #[utoipa::path(get, path = "/api/rooms/{room_id}", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = String, Path)),
     responses((status = 200, body = RoomView)))]
@@ -92,14 +98,15 @@ pub async fn get(
             .store
             .room_for(&RoomId(room_id), &session.user_id)
             .await?
-            .light(),
+            .seen_by(&session.user_id),
     ))
 }
 
 /// A page of a room's audience (listeners in order of joining), with an
 /// optional search by the start of a username or display name. For
 /// whoever may see the room. The room state on the session channel holds
-/// the stage; a large audience is read here.
+/// the stage; a large audience is read here. Hands and stage invitations
+/// show only to the stage (and each listener's own).
 #[utoipa::path(get, path = "/api/rooms/{room_id}/audience", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = String, Path), AudienceQuery),
     responses((status = 200, body = AudiencePage)))]
@@ -173,7 +180,7 @@ pub async fn join(
     // two), or with nothing published to apply it to: the room as it stands.
     for _ in 0..JOIN_PUBLISH_TRIES {
         match state.bus.publish_join(&joined) {
-            Ok(view) => return Ok(Json(view.light())),
+            Ok(view) => return Ok(Json(view.seen_by(&session.user_id))),
             Err(JoinNotApplied::NoView) => break,
             Err(JoinNotApplied::EarlierChangePending) => {
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -181,10 +188,13 @@ pub async fn join(
         }
     }
     let view = state.store.load_room(&joined.room).await?;
-    Ok(Json(state.announce(RoomAccess {
-        view,
-        departed: None,
-    })))
+    Ok(Json(state.announce_to(
+        RoomAccess {
+            view,
+            departed: None,
+        },
+        &session.user_id,
+    )))
 }
 
 /// An action on yourself: `raise-hand`, `lower-hand`, `accept-stage`,
@@ -210,7 +220,7 @@ pub async fn self_action(
             state.now(),
         )
         .await?;
-    Ok(Json(state.announce(access)))
+    Ok(Json(state.announce_to(access, &session.user_id)))
 }
 
 /// An action on a participant: `invite-to-stage`, `move-to-audience`,
@@ -267,7 +277,7 @@ pub async fn member_action(
             )
             .await;
     }
-    Ok(Json(state.announce(access)))
+    Ok(Json(state.announce_to(access, &session.user_id)))
 }
 
 /// Let a user into a closed room (moderators).

@@ -105,9 +105,13 @@ impl Store {
     ) -> Result<(Vec<MemberView>, u32, Option<i64>), ApiError> {
         let mut tx = self.pool().begin().await?;
         let kind = room_kind(&mut tx, room).await?;
-        if member(&mut tx, room, user).await?.is_none() {
+        let me = member(&mut tx, room, user).await?;
+        if me.is_none() {
             may_enter(&mut tx, room, kind, user).await?;
         }
+        // Hands and stage invitations are for the stage to see (and each
+        // listener's own), as on the session channel.
+        let sees_hands = me.is_some_and(|m| m.role.on_stage());
         // `%`, `_` and `\` in the search are literal.
         let pattern = prefix.map(|p| {
             let mut escaped = String::with_capacity(p.len() + 1);
@@ -163,7 +167,11 @@ impl Store {
         for r in rows.iter().take(limit as usize) {
             let (seq, m) = member_view_from_row(r)?;
             last = Some(seq);
-            members.push(m);
+            members.push(if sees_hands || &m.user_id == user {
+                m
+            } else {
+                m.as_audience_sees()
+            });
         }
         let total = u32::try_from(total).unwrap_or(u32::MAX);
         Ok((members, total, last.filter(|_| more)))

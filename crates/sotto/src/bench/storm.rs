@@ -4,8 +4,9 @@
 //! hello and a signed join request that the distributor (the host's real
 //! client session) verifies and answers with a sealed key. Then, with the
 //! room full: what one more join, a raised hand and a stage invitation
-//! cost each listener in bytes; and a ban: how long until every remaining
-//! listener holds the new key and the banned one is cut off.
+//! cost each listener in bytes; a ban: how long until every remaining
+//! listener holds the new key and the banned one is cut off; and what the
+//! invited listener taking the stage costs each listener.
 //!
 //! Most listeners open no media (N WebRTC peers on this machine would
 //! measure the generator; `bench fanout` measures the media plane); a
@@ -618,6 +619,29 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     let left = seen[victim].left_ms.load(Relaxed);
     let ban_cut_off_s = (left > 0).then(|| left.saturating_sub(t_ban) as f64 / 1e3);
     let ban_not_rekeyed = pending;
+    // Failures so far: the listener promoted next is a listener client,
+    // not a speaker's, and what it does on stage is not what this measures.
+    let failed = seen.iter().filter(|s| s.failed.load(Relaxed)).count();
+
+    // The invited listener (shown to listeners) takes the stage. What the
+    // others receive: the new speaker itself is sent the whole room (the
+    // stage sees every listener) and the stage group's state.
+    let promoted = 1.min(n - 1);
+    let others: Vec<Arc<Seen>> = (seen.iter().enumerate())
+        .filter(|(i, _)| *i != promoted)
+        .map(|(_, s)| s.clone())
+        .collect();
+    let before = bytes(&others);
+    clients[promoted]
+        .room_action(&room, "accept-stage")
+        .await
+        .context("taking the stage")?;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    per_change.push(per_listener(
+        "a listener shown to listeners takes the stage, to each other listener (2.5 s)",
+        before,
+        &others,
+    ));
 
     stop_tx.send(true).context("stopping the listeners")?;
     phase_tx.send(Phase::Done).context("ending the phase")?;
@@ -646,7 +670,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
         join_seconds: args.join_seconds,
         registration_s,
         keyed: keyed_ms.len(),
-        failed: seen.iter().filter(|s| s.failed.load(Relaxed)).count(),
+        failed,
         admission_s,
         time_to_key,
         server_cpu: cpu0.zip(cpu1).map(|(a, b)| b - a),
