@@ -79,6 +79,10 @@ pub struct SignedRoster<'a> {
     pub signer: [u8; 32],
     /// Version, count, root.
     pub header: RosterHeader,
+    /// How many accounts the listed keys belong to, as the distributor
+    /// verified them (an account listening from two devices is one): what
+    /// listeners compare with the audience count the room shows them.
+    pub accounts: u32,
     /// The stage epoch of the stage map.
     pub stage_epoch: u64,
     /// The stage map: each member's leaf and device key, by leaf.
@@ -91,15 +95,19 @@ pub struct SignedRoster<'a> {
     pub sig: [u8; 64],
 }
 
-/// Parses a signed roster ("SRS4"). Facing the network; fuzzed.
+/// Parses a signed roster ("SRS5"). Facing the network; fuzzed.
 pub fn parse_signed_roster(bytes: &[u8]) -> Result<SignedRoster<'_>, WireError> {
     let mut r = Reader::new(bytes);
-    r.magic(b"SRS4")?;
+    r.magic(b"SRS5")?;
     let room = r.bytes16(MAX_ROOM_ID_LEN)?;
     let signer = r.array::<32>()?;
     let version = read_version(&mut r)?;
     let count = r.u32()?;
     if count as usize > MAX_ROSTER_LEN {
+        return Err(WireError::TooLong);
+    }
+    let accounts = r.u32()?;
+    if accounts > count {
         return Err(WireError::TooLong);
     }
     let root = r.array::<32>()?;
@@ -127,6 +135,7 @@ pub fn parse_signed_roster(bytes: &[u8]) -> Result<SignedRoster<'_>, WireError> 
             count,
             root,
         },
+        accounts,
         stage_epoch,
         stage_members,
         code_digest,

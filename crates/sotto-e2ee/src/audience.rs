@@ -45,7 +45,7 @@ const HPKE: HpkeConfig = HpkeConfig(
     HpkeAeadType::AesGcm128,
 );
 const JOIN_DOMAIN: &[u8] = b"sotto listener join request v1\0";
-const ROSTER_DOMAIN: &[u8] = b"sotto listener roster v4\0";
+const ROSTER_DOMAIN: &[u8] = b"sotto listener roster v5\0";
 const STATEMENT_DOMAIN: &[u8] = b"sotto audience key statement v1\0";
 const SEAL_INFO: &[u8] = b"sotto audience key v1";
 
@@ -241,6 +241,10 @@ pub struct AdmittedListener {
     fingerprint: Fingerprint,
     hpke_public: [u8; 32],
     request: Vec<u8>,
+    /// The account the admitting client verified the key belongs to
+    /// ([`Distributor::admit_for`]); `None`: counted as an account of its
+    /// own.
+    account: Option<Vec<u8>>,
 }
 
 impl AdmittedListener {
@@ -576,8 +580,29 @@ impl Distributor {
     }
 
     /// Admit a verified listener: check bans and the room kind, then seal the
-    /// current audience key to it. O(1): one HPKE seal.
+    /// current audience key to it. O(1): one HPKE seal. The listener counts
+    /// as an account of its own in the roster ([`Self::admit_for`] names
+    /// the account).
     pub fn admit(&mut self, req: VerifiedJoinRequest) -> Result<SealedDelivery, AdmitError> {
+        self.admit_as(req, None)
+    }
+
+    /// [`Self::admit`] a listener whose key the caller verified to be a
+    /// device of `account` (its account id, as the caller knows it): the
+    /// roster counts an account listening from several devices once.
+    pub fn admit_for(
+        &mut self,
+        req: VerifiedJoinRequest,
+        account: &[u8],
+    ) -> Result<SealedDelivery, AdmitError> {
+        self.admit_as(req, Some(account.to_vec()))
+    }
+
+    fn admit_as(
+        &mut self,
+        req: VerifiedJoinRequest,
+        account: Option<Vec<u8>>,
+    ) -> Result<SealedDelivery, AdmitError> {
         let fingerprint = req.identity.fingerprint();
         if self.banned.contains(&fingerprint) {
             return Err(AdmitError::Banned);
@@ -589,6 +614,7 @@ impl Distributor {
             fingerprint,
             hpke_public: req.hpke_public,
             request: req.raw,
+            account,
         };
         let key = self
             .key
@@ -787,14 +813,28 @@ impl Distributor {
         self.roster_seq = self.roster_seq.saturating_add(1);
         let v = self.roster_version();
         let tree = RosterTree::new(self.listeners.keys().copied().collect());
+        // The accounts behind the keys: one per named account, and each
+        // key admitted without one as an account of its own.
+        let mut named: HashSet<&[u8]> = HashSet::new();
+        let mut unnamed = 0usize;
+        for l in self.listeners.values() {
+            match &l.account {
+                Some(a) => {
+                    named.insert(a);
+                }
+                None => unnamed += 1,
+            }
+        }
+        let accounts = named.len() + unnamed;
         let mut w = Writer::default();
-        w.raw(b"SRS4")
+        w.raw(b"SRS5")
             .bytes16(&self.room_id)
             .raw(&signer.public().to_bytes())
             .u64(v.epoch)
             .u32(v.rotation)
             .u64(v.seq)
             .u32(u32::try_from(tree.len()).unwrap_or(u32::MAX))
+            .u32(u32::try_from(accounts).unwrap_or(u32::MAX))
             .raw(&tree.root())
             .u64(self.stage.epoch)
             .u16(u16::try_from(self.stage.members.len()).unwrap_or(u16::MAX));
@@ -846,6 +886,7 @@ pub struct VerifiedRoster {
     signer: IdentityKey,
     version: RosterVersion,
     count: u32,
+    accounts: u32,
     root: [u8; 32],
     stage: StageMap,
 }
@@ -883,6 +924,7 @@ impl VerifiedRoster {
             signer,
             version,
             count: p.header.count,
+            accounts: p.accounts,
             root: p.header.root,
             stage: StageMap {
                 epoch: p.stage_epoch,
@@ -933,6 +975,11 @@ impl VerifiedRoster {
     /// How many listeners it lists.
     pub fn count(&self) -> u32 {
         self.count
+    }
+    /// How many accounts those listeners are, as the distributor verified
+    /// them (≤ [`Self::count`]).
+    pub fn accounts(&self) -> u32 {
+        self.accounts
     }
     /// The root of the tree over the listed fingerprints.
     pub fn root(&self) -> &[u8; 32] {

@@ -244,6 +244,62 @@ fn forged_roster_rejected() {
     ));
 }
 
+/// The roster signs how many accounts its keys belong to, as the admitting
+/// client verified them: an account listening from two devices is one;
+/// a key admitted without an account counts as one of its own; a departed
+/// key no longer counts; and the count is under the signature.
+#[test]
+fn a_roster_signs_its_accounts() {
+    let mut net = Net::new(14);
+    net.start_distributor(RoomKind::Open);
+    let host = net.host_identity();
+    let admit = |net: &mut Net, n: usize, account: Option<&[u8]>| {
+        let ident = DeviceIdentity::generate(&mut net.rng, format!("a{n}").as_bytes(), "d");
+        let (req, _) = JoinRequest::create(&ident, ROOM, net.now + 60_000, &mut net.rng).unwrap();
+        let verified = JoinRequest::parse(&req)
+            .unwrap()
+            .verify(&ident.public(), ROOM, net.now)
+            .unwrap();
+        let d = net.distributor.as_mut().unwrap();
+        match account {
+            Some(a) => d.admit_for(verified, a).unwrap(),
+            None => d.admit(verified).unwrap(),
+        };
+        ident.public().fingerprint()
+    };
+    admit(&mut net, 0, Some(b"ann"));
+    let second = admit(&mut net, 1, Some(b"ann"));
+    admit(&mut net, 2, Some(b"bob"));
+    admit(&mut net, 3, None);
+    let signer = net.members[0].stage.identity();
+    let roster = net.distributor.as_mut().unwrap().roster(signer);
+    let v = VerifiedRoster::verify(&roster, ROOM, &[host], RosterVersion::default()).unwrap();
+    assert_eq!((v.count(), v.accounts()), (4, 3));
+    // Ann's second device leaves: still 3 accounts, 3 keys.
+    assert!(net.distributor.as_mut().unwrap().remove(second));
+    let roster = net.distributor.as_mut().unwrap().roster(signer);
+    let v = VerifiedRoster::verify(&roster, ROOM, &[host], v.version()).unwrap();
+    assert_eq!((v.count(), v.accounts()), (3, 3));
+    // The server turns the account count down (to hide a key holder from
+    // listeners): the signature fails. The count sits right after the
+    // key count: magic, room (2 + 16 B here), signer, version (8+4+8), count.
+    let at = 4 + 2 + ROOM.len() + 32 + 20 + 4 + 3;
+    assert_eq!(roster[at], 3, "the account count's low byte");
+    let mut lowered = roster.clone();
+    lowered[at] = 2;
+    assert_eq!(
+        VerifiedRoster::verify(&lowered, ROOM, &[host], v.version()),
+        Err(RosterError::BadSignature)
+    );
+    // More accounts than keys does not parse.
+    let mut raised = roster.clone();
+    raised[at] = 9;
+    assert!(matches!(
+        VerifiedRoster::verify(&raised, ROOM, &[host], v.version()),
+        Err(RosterError::Malformed(_))
+    ));
+}
+
 /// A roster carries the distributor's stage map: each member's leaf and
 /// device key, and the epoch's room code, which a listener reads as the
 /// stage does. Without a map set it lists no stage.

@@ -859,9 +859,19 @@ impl RoomCrypto {
                     None => unchecked += 1,
                 }
             }
-            // At most `proven_listed + unchecked` signed keys can be
-            // devices of members; the rest are someone else's.
-            listeners_hidden = (listed as usize).saturating_sub(proven_listed + unchecked);
+            listeners_hidden = if self.audience_unshown() > 0 {
+                // A view that shows part of the audience (a listener's in a
+                // large room): the signed roster's accounts against the
+                // audience count the room shows. A key holder the count
+                // leaves out is hidden; an account listening from two
+                // devices is one, as in the count. (The stage sees every
+                // listener and is checked device by device, below.)
+                (r.accounts() as usize).saturating_sub(self.view.audience_count as usize)
+            } else {
+                // At most `proven_listed + unchecked` signed keys can be
+                // devices of members; the rest are someone else's.
+                (listed as usize).saturating_sub(proven_listed + unchecked)
+            };
         }
         RosterReport {
             entries,
@@ -2178,7 +2188,8 @@ impl RoomCrypto {
         } else if allowed {
             d.dist.allow(fp);
         }
-        let sealed = match d.dist.admit(verified) {
+        // The roster counts this key under the account whose chain holds it.
+        let sealed = match d.dist.admit_for(verified, from.user_id.as_str().as_bytes()) {
             Ok(s) => s,
             Err(e) => {
                 let why = match (&e, kind) {

@@ -954,6 +954,55 @@ fn a_ban_the_server_shows_but_does_not_do_is_a_hidden_listener() {
     );
 }
 
+/// A listener in a large room sees the stage, some listeners and a count:
+/// its check compares the signed roster's *accounts* with that count. A
+/// server that shows listeners a count lower than the key holders (one
+/// key holder left out of the room it shows them) is caught; a count
+/// higher than the keyed accounts (joins not keyed yet look the same) is
+/// not an alarm.
+#[test]
+fn a_listener_catches_an_audience_count_lower_than_the_signed_accounts() {
+    let (mut net, h, l) = host_and_listener();
+    let l2 = net.join("lis2", Role::Listener);
+    let l3 = net.join("lis3", Role::Listener);
+    net.run();
+    net.advance(2_500, 100); // admitted, and a roster of all three signed
+    assert!(net.hears(h, l2) && net.hears(h, l3));
+    let roster = net.devs[l].crypto.roster().expect("a verified roster");
+    assert_eq!((roster.count(), roster.accounts()), (3, 3));
+    // What the listener is shown: the host and itself, and a count.
+    let shown_to = |net: &Net, count: u32, version: i64| {
+        let mut v = net.view.clone();
+        v.members
+            .retain(|m| m.role.on_stage() || m.user_id == net.devs[l].user);
+        v.audience_count = count;
+        v.version = version;
+        v
+    };
+    let mut version = net.view.version + 1;
+    let mut check = |net: &mut Net, count: u32| {
+        let view = shown_to(net, count, version);
+        version += 1;
+        net.deliver(l, ServerMessage::RoomState { room: view });
+        let report = net.devs[l].crypto.check_roster();
+        let alerts = net.devs[l].crypto.take_alerts();
+        net.devs[l].alerts.extend(alerts);
+        report
+    };
+    let honest = check(&mut net, 3);
+    assert_eq!(honest.hidden, 0, "{honest:?}");
+    let inflated = check(&mut net, 5);
+    assert_eq!(inflated.hidden, 0, "{inflated:?}");
+    assert!(net.devs[l].alerts.is_empty(), "{:?}", net.devs[l].alerts);
+    let lowered = check(&mut net, 2);
+    assert_eq!(lowered.hidden, 1, "{lowered:?}");
+    assert!(
+        net.devs[l].has_alert(|a| matches!(a, Alert::HiddenListener { count: 1 })),
+        "{:?}",
+        net.devs[l].alerts
+    );
+}
+
 /// A roster of more listeners than one channel message could list (the
 /// old limit was ~1,500) is published — a count and a root, the
 /// fingerprints in chunks to the server — and a listener checks it with

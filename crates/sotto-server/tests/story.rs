@@ -119,10 +119,16 @@ async fn story(db: Db) {
         .member_action(&room.id, &bob_id, "invite-to-stage")
         .await
         .unwrap();
-    state_where(&mut bob_ch, |r| {
-        member(r, &bob_id).is_some_and(|m| m.invited_to_stage)
-    })
-    .await;
+    // A listener's room state shows no invitations (they are the stage's
+    // to see): Bob is told his own entry.
+    bob_ch
+        .wait_for(
+            WAIT,
+            |m| matches!(m, ServerMessage::RoomYou { you, .. } if you.invited_to_stage),
+        )
+        .await
+        .unwrap();
+    assert!(bob_ch.you(&room.id).is_some_and(|m| m.invited_to_stage));
     let view = bob.room_action(&room.id, "accept-stage").await.unwrap();
     let b = member(&view, &bob_id).unwrap();
     assert_eq!(b.role, Role::Speaker);
