@@ -163,12 +163,16 @@ fn storm_smoke_run_keys_everyone_and_prints_every_figure() {
         "media listeners (1 of them, real WebRTC): time to first audio",
         "media listeners: failures within 3 s of a new key",
         "ban: remaining listeners on a newer key, first / p50 / p95",
+        "media listeners' roster check at the end",
     ] {
         figure(label);
     }
     // Every frame decrypted is one the host's encoder made. (Decrypt
     // failures are counted and reported, not asserted: the storm's ban
     // rotates the key under the media listener — see BENCHMARKS.md.)
+    // The media listener's roster check in an honest room: no alarm.
+    let check = figure("media listeners' roster check at the end");
+    assert!(check.contains(" 1 / 0; "), "{check}");
     let frames = figure("media listeners: frames decrypted / failed / not the host's");
     assert!(frames.ends_with(" / 0"), "{frames}");
     assert!(

@@ -97,6 +97,10 @@ pub struct StableReport {
     /// Times the frames' key (their KID tag) changed: the speaker switched.
     pub switches_heard: u64,
     pub alerts: Vec<String>,
+    /// The roster check at the end (`RoomCrypto::check_roster`): the
+    /// signed roster's accounts, the audience count this listener was
+    /// shown, and the hidden listeners the check reported.
+    pub roster_check: Option<(u32, u32, usize)>,
 }
 
 /// A connected listener that has heard its first frame.
@@ -214,6 +218,11 @@ impl Ear {
                 }
             }
         }
+        let hidden = self.keys.crypto.check_roster().hidden;
+        let shown = self.channel.view(&self.room).map(|v| v.audience_count);
+        self.report.roster_check = (self.keys.crypto.roster())
+            .zip(shown)
+            .map(|(r, shown)| (r.accounts(), shown, hidden));
         self.report.alerts.extend(
             self.keys
                 .crypto

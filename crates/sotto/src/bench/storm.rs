@@ -188,6 +188,10 @@ pub struct StormReport {
     pub media_failures_near_key_change: u64,
     /// Key generations the media listeners received (most of any one).
     pub media_generations: usize,
+    /// The media listeners' roster checks at the end (signed accounts,
+    /// audience count shown, hidden listeners reported), one per listener
+    /// that held a roster.
+    pub roster_checks: Vec<(u32, u32, usize)>,
 }
 
 impl StormReport {
@@ -288,6 +292,17 @@ impl StormReport {
                 self.media_failures_near_key_change,
                 self.media_decrypt_failures,
                 self.media_generations
+            ),
+        ));
+        let alarmed = self.roster_checks.iter().filter(|c| c.2 > 0).count();
+        rows.push((
+            "media listeners' roster check at the end: checked / reporting hidden listeners; signed accounts vs audience count shown (first)".into(),
+            format!(
+                "{} / {alarmed}; {}",
+                self.roster_checks.len(),
+                self.roster_checks
+                    .first()
+                    .map_or("n/a".into(), |(a, shown, _)| format!("{a} vs {shown}"))
             ),
         ));
         rows.push((
@@ -706,6 +721,10 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
             .map(|r| r.generations)
             .max()
             .unwrap_or(0),
+        roster_checks: media_reports
+            .iter()
+            .filter_map(|r| r.roster_check)
+            .collect(),
     };
     if let Some(path) = &args.markdown {
         std::fs::write(path, report.markdown())
