@@ -401,6 +401,43 @@ mod tests {
         assert_eq!(bus.publish_join(&joined(6, 61)).unwrap().version, 6);
     }
 
+    /// A hand raised beyond the shown audience: the stage's stream carries
+    /// it; the listeners' stream carries no change of their view, only
+    /// whose own entry changed (for that listener's `room_you`), and the
+    /// view a new subscriber gets shows no hand.
+    #[test]
+    fn a_hand_reaches_the_stage_and_its_owner_only() {
+        let bus = Bus::default();
+        let (mut full, mut light) = (bus.subscribe_full(), bus.subscribe());
+        bus.publish(room(5, 60), None);
+        assert!(full.try_recv().is_ok() && light.try_recv().is_ok());
+        let mut raised = room(6, 60);
+        let hand = raised.members.last_mut().unwrap();
+        hand.hand_raised = true;
+        hand.hand_order = Some(6);
+        let owner = hand.clone();
+        bus.publish(raised, None);
+        let stage = full.try_recv().unwrap();
+        assert!(
+            stage
+                .delta
+                .as_ref()
+                .is_some_and(|d| d.changes.len() == 1 && d.from == 5)
+        );
+        let listeners = light.try_recv().unwrap();
+        assert!(listeners.count_only, "the listeners' view did not change");
+        assert_eq!(listeners.yours, Yours::Listed(vec![owner]));
+        let shown = bus.light_view(&stage.view.id).unwrap();
+        assert_eq!(shown.version, 6);
+        assert!(shown.members.iter().all(|m| !m.hand_raised));
+        assert_eq!(shown.members.len(), 1 + sotto_proto::room::AUDIENCE_IN_VIEW);
+        // A join beyond the shown audience touches nobody's own entry and
+        // wakes no listener channel (their count is read once a second).
+        bus.publish_join(&joined(7, 61)).unwrap();
+        assert!(full.try_recv().is_ok());
+        assert!(light.try_recv().is_err());
+    }
+
     /// A join whose predecessor is not published yet waits for it; a room
     /// the bus holds nothing of is read instead.
     #[test]
