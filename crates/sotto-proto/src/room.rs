@@ -289,7 +289,7 @@ impl RoomView {
     /// audience count of the whole room. Costs one pass over the members.
     pub fn light(&self) -> RoomView {
         let mut listeners = 0usize;
-        self.audience_sees(|m| {
+        self.audience_sees(None, |m| {
             if m.role != Role::Listener {
                 return true;
             }
@@ -340,7 +340,7 @@ impl RoomView {
             .filter(|m| m.role == Role::Listener && shown_before.contains(&m.user_id))
             .count();
         let mut room_for = AUDIENCE_IN_VIEW.saturating_sub(kept);
-        self.audience_sees(|m| {
+        self.audience_sees(None, |m| {
             if m.role != Role::Listener || shown_before.contains(&m.user_id) {
                 return true;
             }
@@ -361,19 +361,18 @@ impl RoomView {
             .iter()
             .any(|m| &m.user_id == user && m.role.on_stage());
         let mut listeners = 0usize;
-        let mut view = self.keeping(|m| {
+        let keep = |m: &MemberView| {
             if m.role != Role::Listener || &m.user_id == user {
                 return true;
             }
             listeners += 1;
             listeners <= AUDIENCE_IN_VIEW || (stage && (m.hand_raised || m.invited_to_stage))
-        });
-        if !stage {
-            for m in view.members.iter_mut().filter(|m| &m.user_id != user) {
-                *m = m.as_audience_sees();
-            }
+        };
+        if stage {
+            self.keeping(keep)
+        } else {
+            self.audience_sees(Some(user), keep)
         }
-        view
     }
 
     /// `user`'s entry (a scan of the members).
@@ -381,11 +380,18 @@ impl RoomView {
         self.members.iter().find(|m| &m.user_id == user)
     }
 
-    /// The members `keep` accepts, as the audience sees them.
-    fn audience_sees(&self, mut keep: impl FnMut(&MemberView) -> bool) -> RoomView {
-        let mut view = self.keeping(|m| keep(m));
-        for m in view.members.iter_mut().filter(|m| !m.shows_audience_only()) {
-            *m = m.as_audience_sees();
+    /// The members `keep` accepts, as the audience sees them (but for
+    /// `except`'s own entry).
+    fn audience_sees(
+        &self,
+        except: Option<&UserId>,
+        keep: impl FnMut(&MemberView) -> bool,
+    ) -> RoomView {
+        let mut view = self.keeping(keep);
+        for m in view.members.iter_mut() {
+            if !m.shows_audience_only() && except != Some(&m.user_id) {
+                *m = m.as_audience_sees();
+            }
         }
         view
     }

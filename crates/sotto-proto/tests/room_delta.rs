@@ -367,13 +367,7 @@ fn the_light_view_keeps_whom_it_shows() {
         let mut next = full.clone();
         change(&mut next);
         next.version += 1;
-        next.audience_count = u32::try_from(
-            next.members
-                .iter()
-                .filter(|m| m.role == Role::Listener)
-                .count(),
-        )
-        .unwrap();
+        next.audience_count = next.listeners_shown();
         let delta = next.diff_from(full).unwrap();
         let next_light = next.light_after(light, Some(&delta));
         let light_delta = next_light.diff_from(light).unwrap();

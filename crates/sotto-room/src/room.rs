@@ -2634,13 +2634,7 @@ mod tests {
             let mut full = view(&[(0, Role::Host), (3, Role::Listener)]);
             let shown = |v: &RoomView| {
                 let mut v = v.clone();
-                v.audience_count = u32::try_from(
-                    v.members
-                        .iter()
-                        .filter(|m| m.role == Role::Listener)
-                        .count(),
-                )
-                .unwrap();
+                v.audience_count = v.listeners_shown();
                 if light { v.light() } else { v }
             };
             let (mut by_view, mut by_delta) = (core(&shown(&full)), core(&shown(&full)));
