@@ -10,7 +10,8 @@
 //! RTCP, the microphone's incoming SRTP). From the keying material, the
 //! SFU's outgoing RTP session key and salt are derived as RFC 3711 §4.3
 //! says (AES-CM PRF, key derivation rate 0), and packets are sealed as RFC
-//! 7714 says (AEAD-AES-GCM; the crypto is the same provider str0m uses).
+//! 7714 says (AEAD-AES-GCM, in place, with aws-lc: the library under the
+//! crypto provider str0m uses).
 //! A peer whose DTLS picked a profile the fast path does not do (AES-CM
 //! with HMAC-SHA1) keeps str0m's path.
 //!
@@ -22,11 +23,13 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::error::Unspecified;
 use str0m::crypto::dtls::{
     DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
     SrtpProfile,
 };
-use str0m::crypto::{AeadAes128GcmCipher, AeadAes256GcmCipher, CryptoError, CryptoProvider};
+use str0m::crypto::{CryptoError, CryptoProvider};
 
 /// RFC 3711 §4.3.2 labels.
 const LABEL_RTP_ENCRYPTION: u8 = 0x00;
@@ -171,14 +174,9 @@ impl DtlsInstance for Tapped {
     }
 }
 
-enum Cipher {
-    Gcm128(Box<dyn AeadAes128GcmCipher>),
-    Gcm256(Box<dyn AeadAes256GcmCipher>),
-}
-
 /// The SFU's outgoing SRTP context towards one peer.
 pub(crate) struct SrtpOut {
-    cipher: Cipher,
+    key: LessSafeKey,
     salt: [u8; GCM_SALT_LEN],
 }
 
@@ -193,9 +191,9 @@ impl SrtpOut {
     /// for a profile the fast path does not do (or material of the wrong
     /// size).
     pub(crate) fn new(e: &Exported) -> Option<SrtpOut> {
-        let key_len = match e.profile {
-            SrtpProfile::AEAD_AES_128_GCM => 16,
-            SrtpProfile::AEAD_AES_256_GCM => 32,
+        let (key_len, algorithm) = match e.profile {
+            SrtpProfile::AEAD_AES_128_GCM => (16, &AES_128_GCM),
+            SrtpProfile::AEAD_AES_256_GCM => (32, &AES_256_GCM),
             _ => return None,
         };
         if e.material.len() != 2 * (key_len + GCM_SALT_LEN) {
@@ -219,28 +217,25 @@ impl SrtpOut {
         );
         let mut salt = [0u8; GCM_SALT_LEN];
         derive(master_key, master_salt, LABEL_RTP_SALT, &mut salt);
-        let srtp = provider().srtp_provider;
-        let cipher = if key_len == 16 {
-            let mut k = [0u8; 16];
-            k.copy_from_slice(&session_key[..16]);
-            Cipher::Gcm128(srtp.aead_aes_128_gcm().create_cipher(k, true))
-        } else {
-            Cipher::Gcm256(srtp.aead_aes_256_gcm().create_cipher(session_key, true))
-        };
-        Some(SrtpOut { cipher, salt })
+        let key = UnboundKey::new(algorithm, &session_key[..key_len]).ok()?;
+        Some(SrtpOut {
+            key: LessSafeKey::new(key),
+            salt,
+        })
     }
 
     /// Seals one RTP packet: `header` (authenticated), then `payload`
-    /// (encrypted) and the tag, into `out`. `ext_seq`: the extended
-    /// sequence number (rollover counter above the 16 bits in the header).
+    /// (encrypted in place) and the tag, into `out`. `ext_seq`: the
+    /// extended sequence number (rollover counter above the 16 bits in the
+    /// header).
     pub(crate) fn seal(
-        &mut self,
+        &self,
         header: &[u8],
         payload: &[u8],
         ssrc: u32,
         ext_seq: u64,
         out: &mut Vec<u8>,
-    ) -> Result<(), CryptoError> {
+    ) -> Result<(), Unspecified> {
         // RFC 7714 §8.1: IV = (0x0000 || SSRC || ROC || SEQ) XOR salt.
         let roc = (ext_seq >> 16) as u32;
         let seq = ext_seq as u16;
@@ -252,13 +247,17 @@ impl SrtpOut {
             *b ^= s;
         }
         out.clear();
+        out.reserve(header.len() + payload.len() + GCM_TAG_LEN);
         out.extend_from_slice(header);
-        out.resize(header.len() + payload.len() + GCM_TAG_LEN, 0);
-        let body = &mut out[header.len()..];
-        match &mut self.cipher {
-            Cipher::Gcm128(c) => c.encrypt(&iv, header, payload, body),
-            Cipher::Gcm256(c) => c.encrypt(&iv, header, payload, body),
-        }
+        out.extend_from_slice(payload);
+        let (aad, body) = out.split_at_mut(header.len());
+        let tag = self.key.seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(iv),
+            Aad::from(&*aad),
+            body,
+        )?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(())
     }
 }
 
@@ -282,14 +281,34 @@ fn derive(master_key: &[u8], master_salt: &[u8], label: u8, out: &mut [u8]) {
     }
 }
 
-/// Writes an RTP header (RFC 3550 §5.1) into `out`, with one-byte header
-/// extensions (RFC 8285): the RFC 6464 audio level when `level` is
-/// `(extension id, level byte)`, and the m-line's MID (RFC 8843) when `mid`
-/// is `(extension id, mid)`: a receiver that has not tied the slot's SSRC to
-/// its m-line yet does so from it (str0m's own send path writes it too).
+/// The longest header [`rtp_header`] writes: 12 fixed bytes, the 4-byte
+/// extension header, the level (2) and a MID of up to 16 bytes (17), padded
+/// to a word.
+const MAX_HEADER: usize = 12 + 4 + 20;
+
+/// An RTP header built on the stack (one per forwarded copy: no vector
+/// pushes, one copy into the datagram).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RtpHeader {
+    bytes: [u8; MAX_HEADER],
+    len: usize,
+}
+
+impl std::ops::Deref for RtpHeader {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// An RTP header (RFC 3550 §5.1) with one-byte header extensions (RFC
+/// 8285): the RFC 6464 audio level when `level` is `(extension id, level
+/// byte)`, and the m-line's MID (RFC 8843) when `mid` is `(extension id,
+/// mid)`: a receiver that has not tied the slot's SSRC to its m-line yet
+/// does so from it (str0m's own send path writes it too).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn rtp_header(
-    out: &mut Vec<u8>,
     pt: u8,
     marker: bool,
     seq: u16,
@@ -297,35 +316,41 @@ pub(crate) fn rtp_header(
     ssrc: u32,
     level: Option<(u8, u8)>,
     mid: Option<(u8, &[u8])>,
-) {
+) -> RtpHeader {
     let mid = mid.filter(|(id, m)| (1..=14).contains(id) && (1..=16).contains(&m.len()));
     let level = level.filter(|(id, _)| (1..=14).contains(id));
-    out.clear();
     let ext = level.is_some() || mid.is_some();
-    out.push(0x80 | if ext { 0x10 } else { 0 });
-    out.push(u8::from(marker) << 7 | (pt & 0x7f));
-    out.extend_from_slice(&seq.to_be_bytes());
-    out.extend_from_slice(&ts.to_be_bytes());
-    out.extend_from_slice(&ssrc.to_be_bytes());
+    let mut b = [0u8; MAX_HEADER];
+    b[0] = 0x80 | if ext { 0x10 } else { 0 };
+    b[1] = u8::from(marker) << 7 | (pt & 0x7f);
+    b[2..4].copy_from_slice(&seq.to_be_bytes());
+    b[4..8].copy_from_slice(&ts.to_be_bytes());
+    b[8..12].copy_from_slice(&ssrc.to_be_bytes());
     if !ext {
-        return;
+        return RtpHeader { bytes: b, len: 12 };
     }
     // 0xBEDE, the length in 32-bit words (filled in below), then each
-    // element as id and length-1, its bytes; zero padding to a word.
-    let start = out.len();
-    out.extend_from_slice(&[0xbe, 0xde, 0, 0]);
+    // element as id and length-1, its bytes; zero padding to a word (the
+    // array is zeroed).
+    b[12] = 0xbe;
+    b[13] = 0xde;
+    let mut at = 16;
     if let Some((id, byte)) = level {
-        out.extend_from_slice(&[id << 4, byte]);
+        b[at] = id << 4;
+        b[at + 1] = byte;
+        at += 2;
     }
     if let Some((id, m)) = mid {
-        out.push(id << 4 | (m.len() as u8 - 1));
-        out.extend_from_slice(m);
+        b[at] = id << 4 | (m.len() as u8 - 1);
+        b[at + 1..at + 1 + m.len()].copy_from_slice(m);
+        at += 1 + m.len();
     }
-    while !(out.len() - start).is_multiple_of(4) {
-        out.push(0);
+    let words = (at - 16).div_ceil(4);
+    b[14..16].copy_from_slice(&(words as u16).to_be_bytes());
+    RtpHeader {
+        bytes: b,
+        len: 16 + 4 * words,
     }
-    let words = ((out.len() - start - 4) / 4) as u16;
-    out[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -347,31 +372,38 @@ mod tests {
 
     #[test]
     fn header_with_and_without_the_audio_level() {
-        let mut h = Vec::new();
-        rtp_header(&mut h, 111, true, 0x1234, 0xdead_beef, 7, None, None);
+        let h = rtp_header(111, true, 0x1234, 0xdead_beef, 7, None, None);
         assert_eq!(
-            h,
+            &h[..],
             [0x80, 0xef, 0x12, 0x34, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 7]
         );
-        rtp_header(&mut h, 111, false, 1, 2, 3, Some((1, 0x80 | 30)), None);
+        let h = rtp_header(111, false, 1, 2, 3, Some((1, 0x80 | 30)), None);
         assert_eq!(h.len(), 20);
         assert_eq!(h[0], 0x90);
         assert_eq!(&h[12..], &[0xbe, 0xde, 0, 1, 0x10, 0x9e, 0, 0]);
         // Level and a two-byte MID: 2 + 3 bytes, padded to two words.
-        rtp_header(
-            &mut h,
+        let h = rtp_header(111, false, 1, 2, 3, Some((1, 0x9e)), Some((4, b"1a")));
+        assert_eq!(
+            &h[12..],
+            &[0xbe, 0xde, 0, 2, 0x10, 0x9e, 0x41, b'1', b'a', 0, 0, 0]
+        );
+        // The longest: level and a 16-byte MID, 19 bytes in 5 words.
+        let h = rtp_header(111, false, 1, 2, 3, Some((1, 0x9e)), Some((4, &[b'm'; 16])));
+        assert_eq!(h.len(), MAX_HEADER);
+        assert_eq!(&h[12..16], &[0xbe, 0xde, 0, 5]);
+        assert_eq!(h[18], 0x4f);
+        assert_eq!(&h[35..], &[0]);
+        // A MID longer than 16 bytes or an id out of 1..=14 is left out.
+        let h = rtp_header(
             111,
             false,
             1,
             2,
             3,
-            Some((1, 0x9e)),
-            Some((4, b"1a")),
+            Some((15, 0x9e)),
+            Some((4, &[b'm'; 17])),
         );
-        assert_eq!(
-            &h[12..],
-            &[0xbe, 0xde, 0, 2, 0x10, 0x9e, 0x41, b'1', b'a', 0, 0, 0]
-        );
+        assert_eq!(h.len(), 12);
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -68,8 +68,6 @@ pub struct Sfu {
     gone: Vec<PeerId>,
     /// Scratch for RTP packets polled out of one peer.
     packets: Vec<RtpPacket>,
-    /// Scratch for an RTP header the fast path writes.
-    header: Vec<u8>,
     /// Datagram buffers the driver gave back ([`Sfu::recycle`]): the fast
     /// path seals into one of these instead of allocating per copy.
     free: Vec<Vec<u8>>,
@@ -103,7 +101,6 @@ impl Sfu {
             dirty: Vec::new(),
             gone: Vec::new(),
             packets: Vec::new(),
-            header: Vec::with_capacity(24),
             free: Vec::new(),
             visits: 0,
             stats: SfuStats::default(),
@@ -700,7 +697,7 @@ impl Sfu {
                     continue;
                 };
                 if let (Some(srtp), Some((source, destination)), Some(ssrc)) =
-                    (rx.srtp.as_mut(), rx.media_to, slot.ssrc)
+                    (rx.srtp.as_ref(), rx.media_to, slot.ssrc)
                 {
                     // Sealed here with the peer's keys: the `Rtc` is not
                     // touched (see `fastpath`).
@@ -711,8 +708,7 @@ impl Sfu {
                         }
                         _ => None,
                     };
-                    crate::fastpath::rtp_header(
-                        &mut self.header,
+                    let header = crate::fastpath::rtp_header(
                         *slot.pt,
                         pkt.header.marker,
                         seq as u16,
@@ -721,12 +717,13 @@ impl Sfu {
                         level,
                         slot.mid_ext.as_ref().map(|(id, m)| (*id, &m[..])),
                     );
-                    let mut contents = self.free.pop().unwrap_or_else(|| {
-                        Vec::with_capacity(self.header.len() + pkt.payload.len() + 16)
-                    });
-                    if let Err(e) = srtp.seal(&self.header, &pkt.payload, ssrc, seq, &mut contents)
+                    let mut contents = self.free.pop().unwrap_or_default();
+                    if srtp
+                        .seal(&header, &pkt.payload, ssrc, seq, &mut contents)
+                        .is_err()
                     {
-                        debug!(peer = %member, error = %e, "fast path: seal failed");
+                        debug!(peer = %member, "fast path: seal failed");
+                        self.free.push(contents);
                         continue;
                     }
                     self.transmits.push_back(Transmit {
