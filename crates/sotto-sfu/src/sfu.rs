@@ -20,6 +20,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output};
 use tracing::{debug, info};
 
 use crate::event::{GoneReason, SfuEvent, Transmit};
+use crate::ids::PeerMap;
 use crate::peer::{Peer, Slot};
 use crate::slot::SlotRewriter;
 use crate::speakers::ActiveSpeakers;
@@ -55,7 +56,7 @@ const FREE_BUFFERS: usize = 4096;
 pub struct Sfu {
     config: SfuConfig,
     candidate: Candidate,
-    peers: HashMap<PeerId, Peer>,
+    peers: PeerMap<Peer>,
     rooms: HashMap<RoomKey, Room>,
     by_addr: HashMap<SocketAddr, PeerId>,
     by_ufrag: HashMap<String, PeerId>,
@@ -91,7 +92,7 @@ impl Sfu {
         Ok(Self {
             config,
             candidate,
-            peers: HashMap::new(),
+            peers: PeerMap::default(),
             rooms: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
