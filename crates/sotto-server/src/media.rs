@@ -370,15 +370,14 @@ async fn drive(
         while let Some(t) = sfu.poll_transmit() {
             batch.push(t);
         }
-        sender.send_all(&socket, &batch, &plane).await;
+        // The copies a received datagram caused, timed as they leave.
+        let timed = received_at.map(|at| Copies {
+            since: at,
+            left: sfu.rtp_forwarded().saturating_sub(forwarded_before),
+        });
+        sender.send_all(&socket, &batch, &plane, timed).await;
         for t in batch.drain(..) {
             sfu.recycle(t.contents);
-        }
-        if let Some(at) = received_at {
-            let forwarded = sfu.rtp_forwarded().saturating_sub(forwarded_before);
-            if forwarded > 0 {
-                plane.forward_latency.observe(at.elapsed(), forwarded);
-            }
         }
         while let Some(event) = sfu.poll_event() {
             if let SfuEvent::PeerGone { peer, .. } = event {
@@ -452,6 +451,28 @@ fn handle_command(sfu: &mut Sfu, command: Command) {
     }
 }
 
+/// The forwarded copies of one received datagram, for the latency
+/// histogram: each batch that leaves is timed from the datagram's receipt
+/// (so the first listeners' copies count the time they really took, and
+/// the last ones the whole fan-out).
+struct Copies {
+    since: Instant,
+    /// Copies not timed yet (a batch can also hold STUN and RTCP: at most
+    /// this many of its datagrams count).
+    left: u64,
+}
+
+impl Copies {
+    /// `sent` datagrams just left.
+    fn left_now(&mut self, plane: &MediaPlane, sent: u64) {
+        let n = sent.min(self.left);
+        if n > 0 {
+            plane.forward_latency.observe(self.since.elapsed(), n);
+            self.left -= n;
+        }
+    }
+}
+
 /// Sends a step's datagrams: with `sendmmsg` in batches where the platform
 /// has it (one system call for a speaker's packet to many listeners), else
 /// one by one. UDP is lossy anyway: a failed send is a lost packet. Keeps
@@ -470,6 +491,7 @@ impl Sender {
         socket: &UdpSocket,
         batch: &[sotto_sfu::Transmit],
         plane: &MediaPlane,
+        mut timed: Option<Copies>,
     ) {
         use std::sync::atomic::Ordering::Relaxed;
         let mut rest = batch;
@@ -480,6 +502,9 @@ impl Sender {
                 Ok(0) | Err(_) => break,
                 Ok(sent) => {
                     plane.sent_batched.fetch_add(sent as u64, Relaxed);
+                    if let Some(copies) = &mut timed {
+                        copies.left_now(plane, sent as u64);
+                    }
                     rest = &rest[sent..];
                 }
             }
@@ -489,6 +514,9 @@ impl Sender {
             if socket.send_to(&t.contents, t.destination).await.is_err() {
                 failed += 1;
             }
+        }
+        if let Some(copies) = &mut timed {
+            copies.left_now(plane, u64::MAX);
         }
         plane.sent_single.fetch_add(rest.len() as u64, Relaxed);
         if failed > 0 {

@@ -196,7 +196,7 @@ impl Metrics {
             media.forward_latency.render(
                 &mut out,
                 "sotto_media_forward_latency_seconds",
-                "Inside the SFU: from a datagram's receipt to the end of the send of what it made forwarded (one observation per forwarded packet).",
+                "Inside the SFU: from a datagram's receipt to the send of each copy it made forwarded (one observation per copy, timed with the sendmmsg batch it left in).",
             );
         }
         out

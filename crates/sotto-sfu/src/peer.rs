@@ -33,7 +33,9 @@ pub(crate) struct Slot {
 pub(crate) struct Peer {
     pub(crate) id: PeerId,
     pub(crate) room: RoomKey,
-    pub(crate) rtc: Rtc,
+    /// Boxed: a str0m `Rtc` is ~10 KB inline, and the SFU's peer map keeps
+    /// up to twice as many slots as peers (its load factor and doubling).
+    pub(crate) rtc: Box<Rtc>,
     /// Our ICE ufrag for this peer (random, chosen by str0m).
     pub(crate) ufrag: String,
     /// On stage and not muted, as told by the control plane.

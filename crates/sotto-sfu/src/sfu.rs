@@ -214,7 +214,7 @@ impl Sfu {
         let mut p = Peer {
             id: peer,
             room,
-            rtc,
+            rtc: Box::new(rtc),
             ufrag: ufrag.clone(),
             may_publish: false,
             connected: false,
