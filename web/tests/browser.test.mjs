@@ -39,6 +39,11 @@ const missing = [];
 if (!existsSync(SOTTO)) missing.push(`${SOTTO} (cargo build -p sotto)`);
 if (!existsSync(CHROMIUM)) missing.push(`${CHROMIUM} (apt-get install chromium)`);
 if (!existsSync(join(ROOT, "web/dist/index.html"))) missing.push("web/dist (npm run build in web/)");
+// scripts/browser-test (and so CI) has made all of them: there, something
+// missing is a failure, never ten skipped tests.
+if (missing.length && process.env.SOTTO_BROWSER_REQUIRE === "1") {
+  throw new Error(`the browser tests cannot run, missing: ${missing.join(", ")}`);
+}
 const SKIP_ALL = missing.length ? `missing: ${missing.join(", ")}` : false;
 
 const world = {

@@ -12,7 +12,10 @@ import { promisify } from "node:util";
 const execFileP = promisify(execFile);
 
 export const ROOT = resolve(new URL("../../..", import.meta.url).pathname);
-export const SOTTO = process.env.SOTTO_BIN || join(ROOT, "target/debug/sotto");
+// Where cargo put it: CARGO_TARGET_DIR when set (relative to the root, as
+// cargo reads it from there), else target/.
+const TARGET = process.env.CARGO_TARGET_DIR ? resolve(ROOT, process.env.CARGO_TARGET_DIR) : join(ROOT, "target");
+export const SOTTO = process.env.SOTTO_BIN || join(TARGET, "debug/sotto");
 
 const children = new Set();
 function track(child) {
