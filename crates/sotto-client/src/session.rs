@@ -340,13 +340,6 @@ pub async fn run(
             .stats
             .alerts
             .extend(crypto.take_alerts().iter().map(ToString::to_string));
-        if !awaiting.is_empty() {
-            // Keys may have come (or frames waited too long).
-            for ((ssrc, seq), opus) in awaiting.retry(&mut crypto, now_ms(Instant::now())) {
-                heard.frame(&mut outcome.stats, ssrc, seq, &opus)?;
-            }
-            outcome.stats.decrypt_failures += awaiting.take_expired();
-        }
         let roster = crypto.roster().map(|r| r.version());
         if roster.is_some() && roster != roster_checked {
             // Name the new roster's key holders: their chains are fetched
@@ -441,6 +434,15 @@ pub async fn run(
                 }
             }
             _ = ticker.tick() => {
+                if !awaiting.is_empty() {
+                    // Once a tick, before playout: keys may have come (or
+                    // frames waited too long). Not per packet: a keyless
+                    // listener would try every held frame again each time.
+                    for ((ssrc, seq), opus) in awaiting.retry(&mut crypto, now_ms(Instant::now())) {
+                        heard.frame(&mut outcome.stats, ssrc, seq, &opus)?;
+                    }
+                    outcome.stats.decrypt_failures += awaiting.take_expired();
+                }
                 if let (Some(encoder), Mode::Speak { samples, repeat }) = (encoder.as_mut(), &config.mode) {
                     let start = frame_index * FRAME_SAMPLES;
                     if start >= samples.len() && !repeat {
